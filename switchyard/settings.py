@@ -1,0 +1,124 @@
+"""The one validated settings object. Built by :func:`load_settings`, never at import.
+
+Everything Switchyard reads from the process environment is declared here, with the ``SWITCHYARD_`` prefix,
+except the providers' own conventional variables (``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``, ``OLLAMA_HOST``
+and the SDK base URLs), which keep the names users already have set.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from switchyard.errors import ConfigError
+
+Profile = Literal["development", "staging", "production"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FLEET_FILE = REPO_ROOT / "switchyard.toml"
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "xxx", "your-key-here", "sk-...", ""}
+
+
+class Settings(BaseSettings):
+    """Process settings. Ports default to loopback and can be moved so several fleets can coexist."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHYARD_", extra="ignore", frozen=True)
+
+    profile: Profile = "development"
+    home: Path = Field(default_factory=lambda: Path.cwd() / ".switchyard")
+    fleet_file: Path = DEFAULT_FLEET_FILE
+    broker_url: str | None = None
+    database_url: str | None = None
+    workspace: Path | None = None
+    simulate: bool = False
+    simulator_url: str | None = None
+
+    host: str = "127.0.0.1"
+    broker_port: int = 6399
+    api_port: int = 8700
+    flower_port: int = 5555
+    simulator_port: int = 8790
+    log_level: str = "INFO"
+
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SWITCHYARD_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SWITCHYARD_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL")
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SWITCHYARD_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SWITCHYARD_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    ollama_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("SWITCHYARD_OLLAMA_HOST", "OLLAMA_HOST")
+    )
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        allowed = ("redis://", "rediss://", "valkey://", "amqp://", "pyamqp://", "unix://")
+        if value and not value.startswith(allowed):
+            raise ValueError(f"SWITCHYARD_BROKER_URL must start with one of {', '.join(allowed)}")
+        return value
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        if self.profile == "development":
+            return self
+        for name in ("anthropic_api_key", "openai_api_key"):
+            secret: SecretStr | None = getattr(self, name)
+            if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"{name.upper()} is a placeholder; set a real key for profile {self.profile!r}")
+        return self
+
+    @cached_property
+    def data_dir(self) -> Path:
+        """Where this profile keeps its database, broker data, pidfiles and logs."""
+        return (self.home / self.profile).resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def workspace_dir(self) -> Path:
+        return (self.workspace or self.data_dir / "workspace").resolve()
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when Switchyard runs its own valkey-server instead of a broker the user named."""
+        return self.broker_url is None
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or f"redis://{self.host}:{self.broker_port}/0"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'switchyard.db'}"
+
+    @property
+    def effective_simulator_url(self) -> str:
+        return self.simulator_url or f"http://{self.host}:{self.simulator_port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment (and explicit overrides), turning mistakes into ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SWITCHYARD_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
