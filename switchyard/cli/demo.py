@@ -1,0 +1,133 @@
+"""``switchyard demo``: the whole fleet on embedded defaults, with the provider simulator.
+
+Starts the embedded broker, one worker per group, Flower, the status API and the simulator; generates a
+sample repository and the environments; submits a batch covering every kind in every environment; shows a
+progress bar; prints results per environment and costs per provider and group; stops what it started.
+The demo never uses real provider keys: every call goes to the simulator.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from environments.sample import make_sample_repo
+from store.db import session_scope
+from store.models import TERMINAL_STATUSES, Task
+from store.queries import costs, list_tasks
+from switchyard.cli.context import cli_context
+from switchyard.cli.envs import init_environments
+from switchyard.cli.render import console, table, usd
+from switchyard.errors import ServiceUnavailable
+from tasks.context import Context
+
+PROVIDER_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OLLAMA_HOST", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)
+
+
+def demo(
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the fleet up (open Flower).")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the batch.")] = 150.0,
+) -> None:
+    """Run the whole fleet on the simulator with a batch of tasks in every environment, then stop it."""
+    from workers import launcher
+
+    for key in PROVIDER_KEYS:  # children inherit this environment: the demo must never reach a real provider
+        os.environ.pop(key, None)
+    ctx = cli_context(simulate=True)
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    console.print(f"[bold]Switchyard demo[/bold] — data in {ctx.settings.data_dir}")
+    launcher.up(ctx.settings, ctx.fleet, simulate=True, on_event=console.print)
+    ok = False
+    try:
+        sample = make_sample_repo(ctx.settings.data_dir / "sample-repo", feature_branches=10)
+        init_environments(ctx, str(sample), None, None)
+        ids = submit_batch(ctx)
+        ok = follow(ctx, ids, timeout)
+        report(ctx, set(tracked(ctx, ids)), started)
+    finally:
+        if keep_running:
+            s = ctx.settings
+            console.print(f"Fleet left running: Flower http://{s.host}:{s.flower_port}, "
+                          f"status API http://{s.host}:{s.api_port}. Stop it with: switchyard down")
+        else:
+            for line in launcher.down(ctx.settings):
+                console.print(line)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def batch(ctx: Context) -> list[dict[str, Any]]:
+    """Five tasks per environment: one of every kind."""
+    requests: list[dict[str, Any]] = []
+    for i, env in enumerate(ctx.fleet.environments.names, start=1):
+        requests += [
+            {"kind": "plan", "environment": env, "goal": f"Add a health endpoint to the {env} service"},
+            {"kind": "dev_task", "environment": env, "title": f"Write release notes for {env}"},
+            {"kind": "pr_impl", "environment": env, "title": f"Add a greeting for {env}",
+             "description": "Add a short module that greets the environment by name."},
+            {"kind": "pr_review", "environment": env, "branch": f"feature/sample-{i}", "title": f"Review sample {i}"},
+            {"kind": "pr_integ", "environment": env, "branch": f"feature/sample-{i + 5}",
+             "title": f"Integrate sample {i + 5}"},
+        ]
+    return requests
+
+
+def submit_batch(ctx: Context) -> list[str]:
+    from tasks.submit import submit
+
+    return [submit(request, context=ctx) for request in batch(ctx)]
+
+
+def tracked(ctx: Context, ids: list[str]) -> dict[str, str]:
+    """Status of the submitted tasks and of every child they enqueued."""
+    with session_scope(ctx.database_url) as session:
+        rows = session.query(Task.id, Task.status).filter(
+            Task.id.in_(ids) | Task.parent_id.in_(ids)
+        ).all()
+    return {row.id: row.status for row in rows}
+
+
+def follow(ctx: Context, ids: list[str], timeout: float) -> bool:
+    """A progress bar until every tracked task is terminal; True when all succeeded."""
+    deadline = time.monotonic() + timeout
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("tasks", total=len(ids))
+        while True:
+            states = tracked(ctx, ids)
+            done = sum(1 for s in states.values() if s in TERMINAL_STATUSES)
+            progress.update(bar, total=len(states), completed=done)
+            if done == len(states):
+                break
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(f"only {done} of {len(states)} tasks finished in {timeout:.0f}s; "
+                                         "see the workers' logs under the data directory's logs/")
+            time.sleep(0.5)
+    failed = {i: s for i, s in states.items() if s != "succeeded"}
+    console.print(f"{len(states)} tasks, {len(states) - len(failed)} succeeded, {len(failed)} not")
+    return not failed
+
+
+def report(ctx: Context, ids: set[str], since: datetime) -> None:
+    with session_scope(ctx.database_url) as session:
+        rows = [r for r in list_tasks(session, limit=10_000) if r["id"] in ids]
+        spend = costs(session, since=since)
+    rows.sort(key=lambda r: (r["environment"], r["kind"], r["created_at"]))
+    console.print(table("Results per environment", ("env", "kind", "status", "provider", "model", "cost", "title"),
+                        ((r["environment"], r["kind"], r["status"], r["provider"], r["model"], usd(r["cost_usd"]),
+                          (r["title"] or "")[:48]) for r in rows)))
+    console.print(table("Cost per provider", ("provider", "calls", "tokens in", "tokens out", "cost"),
+                        ((p["provider"], p["calls"], p["input_tokens"], p["output_tokens"], usd(p["cost_usd"]))
+                         for p in spend["by_provider"])))
+    console.print(table("Cost per group", ("group", "calls", "cost"),
+                        ((g["group"], g["calls"], usd(g["cost_usd"])) for g in spend["by_group"])))
+    console.print(f"Total: {usd(spend['total_usd'])}")

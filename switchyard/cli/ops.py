@@ -1,0 +1,144 @@
+"""Running the fleet: ``up``, ``down``, ``status``, ``health``, ``validate``, ``db upgrade``."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+import typer
+
+from store.db import session_scope
+from store.migrate import upgrade
+from switchyard.cli.context import cli_context
+from switchyard.cli.render import console, print_json, table
+from tasks.context import Context
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(up)
+    app.command()(down)
+    app.command()(status)
+    app.command()(health)
+    app.command()(validate)
+
+
+def up(
+    simulate: Annotated[bool, typer.Option("--simulate", help="Start the provider simulator too.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Start and return; stop later with `down`.")] = False,
+) -> None:
+    """Start the broker (embedded unless SWITCHYARD_BROKER_URL is set), one worker per group, Flower, the API."""
+    from workers import launcher
+
+    ctx = cli_context(simulate=True if simulate else None)
+    prepare(ctx)
+    running = launcher.up(ctx.settings, ctx.fleet, simulate=simulate, on_event=console.print)
+    settings = ctx.settings
+    console.print(f"Flower:     http://{settings.host}:{settings.flower_port}")
+    console.print(f"Status API: http://{settings.host}:{settings.api_port}  (dashboard at /, docs at /docs)")
+    if detach:
+        console.print("Fleet is up. Stop it with: switchyard down")
+        return
+    console.print("Fleet is up. Press Ctrl-C to stop.")
+    try:
+        launcher.supervise(running, threading.Event())
+    finally:
+        for line in launcher.down(settings):
+            console.print(line)
+
+
+def down() -> None:
+    """Stop every process `up` started for this profile (stale pidfiles are detected and cleaned)."""
+    from workers import launcher
+
+    ctx = cli_context()
+    stopped = launcher.down(ctx.settings)
+    for line in stopped:
+        console.print(line)
+    if not stopped:
+        console.print("Nothing was running.")
+
+
+def prepare(ctx: Context) -> None:
+    """Schema at head and the groups table equal to the fleet file."""
+    from store import repo
+
+    upgrade(ctx.database_url)
+    with session_scope(ctx.database_url) as session:
+        repo.sync_groups(session, ctx.fleet)
+
+
+def status(
+    groups: Annotated[bool, typer.Option("--groups", help="Only the session groups.")] = False,
+    envs: Annotated[bool, typer.Option("--envs", help="Only environments and stages.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Live workers per group (Celery inspection), queue depth, and per environment/stage counts."""
+    from switchyard.status import environments_view, groups_view
+
+    ctx = cli_context()
+    both = not groups and not envs
+    data: dict[str, Any] = {}
+    if groups or both:
+        data["groups"] = groups_view(ctx)
+    if envs or both:
+        data["environments"] = environments_view(ctx)
+    if as_json:
+        print_json(data)
+        return
+    if "groups" in data:
+        rows = [
+            (g["group"], g["queue"], g["concurrency"], ", ".join(g["workers"]) or "-", g["queue_depth"],
+             g["running"], g["succeeded"], g["failed"])
+            for g in data["groups"]
+        ]
+        cols = ("group", "queue", "sessions", "live workers", "queued msgs", "running", "succeeded", "failed")
+        console.print(table("Session groups", cols, rows))
+    if "environments" in data:
+        rows = [
+            (e["environment"], e["stage"], e.get("branch", ""), e["counts"], e["last_result"])
+            for e in data["environments"]
+        ]
+        console.print(table("Environments", ("env", "stage", "branch", "tasks by status", "last result"), rows))
+
+
+def health(as_json: JsonOpt = False) -> None:
+    """Check the database, the broker and the fleet's processes; exit 1 when something is down."""
+    from switchyard.status import health_view
+
+    ctx = cli_context()
+    checks = health_view(ctx)
+    ok = all(c["ok"] for c in checks)
+    if as_json:
+        print_json({"ok": ok, "checks": checks})
+    else:
+        console.print(table("Health", ("check", "ok", "detail"), ((c["name"], c["ok"], c["detail"]) for c in checks)))
+    if not ok:
+        raise typer.Exit(1)
+
+
+def validate() -> None:
+    """Load and check the settings and the fleet file; print what was loaded."""
+    ctx = cli_context()
+    fleet = ctx.fleet
+    console.print(f"{fleet.source}: valid for profile {fleet.profile!r}")
+    console.print(f"  environments: {', '.join(fleet.environments.names)}; stages: {', '.join(fleet.environments.stages)}")
+    for g in fleet.groups:
+        console.print(f"  group {g.name}: queue {g.queue}, {g.sessions} sessions, kinds {g.kinds}, ladder {g.ladder}")
+    console.print(f"  data directory: {ctx.settings.data_dir}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema to the latest migration."""
+    ctx = cli_context()
+    prepare(ctx)
+    console.print(f"database at head: {redacted(ctx.database_url)}")
+
+
+def redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,116 @@
+"""Submitting and following work: ``submit``, ``tasks list``, ``tasks show``."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from store.db import session_scope
+from store.models import TERMINAL_STATUSES
+from store.queries import list_tasks, task_detail
+from switchyard.cli.context import cli_context
+from switchyard.cli.render import console, print_json, table, usd
+from switchyard.errors import NotFound
+from switchyard.fleet import KINDS
+from tasks.context import Context
+
+tasks_app = typer.Typer(help="List and inspect tasks.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(submit)
+
+
+def submit(
+    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(KINDS)}")],
+    env: Annotated[str, typer.Option("--env", help="Environment, e.g. dev1.")],
+    stage: Annotated[str, typer.Option("--stage")] = "dev",
+    title: Annotated[str, typer.Option("--title")] = "",
+    description: Annotated[str, typer.Option("--description")] = "",
+    branch: Annotated[str | None, typer.Option("--branch", help="Branch to review or merge.")] = None,
+    goal: Annotated[str | None, typer.Option("--goal", help="What a plan should achieve.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for a terminal status.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit one task to its group's queue."""
+    from tasks.submit import submit as submit_task
+
+    ctx = cli_context()
+    request: dict[str, Any] = {"kind": kind, "environment": env, "stage": stage, "title": title,
+                               "description": description, "branch": branch, "goal": goal}
+    task_id = submit_task({k: v for k, v in request.items() if v not in (None, "")}, context=ctx)
+    if not wait:
+        print_json({"id": task_id}) if as_json else console.print(task_id)
+        return
+    detail = wait_for(ctx, task_id, timeout)
+    if as_json:
+        print_json(detail)
+    else:
+        show_detail(detail)
+    if detail["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def wait_for(ctx: Context, task_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(ctx.database_url) as session:
+            detail = task_detail(session, task_id)
+        if detail is None:
+            raise NotFound(f"task {task_id} does not exist")
+        if detail["status"] in TERMINAL_STATUSES or time.monotonic() > deadline:
+            return detail
+        time.sleep(0.5)
+
+
+@tasks_app.command("list")
+def tasks_list(
+    env: Annotated[str | None, typer.Option("--env")] = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    kind: Annotated[str | None, typer.Option("--kind")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tasks, newest first."""
+    ctx = cli_context()
+    with session_scope(ctx.database_url) as session:
+        rows = list_tasks(session, environment=env, status=status, kind=kind, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    cols = ("id", "kind", "env", "stage", "status", "provider", "model", "cost", "title")
+    console.print(table(f"Tasks ({len(rows)})", cols, (
+        (r["id"][:8], r["kind"], r["environment"], r["stage"], r["status"], r["provider"], r["model"],
+         usd(r["cost_usd"]), r["title"][:40]) for r in rows)))
+
+
+@tasks_app.command("show")
+def tasks_show(task_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False) -> None:
+    """One task with its attempts, result, parent and children."""
+    ctx = cli_context()
+    with session_scope(ctx.database_url) as session:
+        detail = task_detail(session, task_id)
+    if detail is None:
+        raise NotFound(f"task {task_id} does not exist; list tasks with: switchyard tasks list")
+    print_json(detail) if as_json else show_detail(detail)
+
+
+def show_detail(detail: dict[str, Any]) -> None:
+    for key in ("id", "kind", "group", "environment", "stage", "status", "title", "provider", "model", "reason"):
+        if detail.get(key):
+            console.print(f"[bold]{key}[/bold]: {detail[key]}")
+    console.print(f"[bold]cost[/bold]: {usd(detail.get('cost_usd'))}")
+    attempts = detail.get("attempts") or []
+    if attempts:
+        console.print(table("Attempts", ("#", "provider", "model", "status", "in", "out", "cost", "error"), (
+            (a.get("attempt"), a["provider"], a["model"], a["status"], a.get("input_tokens"),
+             a.get("output_tokens"), usd(a.get("cost_usd")), a.get("error") or "") for a in attempts)))
+    result = detail.get("result")
+    if result:
+        console.print(f"[bold]result[/bold]: {result.get('summary')}")
+    for child in detail.get("children") or []:
+        console.print(f"  child {child['id']} {child['kind']} {child['status']}")

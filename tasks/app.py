@@ -1,0 +1,41 @@
+"""The Celery app. Its configuration is built lazily from the settings and fleet on first use, never at import.
+
+Workers run ``celery -A tasks.app worker -Q <queue>`` and use :data:`app`, configured from the environment
+(``SWITCHYARD_*``). Programs that submit with an explicit :class:`Context` get their own app from
+:func:`app_for`, configured from that context.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+import celeryconfig
+from tasks.context import Context, get_context
+
+
+def create_celery(context: Context | None = None) -> Celery:
+    """A Celery app whose configuration comes from ``context`` (or the process context) when first used."""
+
+    def config() -> dict[str, Any]:
+        ctx = context or get_context()
+        return celeryconfig.build(ctx.settings, ctx.fleet)
+
+    celery = Celery("switchyard", include=["tasks.worker"], set_as_current=context is None)
+    celery.add_defaults(config)
+    return celery
+
+
+app = create_celery()
+_apps: dict[int, tuple[Context, Celery]] = {}
+
+
+def app_for(context: Context | None) -> Celery:
+    """The app for ``context``: the process-wide :data:`app` when it is None, else one cached per context."""
+    if context is None:
+        return app
+    cached = _apps.get(id(context))
+    if cached is None or cached[0] is not context:
+        cached = _apps[id(context)] = (context, create_celery(context))
+    return cached[1]

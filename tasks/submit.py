@@ -1,0 +1,77 @@
+"""Submitting work, the same way from the CLI, HTTP and Python: validate, insert the row, enqueue.
+
+    from tasks.submit import submit
+    task_id = submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/login"})
+
+The task row is written before the message is sent, with the row's id as the Celery task id; if the broker
+cannot take the message the row is closed as ``rejected`` with the reason, so nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from kombu.exceptions import OperationalError
+
+from celeryconfig import task_name
+from store import repo
+from store.db import session_scope
+from store.migrate import ensure_schema
+from store.models import Environment
+from switchyard.errors import InputError, ServiceUnavailable
+from tasks.app import app_for
+from tasks.context import Context, get_context
+from tasks.schemas import SubmitRequest, check_against_fleet, parse_request
+
+_schema_ready: set[str] = set()
+
+
+def prepare_database(url: str) -> None:
+    """Bring the schema to head once per process and URL."""
+    if url not in _schema_ready:
+        ensure_schema(url)
+        _schema_ready.add(url)
+
+
+def submit(
+    request: SubmitRequest | dict[str, Any], *, context: Context | None = None, task_id: str | None = None
+) -> str:
+    """Validate ``request``, record it and enqueue it on its group's queue; returns the task id."""
+    ctx = context or get_context()
+    req = parse_request(request)
+    check_against_fleet(req, ctx.fleet)
+    group = ctx.fleet.group_for_kind(req.kind)
+    task_id = task_id or str(uuid.uuid4())
+    prepare_database(ctx.database_url)
+    with session_scope(ctx.database_url) as session:
+        if session.get(Environment, req.environment) is None:
+            raise InputError(
+                f"environment {req.environment!r} is not initialized; run: switchyard env init --repo PATH"
+            )
+        if req.parent_id and repo.get_task(session, req.parent_id) is None:
+            raise InputError(f"parent task {req.parent_id!r} does not exist")
+        repo.create_task(
+            session,
+            task_id=task_id,
+            kind=req.kind,
+            group=group.name,
+            environment=req.environment,
+            stage=req.stage,
+            title=req.title or (req.goal or req.branch or "")[:200],
+            payload=req.model_dump(mode="json"),
+            parent_id=req.parent_id,
+        )
+    _enqueue(ctx, task_id, req.kind, group.queue)
+    return task_id
+
+
+def _enqueue(ctx: Context, task_id: str, kind: str, queue: str) -> None:
+    try:
+        app_for(ctx).send_task(task_name(kind), args=[task_id], task_id=task_id, queue=queue, retry=False)
+    except OperationalError as exc:
+        with session_scope(ctx.database_url) as session:
+            repo.finish_task(session, task_id=task_id, status="rejected", reason=f"broker unavailable: {exc}")
+        raise ServiceUnavailable(
+            f"the broker did not take task {task_id} ({exc}); is the fleet up? run: switchyard up"
+        ) from None
