@@ -1,0 +1,50 @@
+"""Settings: defaults on loopback, profiles with their own data directory, clear errors, no placeholder keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from switchyard.errors import ConfigError
+from switchyard.settings import Settings, load_settings
+
+
+def test_defaults_use_embedded_broker_and_sqlite(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    assert settings.embedded_broker
+    assert settings.effective_broker_url == "redis://127.0.0.1:6399/0"
+    assert settings.data_dir == (tmp_path / "development").resolve()
+    assert settings.effective_database_url == f"sqlite:///{settings.data_dir / 'switchyard.db'}"
+
+
+def test_profile_moves_the_data_directory(tmp_path: Path) -> None:
+    assert Settings(home=tmp_path, profile="staging").data_dir.name == "staging"
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SWITCHYARD_HOME", str(tmp_path))
+    monkeypatch.setenv("SWITCHYARD_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-real")
+    settings = load_settings()
+    assert not settings.embedded_broker
+    assert settings.anthropic_api_key is not None
+    assert "sk-ant-real" not in repr(settings)
+
+
+def test_bad_values_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHYARD_PROFILE", "prod")
+    with pytest.raises(ConfigError, match="SWITCHYARD_PROFILE"):
+        load_settings()
+
+
+def test_bad_broker_scheme() -> None:
+    with pytest.raises(ConfigError, match="SWITCHYARD_BROKER_URL must start with"):
+        load_settings(broker_url="http://localhost")
+
+
+def test_placeholder_secret_refused_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "changeme")
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_settings(profile="production")
+    assert load_settings(profile="development").openai_api_key is not None
