@@ -1,0 +1,76 @@
+"""What ``switchyard status`` and ``switchyard health`` show, gathered from SQL, the broker and Celery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from store.db import session_scope
+from store.queries import environment_status, group_counts
+from tasks.context import Context
+from workers.health import broker_ok, control_app, database_ok, queue_depths, workers_by_group
+from workers.launcher import fleet_status
+
+Row = dict[str, Any]
+
+
+def groups_view(ctx: Context, *, timeout: float = 1.5) -> list[Row]:
+    """Per group: its queue and concurrency, live workers (Celery inspection), queue depth and task counts."""
+    url = ctx.settings.effective_broker_url
+    reachable = broker_ok(url) is None
+    live = workers_by_group(control_app(ctx.settings, ctx.fleet), ctx.fleet, timeout) if reachable else {}
+    depths = queue_depths(url, ctx.fleet) if reachable else {}
+    with session_scope(ctx.database_url) as session:
+        counts = group_counts(session)
+    rows = []
+    for group in ctx.fleet.groups:
+        by_status = counts.get(group.name, {})
+        rows.append({
+            "group": group.name,
+            "queue": group.queue,
+            "concurrency": group.sessions,
+            "kinds": list(group.kinds),
+            "ladder": list(group.ladder),
+            "workers": live.get(group.name, []),
+            "live_workers": len(live.get(group.name, [])),
+            "queue_depth": depths.get(group.name),
+            "running": by_status.get("running", 0),
+            "queued": by_status.get("queued", 0),
+            "succeeded": by_status.get("succeeded", 0),
+            "failed": sum(n for s, n in by_status.items() if s not in ("queued", "running", "succeeded")),
+            "counts": by_status,
+        })
+    return rows
+
+
+def environments_view(ctx: Context) -> list[Row]:
+    """One row per (environment, stage) with its branch, task counts and last result."""
+    with session_scope(ctx.database_url) as session:
+        envs = environment_status(session, ctx.fleet)
+    rows = []
+    for env in envs:
+        for stage in env["stages"]:
+            last = stage["last_result"] or {}
+            rows.append({
+                "environment": env["name"],
+                "initialized": env["initialized"],
+                "path": env["path"],
+                "stage": stage["name"],
+                "branch": stage["branch"],
+                "counts": stage["counts"],
+                "last_result": last.get("summary", ""),
+            })
+    return rows
+
+
+def health_view(ctx: Context) -> list[Row]:
+    """Database, broker and every process `up` started: each with ok and a detail."""
+    db_problem = database_ok(ctx.database_url)
+    broker_problem = broker_ok(ctx.settings.effective_broker_url)
+    checks: list[Row] = [
+        {"name": "database", "ok": db_problem is None, "detail": db_problem or "answers"},
+        {"name": "broker", "ok": broker_problem is None, "detail": broker_problem or "answers"},
+    ]
+    for service in fleet_status(ctx.settings):
+        detail = f"pid {service.pid}" + (" (stale pidfile)" if service.stale else "")
+        checks.append({"name": service.name, "ok": service.alive, "detail": detail})
+    return checks
