@@ -1,0 +1,367 @@
+"""The read side: plain dicts ready for JSON, the dashboard and the CLI's tables.
+
+Every function takes a session first and writes nothing. Money leaves as ``cost_usd`` floats (micros / 1e6)
+for display, next to the exact integer ``*_micros`` where sums matter. Datetimes leave as ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy.orm import Session
+
+from store.models import MICROS, Attempt, Environment, Result, Spend, Stage, Task
+from switchyard.fleet import Fleet
+
+Row = dict[str, Any]
+
+TASK_FIELDS = (
+    "id", "kind", "group", "environment", "stage", "status", "title", "provider", "model", "transport",
+    "attempts", "reason", "parent_id",
+)  # fmt: skip
+ATTEMPT_FIELDS = (
+    "attempt", "provider", "model", "transport", "status", "input_tokens", "cached_input_tokens",
+    "cache_write_tokens", "cache_write_1h_tokens", "output_tokens", "reasoning_tokens", "compute_seconds",
+    "price_version", "error_class", "error", "latency_ms",
+)  # fmt: skip
+
+
+def usd(micros: int | None) -> float:
+    """Micro-dollars as a float of dollars, for display only."""
+    return (micros or 0) / MICROS
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite hands back naive datetimes, which are UTC by construction."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
+def as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def task_row(task: Task) -> Row:
+    row: Row = {name: getattr(task, name) for name in TASK_FIELDS}
+    row.update(
+        cost_usd=usd(task.cost_micros),
+        cost_micros=task.cost_micros,
+        created_at=iso(task.created_at),
+        started_at=iso(task.started_at),
+        finished_at=iso(task.finished_at),
+    )
+    return row
+
+
+def list_tasks(
+    session: Session,
+    *,
+    environment: str | None = None,
+    stage: str | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    group: str | None = None,
+    limit: int = 200,
+) -> list[Row]:
+    """Tasks newest first, filtered by any of the named columns."""
+    query = select(Task)
+    filters = {"environment": environment, "stage": stage, "kind": kind, "status": status, "group": group}
+    for column, value in filters.items():
+        if value is not None:
+            query = query.where(getattr(Task, column) == value)
+    query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(max(limit, 0))
+    return [task_row(task) for task in session.scalars(query)]
+
+
+def attempt_row(attempt: Attempt) -> Row:
+    row: Row = {name: getattr(attempt, name) for name in ATTEMPT_FIELDS}
+    row.update(
+        cost_usd=usd(attempt.cost_micros),
+        cost_micros=attempt.cost_micros,
+        started_at=iso(attempt.started_at),
+        finished_at=iso(attempt.finished_at),
+    )
+    return row
+
+
+def result_row(result: Result) -> Row:
+    return {
+        "task_id": result.task_id,
+        "environment": result.environment,
+        "stage": result.stage,
+        "kind": result.kind,
+        "status": result.status,
+        "summary": result.summary,
+        "data": result.data,
+        "updated_at": iso(result.updated_at),
+    }
+
+
+def _brief(task: Task) -> Row:
+    return {"id": task.id, "kind": task.kind, "status": task.status, "title": task.title}
+
+
+def task_detail(session: Session, task_id: str) -> Row | None:
+    """One task with its payload, attempts, latest result, children and parent; None when unknown."""
+    task = session.get(Task, task_id)
+    if task is None:
+        return None
+    attempts = session.scalars(select(Attempt).where(Attempt.task_id == task_id).order_by(Attempt.attempt))
+    result = session.scalars(
+        select(Result).where(Result.task_id == task_id).order_by(Result.updated_at.desc()).limit(1)
+    ).first()
+    children = session.scalars(
+        select(Task).where(Task.parent_id == task_id).order_by(Task.created_at, Task.id)
+    )
+    parent = session.get(Task, task.parent_id) if task.parent_id else None
+    detail = task_row(task)
+    detail.update(
+        payload=task.payload,
+        attempt_list=[attempt_row(a) for a in attempts],
+        result=result_row(result) if result else None,
+        children=[_brief(child) for child in children],
+        parent=_brief(parent) if parent else None,
+    )
+    # ``attempts`` is the count in a list row; in the detail it is the list and the count is attempt_count.
+    detail["attempt_count"] = detail["attempts"]
+    detail["attempts"] = detail.pop("attempt_list")
+    return detail
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Task.status, func.count()).group_by(Task.status))
+    return {status: count for status, count in rows}
+
+
+def group_counts(session: Session) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for group, status, count in session.execute(
+        select(Task.group, Task.status, func.count()).group_by(Task.group, Task.status)
+    ):
+        counts[group][status] = count
+    return dict(counts)
+
+
+def attempt_counts(session: Session) -> list[Row]:
+    """Attempts by provider, status and error class (``None`` when the attempt did not fail)."""
+    query = select(Attempt.provider, Attempt.status, Attempt.error_class, func.count()).group_by(
+        Attempt.provider, Attempt.status, Attempt.error_class
+    )
+    return [
+        {"provider": provider, "status": status, "error_class": error_class, "count": count}
+        for provider, status, error_class, count in session.execute(query)
+    ]
+
+
+def _stage_counts(session: Session) -> dict[tuple[str, str], dict[str, int]]:
+    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    query = select(Task.environment, Task.stage, Task.status, func.count()).group_by(
+        Task.environment, Task.stage, Task.status
+    )
+    for environment, stage, status, count in session.execute(query):
+        counts[(environment, stage)][status] = count
+    return counts
+
+
+def _last_results(session: Session) -> dict[tuple[str, str], Row]:
+    ranked = select(
+        Result.id,
+        func.row_number()
+        .over(
+            partition_by=(Result.environment, Result.stage),
+            order_by=(Result.updated_at.desc(), Result.id.desc()),
+        )
+        .label("rank"),
+    ).subquery()
+    query = select(Result).join(ranked, ranked.c.id == Result.id).where(ranked.c.rank == 1)
+    return {(r.environment, r.stage): result_row(r) for r in session.scalars(query)}
+
+
+def stage_branch(environment: str, stage: str, first_stage: str) -> str:
+    """``env/<name>`` for the first stage, ``env/<name>-<stage>`` for the others (DESIGN: vocabulary)."""
+    return f"env/{environment}" if stage == first_stage else f"env/{environment}-{stage}"
+
+
+def _environment_rows(session: Session, fleet: Fleet) -> list[Row]:
+    known = {env.name: env for env in session.scalars(select(Environment))}
+    stages: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for stage in session.scalars(select(Stage).order_by(Stage.environment, Stage.position)):
+        stages[stage.environment].append((stage.name, stage.branch))
+    config = fleet.environments
+    names = list(config.names) + sorted(set(known) - set(config.names))
+    rows: list[Row] = []
+    for name in names:
+        env = known.get(name)
+        fallback = [(s, stage_branch(name, s, config.stages[0])) for s in config.stages]
+        rows.append(
+            {
+                "name": name,
+                "initialized": env is not None,
+                "in_fleet": name in config.names,
+                "path": env.path if env else None,
+                "branch": env.branch if env else stage_branch(name, config.stages[0], config.stages[0]),
+                "port": env.port if env else (config.port_for(name) if name in config.names else None),
+                "stages": stages.get(name) or fallback,
+            }
+        )
+    return rows
+
+
+def environment_status(session: Session, fleet: Fleet) -> list[Row]:
+    """Per environment (initialized, or only declared in the fleet) and stage: counts and the last result."""
+    counts = _stage_counts(session)
+    last = _last_results(session)
+    rows = _environment_rows(session, fleet)
+    for row in rows:
+        row["stages"] = [
+            {
+                "name": stage,
+                "branch": branch,
+                "counts": counts.get((row["name"], stage), {}),
+                "last_result": last.get((row["name"], stage)),
+            }
+            for stage, branch in row["stages"]
+        ]
+        row["counts"] = _sum_counts(stage["counts"] for stage in row["stages"])
+    return rows
+
+
+def _sum_counts(parts: Any) -> dict[str, int]:
+    total: dict[str, int] = defaultdict(int)
+    for part in parts:
+        for status, count in part.items():
+            total[status] += count
+    return dict(total)
+
+
+def since_filter(column: Any, since: datetime | None) -> list[ColumnElement[bool]]:
+    return [] if since is None else [column >= as_utc(since)]
+
+
+USAGE_COLUMNS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+
+def _usage_by_provider(session: Session, since: datetime | None) -> dict[str, Row]:
+    sums = [func.coalesce(func.sum(getattr(Attempt, name)), 0).label(name) for name in USAGE_COLUMNS]
+    seconds = func.coalesce(func.sum(Attempt.compute_seconds), 0.0).label("compute_seconds")
+    query = select(Attempt.provider, func.count().label("calls"), *sums, seconds)
+    query = query.where(*since_filter(Attempt.started_at, since)).group_by(Attempt.provider)
+    usage: dict[str, Row] = {}
+    for row in session.execute(query).mappings():
+        usage[row["provider"]] = {"calls": row["calls"], **{name: int(row[name]) for name in USAGE_COLUMNS}}
+        usage[row["provider"]]["compute_seconds"] = float(row["compute_seconds"])
+    return usage
+
+
+def _spend_by(session: Session, column_name: str, since: datetime | None) -> dict[str, Row]:
+    """Charged and still-held micro-dollars in the ledger, grouped by one of its columns."""
+    column = getattr(Spend, column_name)
+    held = case((Spend.state == "held", Spend.held_micros), else_=0)
+    query = select(column, func.count(), func.sum(Spend.charged_micros), func.sum(held)).group_by(column)
+    query = query.where(*since_filter(Spend.created_at, since))
+    return {
+        key: {"charges": count, **_money("cost", int(charged or 0)), **_money("held", int(held_sum or 0))}
+        for key, count, charged, held_sum in session.execute(query)
+    }
+
+
+def _money(prefix: str, micros: int) -> Row:
+    return {f"{prefix}_micros": micros, f"{prefix}_usd": usd(micros)}
+
+
+def _keyed(rows: dict[str, Row], key: str) -> list[Row]:
+    return [{key: name, **rows[name]} for name in sorted(rows)]
+
+
+def costs(session: Session, *, since: datetime | None = None) -> Row:
+    """Usage (attempts) and money (the spend ledger) by provider, group and environment, with the total."""
+    usage = _usage_by_provider(session, since)
+    money = _spend_by(session, "provider", since)
+    empty_usage: Row = {"calls": 0, **dict.fromkeys(USAGE_COLUMNS, 0), "compute_seconds": 0.0}
+    empty_money: Row = {"charges": 0, **_money("cost", 0), **_money("held", 0)}
+    providers = {
+        name: {**empty_usage, **usage.get(name, {}), **empty_money, **money.get(name, {})}
+        for name in set(usage) | set(money)
+    }
+    total = {key: sum(row[key] for row in providers.values()) for key in (*empty_usage, *empty_money)}
+    total.update(cost_usd=usd(total["cost_micros"]), held_usd=usd(total["held_micros"]))
+    return {
+        "since": iso(as_utc(since)) if since else None,
+        "providers": _keyed(providers, "provider"),
+        "groups": _keyed(_spend_by(session, "group", since), "group"),
+        "environments": _keyed(_spend_by(session, "environment", since), "environment"),
+        "total": total,
+    }
+
+
+def window_start(window: str, now: datetime) -> datetime:
+    """The start of the calendar window (UTC) that ``now`` falls in: this hour, today, this month."""
+    now = as_utc(now)
+    starts = {
+        "hour": now.replace(minute=0, second=0, microsecond=0),
+        "day": now.replace(hour=0, minute=0, second=0, microsecond=0),
+        "month": now.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+    }
+    return starts[window]
+
+
+def budget_status(session: Session, fleet: Fleet, *, now: datetime | None = None) -> list[Row]:
+    """One row per (budget, target): spend so far in the current window against the cap and the alert line.
+
+    A budget whose target is ``*`` on a scope other than ``all`` caps each target separately, so it yields one
+    row per target that has spent in the window (or a single zero row when none has).
+    """
+    now = now or datetime.now(UTC)
+    rows: list[Row] = []
+    for budget in fleet.budgets:
+        since = window_start(budget.window, now)
+        spent = _budget_spend(session, budget.scope, budget.target, since)
+        for target, money in spent.items():
+            rows.append(_budget_row(budget.model_dump(), target, money, since))
+    return rows
+
+
+def _budget_spend(session: Session, scope: str, target: str, since: datetime) -> dict[str, Row]:
+    if scope == "all":
+        rows = _spend_by(session, "state", since)
+        return {"*": _combine(rows.values())}
+    per_target = _spend_by(session, scope, since)
+    if target != "*":
+        return {target: _combine([per_target[target]] if target in per_target else [])}
+    return per_target or {"*": _combine([])}
+
+
+def _combine(parts: Any) -> Row:
+    charged = held = 0
+    for part in parts:
+        charged += part["cost_micros"]
+        held += part["held_micros"]
+    return {**_money("cost", charged), **_money("held", held)}
+
+
+def _budget_row(budget: Row, target: str, money: Row, since: datetime) -> Row:
+    cap = round(budget["cap_usd"] * MICROS)
+    alert = round(budget["alert_usd"] * MICROS) if budget["alert_usd"] is not None else None
+    used = money["cost_micros"] + money["held_micros"]
+    return {
+        **budget,
+        "target": target,
+        "since": iso(since),
+        "spent_usd": money["cost_usd"],
+        "held_usd": money["held_usd"],
+        "remaining_usd": usd(max(cap - used, 0)),
+        "alerting": alert is not None and used >= alert,
+        "exhausted": used >= cap,
+    }

@@ -1,0 +1,72 @@
+"""The status API and dashboard as an ASGI app: ``uvicorn web.app:create_app --factory``.
+
+The app holds only the :class:`Context` (settings and fleet). The database engine is made on the first request
+of each process (``store.db.get_engine`` keys it by pid), so a forking server never shares a pool.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
+
+from switchyard.errors import InputError, NotFound, ServiceUnavailable
+from tasks.context import Context, build_context
+from web import api, multienv
+from web.deps import validation_message
+from web.metrics import router as metrics_router
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def create_app(context: Context | None = None) -> FastAPI:
+    """A new app for ``context`` (built from the environment when None)."""
+    app = FastAPI(
+        title="Switchyard",
+        summary="Status, tasks and costs of a Switchyard fleet.",
+        version="0.1.0",
+    )
+    app.state.context = context or build_context()
+    app.include_router(multienv.router)
+    app.include_router(api.router)
+    app.include_router(metrics_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_api_route("/", dashboard, include_in_schema=False)
+    _add_error_handlers(app)
+    return app
+
+
+def dashboard() -> FileResponse:
+    return FileResponse(STATIC / "dashboard.html", media_type="text/html")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Errors leave as ``{"error": message}`` with the status that says what the caller should do."""
+
+    async def not_found(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+
+    async def bad_input(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=422)
+
+    async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this class only
+        return JSONResponse({"error": validation_message(exc.errors())}, status_code=422)
+
+    async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=503)
+
+    async def database_error(_request: Request, exc: Exception) -> JSONResponse:
+        # The class only: a driver's message may quote SQL parameters or the server's address.
+        message = f"the database failed ({type(exc).__name__}); see GET /api/multi-env/health"
+        return JSONResponse({"error": message}, status_code=503)
+
+    app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(InputError, bad_input)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ServiceUnavailable, unavailable)
+    app.add_exception_handler(SQLAlchemyError, database_error)
