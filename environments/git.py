@@ -1,0 +1,169 @@
+"""Running git: one function that every git call goes through, and the name checks in front of it.
+
+Git is always run as an argument list (never through a shell), with prompts off, the C locale (so error
+texts are stable) and a fixed identity for the commits Switchyard makes. Every failure is a
+:class:`~switchyard.errors.GitError` that carries the command and git's stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from switchyard.errors import GitError, InputError
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Commits Switchyard makes must not wait for a signing agent or passphrase the user's config may ask for.
+NO_SIGN = ["-c", "commit.gpgsign=false"]
+# Set by a calling git hook; inherited, they would point every command at the wrong repository.
+REPO_POINTERS = frozenset(
+    {"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY", "GIT_PREFIX"}
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who commits: used as both author and committer unless the caller's ``env`` says otherwise."""
+
+    name: str = "Switchyard"
+    email: str = "switchyard@localhost"
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "GIT_AUTHOR_NAME": self.name,
+            "GIT_AUTHOR_EMAIL": self.email,
+            "GIT_COMMITTER_NAME": self.name,
+            "GIT_COMMITTER_EMAIL": self.email,
+        }
+
+
+SWITCHYARD_IDENTITY = Identity()
+
+
+def git_env(
+    extra: Mapping[str, str] | None = None, *, identity: Identity = SWITCHYARD_IDENTITY
+) -> dict[str, str]:
+    """The environment git runs with. The process environment is copied so PATH and HOME still work."""
+    env = {key: value for key, value in os.environ.items() if key not in REPO_POINTERS}
+    env.update(identity.as_env())
+    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", "GIT_EDITOR": "true"})
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_git(
+    args: list[str],
+    *,
+    cwd: Path,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+    input: str | None = None,
+    identity: Identity = SWITCHYARD_IDENTITY,
+) -> str:
+    """Run ``git <args>`` in ``cwd`` and return its stdout; a non-zero exit raises GitError when ``check``."""
+    command = ["git", *args]
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=cwd,
+            env=git_env(env, identity=identity),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {args[0]} took longer than {timeout:g}s", command=command) from None
+    except OSError as exc:
+        raise GitError(f"could not run git in {cwd}: {exc.strerror}", command=command) from None
+    if check and proc.returncode != 0:
+        first = proc.stderr.strip().splitlines()[:1] or [f"exit status {proc.returncode}"]
+        raise GitError(f"git {' '.join(args)} failed: {first[0]}", command=command, stderr=proc.stderr)
+    return proc.stdout
+
+
+def git_ok(args: list[str], *, cwd: Path) -> bool:
+    """True when ``git <args>`` exits 0 (for questions like ``merge-base --is-ancestor``)."""
+    command = ["git", *args]
+    try:
+        proc = subprocess.run(command, cwd=cwd, env=git_env(), capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GitError(f"could not run git {args[0]} in {cwd}: {exc}", command=command) from None
+    return proc.returncode == 0
+
+
+def check_branch_name(name: str) -> str:
+    """Return ``name`` if git accepts it as a branch name; otherwise InputError saying why and what works."""
+    hint = "use letters, digits and '/', '-', '_', '.', e.g. 'feature/login-form'"
+    if not name or name != name.strip():
+        raise InputError(f"branch name {name!r} is empty or has surrounding spaces; {hint}")
+    if name.startswith("-") or "@{" in name or name == "HEAD":
+        raise InputError(
+            f"branch name {name!r} is not allowed (no leading '-', no '@{{', not 'HEAD'); {hint}"
+        )
+    proc = subprocess.run(
+        ["git", "check-ref-format", "--branch", name],
+        cwd="/",
+        env=git_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if proc.returncode != 0 or proc.stdout.strip() != name:
+        raise InputError(
+            f"branch name {name!r} is not a valid git branch name (no spaces, '..', '~', '^', ':', '?', '*', "
+            f"'[', '\\', no trailing '/' or '.lock'); {hint}"
+        )
+    return name
+
+
+def check_environment_name(name: str) -> str:
+    """Environment names are also directory and branch parts: lowercase letters, digits, '-' and '_'."""
+    if not NAME_RE.match(name):
+        raise InputError(
+            f"environment name {name!r} must be 1-32 lowercase letters, digits, '-' or '_', "
+            "starting with a letter (e.g. dev1)"
+        )
+    return name
+
+
+def check_task_id(task_id: str) -> str:
+    """Task ids become directory names under ``.tasks``: letters, digits, '.', '-', '_', no leading dot."""
+    if not TASK_ID_RE.match(task_id) or ".." in task_id:
+        raise InputError(
+            f"task id {task_id!r} must be 1-128 letters, digits, '.', '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return task_id
+
+
+def rev_parse(rev: str, *, cwd: Path) -> str:
+    """The commit sha ``rev`` names; GitError when it names nothing."""
+    return run_git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=cwd).strip()
+
+
+def branch_exists(branch: str, *, cwd: Path) -> bool:
+    return git_ok(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=cwd)
+
+
+def current_branch(*, cwd: Path) -> str | None:
+    """The branch checked out in the worktree ``cwd``, or None when HEAD is detached."""
+    out = run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=cwd, check=False).strip()
+    return out or None
+
+
+def is_ancestor(ancestor: str, descendant: str, *, cwd: Path) -> bool:
+    return git_ok(["merge-base", "--is-ancestor", ancestor, descendant], cwd=cwd)
+
+
+def status_porcelain(*, cwd: Path) -> str:
+    return run_git(["status", "--porcelain"], cwd=cwd)

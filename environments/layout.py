@@ -1,0 +1,123 @@
+"""Where things live under a workspace root, and the locks that guard them.
+
+<workspace>/
+    .repo/                  bare clone of the target repository (remote ``origin`` = the source)
+    .locks/repo.lock        serializes worktree add/remove/prune and branch creation on .repo
+    .locks/<env>.lock       serializes merges into one environment's branch
+    .tasks/<task_id>/       one worktree per writing task
+    <env>/                  one worktree per environment, on branch env/<env>
+    workspace.json          what init_workspace was asked for (read back by list_environments)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from environments.git import check_environment_name
+from switchyard.errors import GitError, InputError, NotFound
+
+REPO_DIR = ".repo"
+LOCKS_DIR = ".locks"
+TASKS_DIR = ".tasks"
+METADATA_FILE = "workspace.json"
+LOCK_TIMEOUT_S = 300.0
+
+
+def repo_dir(workspace: Path) -> Path:
+    return workspace / REPO_DIR
+
+
+def tasks_dir(workspace: Path) -> Path:
+    return workspace / TASKS_DIR
+
+
+def env_branch(environment: str) -> str:
+    return f"env/{environment}"
+
+
+def stage_branch(environment: str, stage: str) -> str:
+    """``dev`` is the environment's own branch; every other stage is ``env/<env>-<stage>``."""
+    return env_branch(environment) if stage == "dev" else f"env/{environment}-{stage}"
+
+
+def _lock(workspace: Path, name: str, timeout: float) -> filelock.FileLock:
+    locks = workspace / LOCKS_DIR
+    locks.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(locks / f"{name}.lock", timeout=timeout)
+
+
+def repo_lock(workspace: Path, *, timeout: float = LOCK_TIMEOUT_S) -> filelock.FileLock:
+    """The lock around worktree and branch bookkeeping on the shared bare repository."""
+    return _lock(workspace, "repo", timeout)
+
+
+def env_lock(workspace: Path, environment: str, *, timeout: float = LOCK_TIMEOUT_S) -> filelock.FileLock:
+    """The lock that serializes every write to ``env/<environment>`` (merges, promotions)."""
+    return _lock(workspace, check_environment_name(environment), timeout)
+
+
+@contextmanager
+def holding(lock: filelock.FileLock) -> Iterator[None]:
+    """Hold ``lock``; a timeout becomes a GitError that names the lock file that was waited for."""
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise GitError(f"timed out waiting for {lock.lock_file}; another git operation holds it") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    """What :func:`environments.workspace.init_workspace` was last asked for."""
+
+    repository: str
+    base_branch: str
+    environments: list[str]
+    stages: list[str]
+    base_port: int
+    check_command: str
+
+
+def write_config(workspace: Path, config: WorkspaceConfig) -> None:
+    """Write ``workspace.json`` atomically (a reader never sees half a file)."""
+    fd, tmp = tempfile.mkstemp(dir=workspace, prefix=".workspace-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(asdict(config), handle, indent=2)
+        handle.write("\n")
+    Path(tmp).replace(workspace / METADATA_FILE)
+
+
+def read_config(workspace: Path) -> WorkspaceConfig:
+    path = workspace / METADATA_FILE
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(
+            f"{workspace} is not a Switchyard workspace (no {METADATA_FILE}); run init first"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    return WorkspaceConfig(**raw)
+
+
+def require_environment(workspace: Path, environment: str) -> WorkspaceConfig:
+    """The workspace's config, after checking ``environment`` is one of its environments (NotFound if not)."""
+    check_environment_name(environment)
+    config = read_config(workspace)
+    if environment not in config.environments:
+        raise NotFound(
+            f"unknown environment {environment!r}; this workspace has {', '.join(config.environments)}"
+        )
+    return config

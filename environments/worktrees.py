@@ -1,0 +1,96 @@
+"""Worktrees on the shared bare repository: one per environment, one per writing task.
+
+``git worktree add/remove/prune`` and branch creation all edit ``.repo`` bookkeeping, so every caller here
+holds the repository lock (``.locks/repo.lock``); threads and processes may call these functions at once.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from environments.git import branch_exists, check_branch_name, check_task_id, current_branch, run_git
+from environments.layout import holding, repo_dir, repo_lock, require_environment, tasks_dir
+from switchyard.errors import InputError
+
+
+def list_worktrees(repo: Path) -> dict[Path, str | None]:
+    """Registered worktrees of ``repo`` (resolved path → checked-out branch, None when detached or bare)."""
+    out = run_git(["worktree", "list", "--porcelain"], cwd=repo)
+    found: dict[Path, str | None] = {}
+    path: Path | None = None
+    for line in out.splitlines():
+        if line.startswith("worktree "):
+            path = Path(line.removeprefix("worktree ")).resolve()
+            found[path] = None
+        elif line.startswith("branch refs/heads/") and path is not None:
+            found[path] = line.removeprefix("branch refs/heads/")
+    return found
+
+
+def ensure_worktree(repo: Path, path: Path, branch: str, *, start_point: str) -> Path:
+    """Make ``path`` a worktree on ``branch``, creating the branch from ``start_point`` if it is missing.
+
+    An existing worktree on ``branch`` is reused as it is. Call with the repository lock held.
+    """
+    run_git(["worktree", "prune"], cwd=repo)
+    registered = list_worktrees(repo)
+    here = path.resolve()
+    if here in registered:
+        if registered[here] != branch:
+            raise InputError(
+                f"{path} is already a worktree on {registered[here] or 'a detached HEAD'}, not {branch}"
+            )
+        return path
+    if path.exists():
+        raise InputError(f"{path} exists but is not a worktree of {repo}; move it away and run again")
+    args = ["worktree", "add", "--quiet", str(path), branch]
+    if not branch_exists(branch, cwd=repo):
+        args = ["worktree", "add", "--quiet", "-b", branch, str(path), start_point]
+    run_git(args, cwd=repo)
+    return path
+
+
+def _require_branch(repo: Path, branch: str) -> None:
+    if not branch_exists(check_branch_name(branch), cwd=repo):
+        raise InputError(f"branch {branch!r} does not exist in {repo}")
+
+
+def task_worktree(workspace: Path, environment: str, task_id: str, *, base_branch: str, branch: str) -> Path:
+    """``<workspace>/.tasks/<task_id>`` checked out on ``branch`` (made from ``base_branch`` when new).
+
+    Redelivery is safe: an existing worktree on ``branch`` is returned as it is, and an existing ``branch``
+    without a worktree is checked out again with its commits. A directory left behind by a crash in the
+    middle of ``worktree add`` is removed first (``.tasks`` belongs to Switchyard alone).
+    """
+    require_environment(workspace, environment)
+    check_task_id(task_id)
+    check_branch_name(branch)
+    repo = repo_dir(workspace)
+    path = tasks_dir(workspace) / task_id
+    with holding(repo_lock(workspace)):
+        _require_branch(repo, base_branch)
+        run_git(["worktree", "prune"], cwd=repo)
+        if path.exists() and path.resolve() not in list_worktrees(repo):
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return ensure_worktree(repo, path, branch, start_point=base_branch)
+
+
+def remove_task_worktree(workspace: Path, task_id: str, *, keep_branch: bool = True) -> None:
+    """Remove the task's worktree, discarding uncommitted changes; delete its branch unless ``keep_branch``.
+
+    Removing a worktree that is already gone does nothing.
+    """
+    check_task_id(task_id)
+    repo = repo_dir(workspace)
+    path = tasks_dir(workspace) / task_id
+    with holding(repo_lock(workspace)):
+        branch = current_branch(cwd=path) if (path / ".git").exists() else None
+        if path.resolve() in list_worktrees(repo):
+            run_git(["worktree", "remove", "--force", str(path)], cwd=repo)
+        elif path.exists():
+            shutil.rmtree(path)
+        run_git(["worktree", "prune"], cwd=repo)
+        if branch and not keep_branch:
+            run_git(["branch", "-D", "--quiet", branch], cwd=repo)
