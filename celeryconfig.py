@@ -1,0 +1,50 @@
+"""Celery settings, derived from the validated settings and fleet: never written by hand.
+
+One queue per session group (from the fleet file), every task kind routed to its group's queue, JSON only,
+acknowledged late and rejected (so redelivered) when its worker dies, one message prefetched per slot,
+and a visibility timeout longer than the longest task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.entity import Exchange, Queue
+
+from switchyard.fleet import KINDS, Fleet
+from switchyard.settings import Settings
+
+
+def task_name(kind: str) -> str:
+    """The Celery task name of a task kind."""
+    return f"switchyard.{kind}"
+
+
+def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
+    """The Celery configuration for this fleet, as a mapping for ``app.add_defaults``."""
+    queues = [Queue(g.queue, Exchange(g.queue, type="direct"), routing_key=g.queue) for g in fleet.groups]
+    routes = {task_name(kind): {"queue": fleet.group_for_kind(kind).queue} for kind in KINDS}
+    limits = fleet.limits
+    return {
+        "broker_url": settings.effective_broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": limits.visibility_timeout_s},
+        "task_queues": queues,
+        "task_routes": routes,
+        "task_default_queue": fleet.groups[0].queue,
+        "task_create_missing_queues": False,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": limits.task_time_limit_s,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }

@@ -203,7 +203,7 @@ class Fleet(_Strict):
         raise ConfigError(f"unknown group {name!r}; known: {', '.join(g.name for g in self.groups)}")
 
     def kind(self, kind: str) -> KindConfig:
-        return self.kinds.get(kind, KindConfig())  # type: ignore[call-overload]
+        return next((config for name, config in self.kinds.items() if name == kind), KindConfig())
 
     def model_for(self, group: GroupConfig, provider: str) -> str:
         return group.models.get(provider) or self.providers[provider].default_model
@@ -232,9 +232,9 @@ def cross_check(fleet: Fleet) -> list[tuple[Loc, str]]:
                 problems.append((("groups", gi, "models", provider), f"{provider!r} is not in this group's ladder"))
     problems += _duplicates([(("groups", i, "name"), g.name) for i, g in enumerate(fleet.groups)], "group name")
     problems += _duplicates([(("groups", i, "queue"), g.queue) for i, g in enumerate(fleet.groups)], "queue")
-    for kind in KINDS:
-        if kind not in seen_kinds:
-            problems.append((("groups",), f"kind {kind!r} has no group; add it to one group's kinds"))
+    for name in KINDS:
+        if name not in seen_kinds:
+            problems.append((("groups",), f"kind {name!r} has no group; add it to one group's kinds"))
     for name in fleet.simulator:
         if name not in fleet.providers:
             problems.append((("simulator", name), f"unknown provider {name!r}; allowed: {known}"))
@@ -266,7 +266,10 @@ def _budget_targets(fleet: Fleet) -> list[tuple[Loc, str]]:
                 problems.append((("budgets", bi, "target"), "scope 'all' takes no target; remove it or use '*'"))
         elif budget.target != "*" and budget.target not in allowed[budget.scope]:
             problems.append(
-                (("budgets", bi, "target"), f"unknown {budget.scope} {budget.target!r}; allowed: {allowed[budget.scope]}")
+                (
+                    ("budgets", bi, "target"),
+                    f"unknown {budget.scope} {budget.target!r}; allowed: {allowed[budget.scope]}",
+                )
             )
     return problems
 

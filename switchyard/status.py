@@ -24,21 +24,23 @@ def groups_view(ctx: Context, *, timeout: float = 1.5) -> list[Row]:
     rows = []
     for group in ctx.fleet.groups:
         by_status = counts.get(group.name, {})
-        rows.append({
-            "group": group.name,
-            "queue": group.queue,
-            "concurrency": group.sessions,
-            "kinds": list(group.kinds),
-            "ladder": list(group.ladder),
-            "workers": live.get(group.name, []),
-            "live_workers": len(live.get(group.name, [])),
-            "queue_depth": depths.get(group.name),
-            "running": by_status.get("running", 0),
-            "queued": by_status.get("queued", 0),
-            "succeeded": by_status.get("succeeded", 0),
-            "failed": sum(n for s, n in by_status.items() if s not in ("queued", "running", "succeeded")),
-            "counts": by_status,
-        })
+        rows.append(
+            {
+                "group": group.name,
+                "queue": group.queue,
+                "concurrency": group.sessions,
+                "kinds": list(group.kinds),
+                "ladder": list(group.ladder),
+                "workers": live.get(group.name, []),
+                "live_workers": len(live.get(group.name, [])),
+                "queue_depth": depths.get(group.name),
+                "running": by_status.get("running", 0),
+                "queued": by_status.get("queued", 0),
+                "succeeded": by_status.get("succeeded", 0),
+                "failed": sum(n for s, n in by_status.items() if s not in ("queued", "running", "succeeded")),
+                "counts": by_status,
+            }
+        )
     return rows
 
 
@@ -50,15 +52,17 @@ def environments_view(ctx: Context) -> list[Row]:
     for env in envs:
         for stage in env["stages"]:
             last = stage["last_result"] or {}
-            rows.append({
-                "environment": env["name"],
-                "initialized": env["initialized"],
-                "path": env["path"],
-                "stage": stage["name"],
-                "branch": stage["branch"],
-                "counts": stage["counts"],
-                "last_result": last.get("summary", ""),
-            })
+            rows.append(
+                {
+                    "environment": env["name"],
+                    "initialized": env["initialized"],
+                    "path": env["path"],
+                    "stage": stage["name"],
+                    "branch": stage["branch"],
+                    "counts": stage["counts"],
+                    "last_result": last.get("summary", ""),
+                }
+            )
     return rows
 
 

@@ -133,7 +133,11 @@ class Runner:
         )
         with session_scope(self.ctx.database_url) as session:
             repo.begin_attempt(
-                session, task_id=task.id, attempt=rung.number, provider=rung.provider, model=rung.model,
+                session,
+                task_id=task.id,
+                attempt=rung.number,
+                provider=rung.provider,
+                model=rung.model,
                 transport=rung.transport,
             )
         provider = self.make_provider(rung.provider, self.ctx)
@@ -150,13 +154,27 @@ class Runner:
         cost = cost_micros(response.usage, price)
         with session_scope(self.ctx.database_url) as session:
             repo.record_charge(
-                session, task_id=task.id, attempt=rung.number, provider=rung.provider, model=rung.model,
-                group=task.group, environment=task.environment, stage=task.stage, charged_micros=cost,
+                session,
+                task_id=task.id,
+                attempt=rung.number,
+                provider=rung.provider,
+                model=rung.model,
+                group=task.group,
+                environment=task.environment,
+                stage=task.stage,
+                charged_micros=cost,
                 price_version=version,
             )
             repo.finish_attempt(
-                session, task_id=task.id, attempt=rung.number, status="answered", usage=response.usage,
-                cost_micros=cost, price_version=version, answer=response.text, latency_ms=response.latency_ms,
+                session,
+                task_id=task.id,
+                attempt=rung.number,
+                status="answered",
+                usage=response.usage,
+                cost_micros=cost,
+                price_version=version,
+                answer=response.text,
+                latency_ms=response.latency_ms,
             )
 
     def _mark(self, task: TaskInfo, rung: Rung, status: str, exc: Exception | None) -> None:
@@ -164,21 +182,39 @@ class Runner:
             row: Attempt | None = repo.stored_attempt(session, task_id=task.id, attempt=rung.number)
             usage = _usage_of(row) if row is not None else None
             repo.finish_attempt(
-                session, task_id=task.id, attempt=rung.number, status=status, usage=usage,
-                cost_micros=row.cost_micros if row else 0, price_version=row.price_version if row else None,
-                answer=row.answer if row else None, latency_ms=row.latency_ms if row else 0.0,
-                error_class=type(exc).__name__ if exc else None, error=str(exc)[:2000] if exc else None,
+                session,
+                task_id=task.id,
+                attempt=rung.number,
+                status=status,
+                usage=usage,
+                cost_micros=row.cost_micros if row else 0,
+                price_version=row.price_version if row else None,
+                answer=row.answer if row else None,
+                latency_ms=row.latency_ms if row else 0.0,
+                error_class=type(exc).__name__ if exc else None,
+                error=str(exc)[:2000] if exc else None,
             )
 
     def _succeed(self, task: TaskInfo, rung: Rung, outcome: Outcome) -> str:
         with session_scope(self.ctx.database_url) as session:
             repo.upsert_result(
-                session, environment=task.environment, stage=task.stage, task_id=task.id, kind=task.kind,
-                status=outcome.status, summary=outcome.summary, data=outcome.data,
+                session,
+                environment=task.environment,
+                stage=task.stage,
+                task_id=task.id,
+                kind=task.kind,
+                status=outcome.status,
+                summary=outcome.summary,
+                data=outcome.data,
             )
             repo.finish_task(
-                session, task_id=task.id, status=outcome.status, provider=rung.provider, model=rung.model,
-                transport=rung.transport, reason=None if outcome.status == "succeeded" else outcome.summary,
+                session,
+                task_id=task.id,
+                status=outcome.status,
+                provider=rung.provider,
+                model=rung.model,
+                transport=rung.transport,
+                reason=None if outcome.status == "succeeded" else outcome.summary,
             )
         log.info("task %s (%s) %s on %s: %s", task.id, task.kind, outcome.status, rung.provider, outcome.summary)
         return outcome.status

@@ -36,7 +36,12 @@ def execute(celery_task: Task, task_id: str) -> str:
     except Exception as exc:  # the task boundary: a bug must still end the task with a status that names it
         log.exception("task %s crashed", task_id)
         with session_scope(ctx.database_url) as session:
-            repo.finish_task(session, task_id=task_id, status="failed", reason=f"internal error: {type(exc).__name__}: {exc}")
+            repo.finish_task(
+                session,
+                task_id=task_id,
+                status="failed",
+                reason=f"internal error: {type(exc).__name__}: {exc}",
+            )
         return "failed"
 
 

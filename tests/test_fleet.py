@@ -67,15 +67,35 @@ def test_prices_are_effective_dated(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ('ladder = ["claude", "ollama"]', 'ladder = ["claud", "ollama"]', r":\d+: groups\[2\]\.ladder\[0\]: unknown provider 'claud'"),
-        ("sessions = 4", "sessions = 0", r":\d+: groups\[3\]\.sessions: Input should be greater than or equal to 1"),
-        ('kinds = ["pr_integ"]', 'kinds = ["pr_integ", "plan"]', r"kind 'plan' is already run by 'high_level'"),
+        (
+            'ladder = ["claude", "ollama"]',
+            'ladder = ["claud", "ollama"]',
+            r":\d+: groups\[2\]\.ladder\[0\]: unknown provider 'claud'",
+        ),
+        (
+            "sessions = 4",
+            "sessions = 0",
+            r":\d+: groups\[3\]\.sessions: Input should be greater than or equal to 1",
+        ),
+        (
+            'kinds = ["pr_integ"]',
+            'kinds = ["pr_integ", "plan"]',
+            r"kind 'plan' is already run by 'high_level'",
+        ),
         ('kinds = ["pr_integ"]', 'kinds = ["pr_integrate"]', r"groups\[4\]\.kinds\[0\]"),
         ('queue = "pr_integ"', 'queue = "pr_impl"', r"queue 'pr_impl' is used twice"),
-        ("cap_usd = 50.0", "cap_usd = 50.0\ncolour = 'red'", r"budgets\[0\]\.colour: Extra inputs are not permitted"),
+        (
+            "cap_usd = 50.0",
+            "cap_usd = 50.0\ncolour = 'red'",
+            r"budgets\[0\]\.colour: Extra inputs are not permitted",
+        ),
         ("alert_usd = 40.0", "alert_usd = 60.0", r"alert_usd 60.0 is above cap_usd 50.0"),
         ('default_model = "gpt-5.3-codex"', 'default_model = "gpt-9"', r"default_model 'gpt-9' is not among"),
-        ("visibility_timeout_s = 3600", "visibility_timeout_s = 600", r"must be longer than task_time_limit_s"),
+        (
+            "visibility_timeout_s = 3600",
+            "visibility_timeout_s = 600",
+            r"must be longer than task_time_limit_s",
+        ),
         ("[simulator.ollama]", "[simulator.llama]", r"simulator\.llama: unknown provider 'llama'"),
     ],
 )

@@ -27,14 +27,29 @@ def test_good_requests_pass() -> None:
     ("data", "message"),
     [
         ({"kind": "pr_reviews", "environment": "dev1"}, r"kind: Input should be 'plan'"),
-        ({"kind": "pr_review", "environment": "dev9", "branch": "b"}, r"unknown environment 'dev9'; known: dev1"),
-        ({"kind": "pr_review", "environment": "dev1", "stage": "prod", "branch": "b"}, r"unknown stage 'prod'"),
+        (
+            {"kind": "pr_review", "environment": "dev9", "branch": "b"},
+            r"unknown environment 'dev9'; known: dev1",
+        ),
+        (
+            {"kind": "pr_review", "environment": "dev1", "stage": "prod", "branch": "b"},
+            r"unknown stage 'prod'",
+        ),
         ({"kind": "pr_review", "environment": "dev1"}, r"pr_review needs branch"),
         ({"kind": "plan", "environment": "dev1"}, r"plan needs goal"),
         ({"kind": "dev_task", "environment": "dev1", "title": "x", "colour": 1}, r"colour: unknown field"),
-        ({"kind": "pr_integ", "environment": "dev1", "branch": "b", "stage": "qa"}, r"merges into the 'dev' stage"),
-        ({"kind": "dev_task", "environment": "dev1", "title": "x", "description": "y" * 20001}, r"limit is 20000"),
-        ({"kind": "dev_task", "environment": "dev1", "title": "t" * 201}, r"title: String should have at most 200"),
+        (
+            {"kind": "pr_integ", "environment": "dev1", "branch": "b", "stage": "qa"},
+            r"merges into the 'dev' stage",
+        ),
+        (
+            {"kind": "dev_task", "environment": "dev1", "title": "x", "description": "y" * 20001},
+            r"limit is 20000",
+        ),
+        (
+            {"kind": "dev_task", "environment": "dev1", "title": "t" * 201},
+            r"title: String should have at most 200",
+        ),
         ({"environment": "dev1"}, r"kind: Field required"),
     ],
 )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.context import Context, build_context
 from switchyard.settings import load_settings
+from tasks.context import Context, build_context
 
 
 def cli_context(**overrides: Any) -> Context:

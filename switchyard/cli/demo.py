@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from environments.git import git_ok
 from environments.sample import make_sample_repo
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Task
@@ -26,7 +29,13 @@ from switchyard.cli.render import console, table, usd
 from switchyard.errors import ServiceUnavailable
 from tasks.context import Context
 
-PROVIDER_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OLLAMA_HOST", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL")
+PROVIDER_KEYS = (
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "OLLAMA_HOST",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_BASE_URL",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +57,7 @@ def demo(
     launcher.up(ctx.settings, ctx.fleet, simulate=True, on_event=console.print)
     ok = False
     try:
-        sample = make_sample_repo(ctx.settings.data_dir / "sample-repo", feature_branches=10)
+        sample = sample_repo(ctx)
         init_environments(ctx, str(sample), None, None)
         ids = submit_batch(ctx)
         ok = follow(ctx, ids, timeout)
@@ -56,13 +65,22 @@ def demo(
     finally:
         if keep_running:
             s = ctx.settings
-            console.print(f"Fleet left running: Flower http://{s.host}:{s.flower_port}, "
-                          f"status API http://{s.host}:{s.api_port}. Stop it with: switchyard down")
+            console.print(
+                f"Fleet left running: Flower http://{s.host}:{s.flower_port}, "
+                f"status API http://{s.host}:{s.api_port}. Stop it with: switchyard down"
+            )
         else:
-            for line in launcher.down(ctx.settings):
-                console.print(line)
+            launcher.down(ctx.settings, on_event=console.print)
     if not ok:
         raise typer.Exit(1)
+
+
+def sample_repo(ctx: Context) -> Path:
+    """The demo's sample repository: made on the first run, reused (with its branches) on later ones."""
+    path = ctx.settings.data_dir / "sample-repo"
+    if path.exists() and git_ok(["rev-parse", "--verify", "--quiet", "feature/sample-10"], cwd=path):
+        return path
+    return make_sample_repo(path, feature_branches=10)
 
 
 def batch(ctx: Context) -> list[dict[str, Any]]:
@@ -72,11 +90,24 @@ def batch(ctx: Context) -> list[dict[str, Any]]:
         requests += [
             {"kind": "plan", "environment": env, "goal": f"Add a health endpoint to the {env} service"},
             {"kind": "dev_task", "environment": env, "title": f"Write release notes for {env}"},
-            {"kind": "pr_impl", "environment": env, "title": f"Add a greeting for {env}",
-             "description": "Add a short module that greets the environment by name."},
-            {"kind": "pr_review", "environment": env, "branch": f"feature/sample-{i}", "title": f"Review sample {i}"},
-            {"kind": "pr_integ", "environment": env, "branch": f"feature/sample-{i + 5}",
-             "title": f"Integrate sample {i + 5}"},
+            {
+                "kind": "pr_impl",
+                "environment": env,
+                "title": f"Add a greeting for {env}",
+                "description": "Add a short module that greets the environment by name.",
+            },
+            {
+                "kind": "pr_review",
+                "environment": env,
+                "branch": f"feature/sample-{i}",
+                "title": f"Review sample {i}",
+            },
+            {
+                "kind": "pr_integ",
+                "environment": env,
+                "branch": f"feature/sample-{i + 5}",
+                "title": f"Integrate sample {i + 5}",
+            },
         ]
     return requests
 
@@ -90,9 +121,7 @@ def submit_batch(ctx: Context) -> list[str]:
 def tracked(ctx: Context, ids: list[str]) -> dict[str, str]:
     """Status of the submitted tasks and of every child they enqueued."""
     with session_scope(ctx.database_url) as session:
-        rows = session.query(Task.id, Task.status).filter(
-            Task.id.in_(ids) | Task.parent_id.in_(ids)
-        ).all()
+        rows = session.query(Task.id, Task.status).filter(Task.id.in_(ids) | Task.parent_id.in_(ids)).all()
     return {row.id: row.status for row in rows}
 
 
@@ -109,25 +138,68 @@ def follow(ctx: Context, ids: list[str], timeout: float) -> bool:
             if done == len(states):
                 break
             if time.monotonic() > deadline:
-                raise ServiceUnavailable(f"only {done} of {len(states)} tasks finished in {timeout:.0f}s; "
-                                         "see the workers' logs under the data directory's logs/")
+                raise ServiceUnavailable(
+                    f"only {done} of {len(states)} tasks finished in {timeout:.0f}s; "
+                    "see the workers' logs under the data directory's logs/"
+                )
             time.sleep(0.5)
     failed = {i: s for i, s in states.items() if s != "succeeded"}
     console.print(f"{len(states)} tasks, {len(states) - len(failed)} succeeded, {len(failed)} not")
     return not failed
 
 
+def results_table(ctx: Context, rows: list[dict[str, Any]]) -> Table:
+    """One row per environment: each kind's status and provider, sub-tasks, and the environment's cost."""
+    kinds = ("plan", "dev_task", "pr_impl", "pr_review", "pr_integ")
+    out = Table(title="Results per environment", title_justify="left")
+    for column in ("env", *kinds, "sub-tasks", "cost"):
+        out.add_column(column)
+    for env in ctx.fleet.environments.names:
+        mine = [r for r in rows if r["environment"] == env]
+        top = {r["kind"]: r for r in mine if r["parent_id"] is None}
+        children = [r for r in mine if r["parent_id"] is not None]
+        cells = [cell(top.get(kind)) for kind in kinds]
+        done = sum(1 for r in children if r["status"] == "succeeded")
+        cost = sum(r["cost_usd"] for r in mine)
+        out.add_row(env, *cells, f"{done}/{len(children)} ok", usd(cost))
+    return out
+
+
+def cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "-"
+    mark = "[green]ok[/green]" if row["status"] == "succeeded" else f"[red]{row['status']}[/red]"
+    return f"{mark} {row['provider'] or ''}"
+
+
 def report(ctx: Context, ids: set[str], since: datetime) -> None:
     with session_scope(ctx.database_url) as session:
         rows = [r for r in list_tasks(session, limit=10_000) if r["id"] in ids]
         spend = costs(session, since=since)
-    rows.sort(key=lambda r: (r["environment"], r["kind"], r["created_at"]))
-    console.print(table("Results per environment", ("env", "kind", "status", "provider", "model", "cost", "title"),
-                        ((r["environment"], r["kind"], r["status"], r["provider"], r["model"], usd(r["cost_usd"]),
-                          (r["title"] or "")[:48]) for r in rows)))
-    console.print(table("Cost per provider", ("provider", "calls", "tokens in", "tokens out", "cost"),
-                        ((p["provider"], p["calls"], p["input_tokens"], p["output_tokens"], usd(p["cost_usd"]))
-                         for p in spend["by_provider"])))
-    console.print(table("Cost per group", ("group", "calls", "cost"),
-                        ((g["group"], g["calls"], usd(g["cost_usd"])) for g in spend["by_group"])))
-    console.print(f"Total: {usd(spend['total_usd'])}")
+    console.print(results_table(ctx, rows))
+    console.print(
+        table(
+            "Cost per provider",
+            ("provider", "calls", "tokens in", "cached", "tokens out", "compute s", "cost"),
+            (
+                (
+                    p["provider"],
+                    p["calls"],
+                    p["input_tokens"],
+                    p["cached_input_tokens"],
+                    p["output_tokens"],
+                    f"{p['compute_seconds']:.1f}",
+                    usd(p["cost_usd"]),
+                )
+                for p in spend["providers"]
+            ),
+        )
+    )
+    console.print(
+        table(
+            "Cost per group",
+            ("group", "charges", "cost"),
+            ((g["group"], g["charges"], usd(g["cost_usd"])) for g in spend["groups"]),
+        )
+    )
+    console.print(f"Total: {usd(spend['total']['cost_usd'])}")

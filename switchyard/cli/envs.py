@@ -20,7 +20,9 @@ from tasks.context import Context
 env_app = typer.Typer(help="Environments (git working copies) and their stages.", no_args_is_help=True)
 
 
-def init_environments(ctx: Context, repository: str, workspace: Path | None, names: list[str] | None) -> list[EnvironmentInfo]:
+def init_environments(
+    ctx: Context, repository: str, workspace: Path | None, names: list[str] | None
+) -> list[EnvironmentInfo]:
     """Create or repair the environments' working copies and record them in SQL."""
     fleet = ctx.fleet.environments
     chosen = names or fleet.names
@@ -28,14 +30,22 @@ def init_environments(ctx: Context, repository: str, workspace: Path | None, nam
     if unknown:
         raise InputError(f"unknown environments {unknown}; the fleet file defines {fleet.names}")
     root = (workspace or ctx.settings.workspace_dir).resolve()
-    infos = init_workspace(repository, root, chosen, fleet.stages, base_port=fleet.base_port,
-                           check_command=fleet.check_command)
+    infos = init_workspace(
+        repository, root, chosen, fleet.stages, base_port=fleet.base_port, check_command=fleet.check_command
+    )
     prepare(ctx)
     with session_scope(ctx.database_url) as session:
         for info in infos:
-            repo.upsert_environment(session, name=info.name, path=str(info.path), branch=info.branch,
-                                    port=info.port, check_command=info.check_command,
-                                    repository=info.repository, stages=list(info.stages))
+            repo.upsert_environment(
+                session,
+                name=info.name,
+                path=str(info.path),
+                branch=info.branch,
+                port=info.port,
+                check_command=info.check_command,
+                repository=info.repository,
+                stages=list(info.stages),
+            )
     return infos
 
 
@@ -68,5 +78,10 @@ def env_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if not rows:
         console.print("No environments yet. Create them with: switchyard env init --repo PATH")
         return
-    console.print(table("Environments", ("name", "branch", "port", "path"),
-                        ((r["name"], r["branch"], r["port"], r["path"]) for r in rows)))
+    console.print(
+        table(
+            "Environments",
+            ("name", "branch", "port", "path"),
+            ((r["name"], r["branch"], r["port"], r["path"]) for r in rows),
+        )
+    )

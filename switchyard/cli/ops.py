@@ -45,8 +45,7 @@ def up(
     try:
         launcher.supervise(running, threading.Event())
     finally:
-        for line in launcher.down(settings):
-            console.print(line)
+        launcher.down(settings, on_event=console.print)
 
 
 def down() -> None:
@@ -54,9 +53,7 @@ def down() -> None:
     from workers import launcher
 
     ctx = cli_context()
-    stopped = launcher.down(ctx.settings)
-    for line in stopped:
-        console.print(line)
+    stopped = launcher.down(ctx.settings, on_event=console.print)
     if not stopped:
         console.print("Nothing was running.")
 
@@ -88,10 +85,19 @@ def status(
     if as_json:
         print_json(data)
         return
+    rows: list[tuple[Any, ...]]
     if "groups" in data:
         rows = [
-            (g["group"], g["queue"], g["concurrency"], ", ".join(g["workers"]) or "-", g["queue_depth"],
-             g["running"], g["succeeded"], g["failed"])
+            (
+                g["group"],
+                g["queue"],
+                g["concurrency"],
+                ", ".join(g["workers"]) or "-",
+                g["queue_depth"],
+                g["running"],
+                g["succeeded"],
+                g["failed"],
+            )
             for g in data["groups"]
         ]
         cols = ("group", "queue", "sessions", "live workers", "queued msgs", "running", "succeeded", "failed")
@@ -124,7 +130,9 @@ def validate() -> None:
     ctx = cli_context()
     fleet = ctx.fleet
     console.print(f"{fleet.source}: valid for profile {fleet.profile!r}")
-    console.print(f"  environments: {', '.join(fleet.environments.names)}; stages: {', '.join(fleet.environments.stages)}")
+    console.print(
+        f"  environments: {', '.join(fleet.environments.names)}; stages: {', '.join(fleet.environments.stages)}"
+    )
     for g in fleet.groups:
         console.print(f"  group {g.name}: queue {g.queue}, {g.sessions} sessions, kinds {g.kinds}, ladder {g.ladder}")
     console.print(f"  data directory: {ctx.settings.data_dir}")

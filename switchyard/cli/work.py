@@ -40,8 +40,15 @@ def submit(
     from tasks.submit import submit as submit_task
 
     ctx = cli_context()
-    request: dict[str, Any] = {"kind": kind, "environment": env, "stage": stage, "title": title,
-                               "description": description, "branch": branch, "goal": goal}
+    request: dict[str, Any] = {
+        "kind": kind,
+        "environment": env,
+        "stage": stage,
+        "title": title,
+        "description": description,
+        "branch": branch,
+        "goal": goal,
+    }
     task_id = submit_task({k: v for k, v in request.items() if v not in (None, "")}, context=ctx)
     if not wait:
         print_json({"id": task_id}) if as_json else console.print(task_id)
@@ -83,9 +90,26 @@ def tasks_list(
         print_json(rows)
         return
     cols = ("id", "kind", "env", "stage", "status", "provider", "model", "cost", "title")
-    console.print(table(f"Tasks ({len(rows)})", cols, (
-        (r["id"][:8], r["kind"], r["environment"], r["stage"], r["status"], r["provider"], r["model"],
-         usd(r["cost_usd"]), r["title"][:40]) for r in rows)))
+    console.print(
+        table(
+            f"Tasks ({len(rows)})",
+            cols,
+            (
+                (
+                    r["id"][:8],
+                    r["kind"],
+                    r["environment"],
+                    r["stage"],
+                    r["status"],
+                    r["provider"],
+                    r["model"],
+                    usd(r["cost_usd"]),
+                    r["title"][:40],
+                )
+                for r in rows
+            ),
+        )
+    )
 
 
 @tasks_app.command("show")
@@ -100,15 +124,42 @@ def tasks_show(task_id: Annotated[str, typer.Argument()], as_json: JsonOpt = Fal
 
 
 def show_detail(detail: dict[str, Any]) -> None:
-    for key in ("id", "kind", "group", "environment", "stage", "status", "title", "provider", "model", "reason"):
+    for key in (
+        "id",
+        "kind",
+        "group",
+        "environment",
+        "stage",
+        "status",
+        "title",
+        "provider",
+        "model",
+        "reason",
+    ):
         if detail.get(key):
             console.print(f"[bold]{key}[/bold]: {detail[key]}")
     console.print(f"[bold]cost[/bold]: {usd(detail.get('cost_usd'))}")
     attempts = detail.get("attempts") or []
     if attempts:
-        console.print(table("Attempts", ("#", "provider", "model", "status", "in", "out", "cost", "error"), (
-            (a.get("attempt"), a["provider"], a["model"], a["status"], a.get("input_tokens"),
-             a.get("output_tokens"), usd(a.get("cost_usd")), a.get("error") or "") for a in attempts)))
+        console.print(
+            table(
+                "Attempts",
+                ("#", "provider", "model", "status", "in", "out", "cost", "error"),
+                (
+                    (
+                        a.get("attempt"),
+                        a["provider"],
+                        a["model"],
+                        a["status"],
+                        a.get("input_tokens"),
+                        a.get("output_tokens"),
+                        usd(a.get("cost_usd")),
+                        a.get("error") or "",
+                    )
+                    for a in attempts
+                ),
+            )
+        )
     result = detail.get("result")
     if result:
         console.print(f"[bold]result[/bold]: {result.get('summary')}")
