@@ -65,3 +65,6 @@ class Provider(Protocol):
     transport: str
 
     def call(self, request: ProviderRequest) -> ProviderResponse: ...
+
+    def close(self) -> None:
+        """Release the client's connections."""

@@ -1,0 +1,153 @@
+"""The simulator's deterministic answers, chosen by the ``Task kind: <kind>`` line of the instructions.
+
+These are contracts the task handlers rely on (see each ``answer_*`` function). The same system text and
+prompt always give the same answer, so tests can assert on it.
+
+- ``pr_review``: raw JSON ``{"verdict", "summary", "comments": [{"file", "line", "body"}]}``
+- ``pr_impl``, ``dev_task``: a ```diff fenced block creating ``changes/<id8>.md`` (applies with ``git apply``)
+- ``plan``: raw JSON ``{"subtasks": [{"key", "kind", "title", "description", "depends_on"}, ...]}``
+- ``pr_integ``: raw JSON ``{"decision": "merge", "commit_message": "Merge <branch> ..."}``
+- anything else: one short line of plain text
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+
+KIND_RE = re.compile(r"^\s*Task kind:\s*([A-Za-z0-9_-]+)", re.MULTILINE)
+TASK_ID_RE = re.compile(r"^\s*Task id:\s*(\S+)", re.MULTILINE)
+TITLE_RE = re.compile(r"^\s*Title:[ \t]*(.*?)\s*$", re.MULTILINE)
+GOAL_RE = re.compile(r"^\s*Goal:[ \t]*(.*?)\s*$", re.MULTILINE)
+BRANCH_RE = re.compile(r"^\s*Branch:\s*(\S+)", re.MULTILINE)
+NEW_FILE_RE = re.compile(r"^\+\+\+ b/(\S+)", re.MULTILINE)
+HUNK_RE = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@", re.MULTILINE)
+SAFE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def task_kind(system: str, prompt: str = "") -> str | None:
+    """The kind named on a ``Task kind:`` line, looked for in the instructions first, then the prompt."""
+    for text in (system, prompt):
+        match = KIND_RE.search(text)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _line(pattern: re.Pattern[str], text: str) -> str | None:
+    match = pattern.search(text)
+    return match.group(1).strip() if match and match.group(1).strip() else None
+
+
+def change_id(prompt: str) -> str:
+    """``Task id:`` cut to 8 characters, or the prompt's sha1 prefix when absent or unsafe in a file name."""
+    task_id = _line(TASK_ID_RE, prompt)
+    if task_id and SAFE_ID_RE.match(task_id[:8]):
+        return task_id[:8]
+    return hashlib.sha1(prompt.encode("utf-8"), usedforsecurity=False).hexdigest()[:8]
+
+
+def first_changed_line(prompt: str) -> tuple[str, int] | None:
+    """The first ``+++ b/<path>`` of a unified diff and the new-side start line of its first hunk."""
+    new_file = NEW_FILE_RE.search(prompt)
+    if not new_file:
+        return None
+    hunk = HUNK_RE.search(prompt, new_file.end())
+    line = int(hunk.group(1)) if hunk else 1
+    return new_file.group(1), max(line, 1)
+
+
+def answer_review(prompt: str) -> str:
+    where = first_changed_line(prompt)
+    if where is None:
+        body = {
+            "verdict": "comment",
+            "summary": "No diff was found in the request; nothing to review.",
+            "comments": [],
+        }
+        return json.dumps(body)
+    path, line = where
+    comment = {
+        "file": path,
+        "line": line,
+        "body": f"Looks fine; consider a test covering the change to {path}.",
+    }
+    summary = f"The change to {path} is small and consistent with the description."
+    return json.dumps({"verdict": "approve", "summary": summary, "comments": [comment]})
+
+
+def change_diff(prompt: str, kind: str) -> str:
+    """A git-style diff that creates ``changes/<id8>.md`` (five lines) and nothing else."""
+    path = f"changes/{change_id(prompt)}.md"
+    title = _line(TITLE_RE, prompt) or "untitled"
+    content = [
+        f"# Change {change_id(prompt)}",
+        "",
+        f"Title: {title}",
+        f"Kind: {kind}",
+        "Written by the simulator.",
+    ]
+    header = [
+        f"diff --git a/{path} b/{path}",
+        "new file mode 100644",
+        "--- /dev/null",
+        f"+++ b/{path}",
+        f"@@ -0,0 +1,{len(content)} @@",
+    ]
+    return "\n".join(header + [f"+{line}" for line in content]) + "\n"
+
+
+def answer_change(prompt: str, kind: str) -> str:
+    title = _line(TITLE_RE, prompt) or "untitled"
+    return f"Here is the change for: {title}\n\n```diff\n{change_diff(prompt, kind)}```\n"
+
+
+def answer_plan(prompt: str) -> str:
+    goal = _line(GOAL_RE, prompt) or _line(TITLE_RE, prompt) or "the requested goal"
+    first = {
+        "key": "s1",
+        "kind": "dev_task",
+        "title": f"Prepare: {goal}"[:120],
+        "description": f"Lay the groundwork for the goal: {goal}",
+        "depends_on": [],
+    }
+    second = {
+        "key": "s2",
+        "kind": "dev_task",
+        "title": f"Implement: {goal}"[:120],
+        "description": f"Implement and test the goal on top of s1: {goal}",
+        "depends_on": ["s1"],
+    }
+    return json.dumps({"subtasks": [first, second]})
+
+
+def answer_integ(prompt: str) -> str:
+    branch = _line(BRANCH_RE, prompt) or "the branch"
+    return json.dumps({"decision": "merge", "commit_message": f"Merge {branch} after review and checks"})
+
+
+def answer_default(prompt: str) -> str:
+    words = " ".join(prompt.split()[:8])
+    return f"Simulated answer to: {words}" if words else "Simulated answer."
+
+
+ANSWERS: dict[str, Callable[[str], str]] = {
+    "pr_review": answer_review,
+    "pr_impl": lambda prompt: answer_change(prompt, "pr_impl"),
+    "dev_task": lambda prompt: answer_change(prompt, "dev_task"),
+    "plan": answer_plan,
+    "pr_integ": answer_integ,
+}
+
+
+def answer(system: str, prompt: str) -> str:
+    """The deterministic answer for this system text and prompt."""
+    kind = task_kind(system, prompt)
+    return ANSWERS.get(kind or "", answer_default)(prompt)
+
+
+def tokens(text: str) -> int:
+    """A rough token count: four characters a token, at least one for non-empty text."""
+    return (len(text) + 3) // 4

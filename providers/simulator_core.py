@@ -1,0 +1,195 @@
+"""The simulator's shared parts: one normalized call, its reply, and the per-provider fault state.
+
+Each wire format (``simulator_anthropic``, ``simulator_openai``, ``simulator_ollama``) is a :class:`Dialect`:
+it parses its request body into a :class:`Call`, renders a :class:`Reply`, and shapes its errors.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.responses import Response
+
+from providers import sim_answers
+from switchyard.fleet import SimulatorProviderConfig
+
+PROVIDERS = ("claude", "codex", "ollama")
+DEFAULT_HANG_MS = 30_000
+Json = dict[str, Any]
+
+
+class BadRequest(Exception):
+    """The request body is not what the wire format expects; answered with a 400 in the provider's shape."""
+
+
+@dataclass(frozen=True)
+class Call:
+    provider: str
+    model: str
+    system: str
+    prompt: str
+    context_chars: int = 0  # characters of every message, not only the last prompt
+    max_tokens: int | None = None
+    stream: bool = False
+    endpoint: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: str
+    model: str
+    text: str
+    input_tokens: int  # every input token, cached or not
+    system_tokens: int
+    output_tokens: int
+    truncated: bool
+
+    def chunks(self, size: int = 24) -> list[str]:
+        return [self.text[i : i + size] for i in range(0, len(self.text), size)] or [""]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    provider: str
+    parse: Callable[[Json, str], Call]
+    render: Callable[[Call, Reply], Response]
+    error: Callable[[int, str], Response]
+
+
+def make_reply(call: Call, reply_id: str) -> Reply:
+    text = sim_answers.answer(call.system, call.prompt)
+    out = sim_answers.tokens(text)
+    truncated = call.max_tokens is not None and 0 < call.max_tokens < out
+    if truncated and call.max_tokens is not None:
+        text, out = text[: call.max_tokens * 4], call.max_tokens
+    system_tokens = sim_answers.tokens(call.system)
+    input_tokens = system_tokens + (max(call.context_chars, len(call.prompt)) + 3) // 4
+    return Reply(reply_id, call.model, text, max(input_tokens, 1), system_tokens, out, truncated)
+
+
+def text_of(content: object) -> str:
+    """Text of a message ``content``: a string, or a list of blocks that carry ``text``."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
+    return ""
+
+
+def split_messages(messages: object, system_roles: tuple[str, ...] = ("system", "developer")) -> tuple[str, str, int]:
+    """(system text, last user text, characters of all messages) from a chat-style message list."""
+    if not isinstance(messages, list):
+        raise BadRequest("messages must be a list")
+    system, prompt, chars = [], "", 0
+    for message in messages:
+        if not isinstance(message, dict):
+            raise BadRequest("each message must be an object")
+        text = text_of(message.get("content"))
+        chars += len(text)
+        if message.get("role") in system_roles:
+            system.append(text)
+        elif message.get("role") == "user":
+            prompt = text
+    return "\n".join(system), prompt, chars
+
+
+def int_field(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest(f"{key} must be an integer")
+    return value
+
+
+FaultKind = int | Literal["timeout"]
+
+
+class ProviderUpdate(BaseModel):
+    """Body of ``POST /_sim/providers/{provider}``: every field optional, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: int | None = Field(default=None, ge=0, le=600_000)
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+    error_status: int | Literal["timeout"] | None = Field(default=None)
+    retry_after_s: float | None = Field(default=None, ge=0, le=3600)
+    fail_next: int | None = Field(default=None, ge=0, le=1_000_000)
+    hang_ms: int | None = Field(default=None, ge=0, le=600_000)
+
+    @field_validator("error_status")
+    @classmethod
+    def _http_error(cls, value: FaultKind | None) -> FaultKind | None:
+        if isinstance(value, int) and not 400 <= value <= 599:
+            raise ValueError(f"error_status must be an HTTP error status 400-599 or 'timeout', got {value}")
+        return value
+
+
+@dataclass
+class ProviderState:
+    latency_ms: int
+    error_rate: float
+    error_status: FaultKind
+    retry_after_s: float = 1.0
+    fail_next: int = 0
+    hang_ms: int = DEFAULT_HANG_MS
+    calls: int = 0
+    errors: int = 0
+    defaults: SimulatorProviderConfig = field(default_factory=SimulatorProviderConfig, repr=False)
+
+    @classmethod
+    def from_config(cls, config: SimulatorProviderConfig) -> ProviderState:
+        return cls(config.latency_ms, config.error_rate, config.error_status, defaults=config)
+
+    def heal(self) -> None:
+        """Back to the configured latency with no faults; the counters stay."""
+        self.latency_ms, self.error_rate = self.defaults.latency_ms, 0.0
+        self.error_status, self.fail_next = self.defaults.error_status, 0
+
+    def view(self) -> Json:
+        view = asdict(self)
+        del view["defaults"]
+        return view
+
+
+class SimState:
+    """Faults, latency and call counters per provider. Used only from the server's event loop."""
+
+    def __init__(self, config: Mapping[str, SimulatorProviderConfig], rng: random.Random) -> None:
+        self.config = {name: config.get(name, SimulatorProviderConfig()) for name in PROVIDERS}
+        self.rng = rng
+        self.providers = {name: ProviderState.from_config(cfg) for name, cfg in self.config.items()}
+        self.served = 0
+
+    def begin_call(self, provider: str) -> FaultKind | None:
+        """Count a call and decide whether it fails: ``fail_next`` first, then ``error_rate``."""
+        state = self.providers[provider]
+        state.calls += 1
+        self.served += 1
+        fault: FaultKind | None = None
+        if state.fail_next > 0:
+            state.fail_next -= 1
+            fault = state.error_status
+        elif state.error_rate > 0 and self.rng.random() < state.error_rate:
+            fault = state.error_status
+        if fault is not None:
+            state.errors += 1
+        return fault
+
+    def update(self, provider: str, change: ProviderUpdate) -> None:
+        state = self.providers[provider]
+        for key, value in change.model_dump(exclude_none=True).items():
+            setattr(state, key, value)
+
+    def reset(self) -> None:
+        self.providers = {name: ProviderState.from_config(cfg) for name, cfg in self.config.items()}
+
+    def snapshot(self) -> Json:
+        return {
+            "providers": {name: state.view() for name, state in self.providers.items()},
+            "served": self.served,
+        }
