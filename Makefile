@@ -27,7 +27,7 @@ test: dev
 
 lint: dev
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check .
 
 types: dev
 	$(BIN)/mypy

@@ -45,9 +45,7 @@ class Identity:
 SWITCHYARD_IDENTITY = Identity()
 
 
-def git_env(
-    extra: Mapping[str, str] | None = None, *, identity: Identity = SWITCHYARD_IDENTITY
-) -> dict[str, str]:
+def git_env(extra: Mapping[str, str] | None = None, *, identity: Identity = SWITCHYARD_IDENTITY) -> dict[str, str]:
     """The environment git runs with. The process environment is copied so PATH and HOME still work."""
     env = {key: value for key, value in os.environ.items() if key not in REPO_POINTERS}
     env.update(identity.as_env())
@@ -106,9 +104,7 @@ def check_branch_name(name: str) -> str:
     if not name or name != name.strip():
         raise InputError(f"branch name {name!r} is empty or has surrounding spaces; {hint}")
     if name.startswith("-") or "@{" in name or name == "HEAD":
-        raise InputError(
-            f"branch name {name!r} is not allowed (no leading '-', no '@{{', not 'HEAD'); {hint}"
-        )
+        raise InputError(f"branch name {name!r} is not allowed (no leading '-', no '@{{', not 'HEAD'); {hint}")
     proc = subprocess.run(
         ["git", "check-ref-format", "--branch", name],
         cwd="/",
@@ -140,8 +136,7 @@ def check_task_id(task_id: str) -> str:
     """Task ids become directory names under ``.tasks``: letters, digits, '.', '-', '_', no leading dot."""
     if not TASK_ID_RE.match(task_id) or ".." in task_id:
         raise InputError(
-            f"task id {task_id!r} must be 1-128 letters, digits, '.', '-' or '_', "
-            "starting with a letter or digit"
+            f"task id {task_id!r} must be 1-128 letters, digits, '.', '-' or '_', starting with a letter or digit"
         )
     return task_id
 

@@ -104,9 +104,7 @@ def read_config(workspace: Path) -> WorkspaceConfig:
     try:
         raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(
-            f"{workspace} is not a Switchyard workspace (no {METADATA_FILE}); run init first"
-        ) from None
+        raise InputError(f"{workspace} is not a Switchyard workspace (no {METADATA_FILE}); run init first") from None
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
     return WorkspaceConfig(**raw)
@@ -117,7 +115,5 @@ def require_environment(workspace: Path, environment: str) -> WorkspaceConfig:
     check_environment_name(environment)
     config = read_config(workspace)
     if environment not in config.environments:
-        raise NotFound(
-            f"unknown environment {environment!r}; this workspace has {', '.join(config.environments)}"
-        )
+        raise NotFound(f"unknown environment {environment!r}; this workspace has {', '.join(config.environments)}")
     return config

@@ -165,9 +165,7 @@ def _restore(worktree: Path, touched: list[str]) -> None:
 def commit_info(worktree: Path, rev: str) -> CommitInfo:
     """Sha, changed files and line counts of commit ``rev`` (against its first parent)."""
     sha = rev_parse(rev, cwd=worktree)
-    out = run_git(
-        ["diff-tree", "-r", "--root", "--numstat", "--no-renames", "--no-commit-id", "-z", sha], cwd=worktree
-    )
+    out = run_git(["diff-tree", "-r", "--root", "--numstat", "--no-renames", "--no-commit-id", "-z", sha], cwd=worktree)
     files: list[str] = []
     insertions = deletions = 0
     for field in out.split("\0"):

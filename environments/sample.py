@@ -24,9 +24,7 @@ BASE_FILES: dict[str, str] = {
     ),
     "Makefile": ".PHONY: test\ntest:\n\tpython3 -m unittest discover -s tests -v\n",
     ".gitignore": "__pycache__/\n*.pyc\n",
-    "app/__init__.py": (
-        '"""The greeter package."""\n\nfrom app.greeting import greet\n\n__all__ = ["greet"]\n'
-    ),
+    "app/__init__.py": ('"""The greeter package."""\n\nfrom app.greeting import greet\n\n__all__ = ["greet"]\n'),
     "app/greeting.py": (
         '"""Greetings."""\n\n\ndef greet(name: str) -> str:\n'
         '    """Return a friendly greeting for ``name``."""\n'

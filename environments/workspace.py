@@ -109,9 +109,7 @@ def _check_request(environments: list[str], stages: list[str], base_port: int) -
         if len(set(names)) != len(names):
             raise InputError(f"{what} names must be unique, got {names}")
     if not 1024 <= base_port <= MAX_PORT - len(environments) + 1:
-        raise InputError(
-            f"base_port {base_port} must leave room for {len(environments)} ports in 1024..{MAX_PORT}"
-        )
+        raise InputError(f"base_port {base_port} must leave room for {len(environments)} ports in 1024..{MAX_PORT}")
 
 
 def _normalize_source(repo: str) -> str:
@@ -123,9 +121,7 @@ def _normalize_source(repo: str) -> str:
 
 def _ensure_clone(source: str, bare: Path) -> Path:
     if not bare.exists():
-        run_git(
-            ["clone", "--bare", "--quiet", "--", source, str(bare)], cwd=bare.parent, timeout=CLONE_TIMEOUT_S
-        )
+        run_git(["clone", "--bare", "--quiet", "--", source, str(bare)], cwd=bare.parent, timeout=CLONE_TIMEOUT_S)
         # A bare clone fetches into refs/heads directly; later fetches must not move the env branches.
         run_git(["config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"], cwd=bare)
         return bare

@@ -38,9 +38,7 @@ def ensure_worktree(repo: Path, path: Path, branch: str, *, start_point: str) ->
     here = path.resolve()
     if here in registered:
         if registered[here] != branch:
-            raise InputError(
-                f"{path} is already a worktree on {registered[here] or 'a detached HEAD'}, not {branch}"
-            )
+            raise InputError(f"{path} is already a worktree on {registered[here] or 'a detached HEAD'}, not {branch}")
         return path
     if path.exists():
         raise InputError(f"{path} exists but is not a worktree of {repo}; move it away and run again")

@@ -116,9 +116,7 @@ def task_detail(session: Session, task_id: str) -> Row | None:
     result = session.scalars(
         select(Result).where(Result.task_id == task_id).order_by(Result.updated_at.desc()).limit(1)
     ).first()
-    children = session.scalars(
-        select(Task).where(Task.parent_id == task_id).order_by(Task.created_at, Task.id)
-    )
+    children = session.scalars(select(Task).where(Task.parent_id == task_id).order_by(Task.created_at, Task.id))
     parent = session.get(Task, task.parent_id) if task.parent_id else None
     detail = task_row(task)
     detail.update(

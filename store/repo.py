@@ -61,9 +61,7 @@ def _one(session: Session, model: type[M], *where: Any) -> M:
     return session.execute(statement).scalar_one()
 
 
-def _upsert(
-    session: Session, model: type[Base], values: dict[str, Any], keys: list[str], update: list[str]
-) -> None:
+def _upsert(session: Session, model: type[Base], values: dict[str, Any], keys: list[str], update: list[str]) -> None:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE SET <update>``; ``DO NOTHING`` when ``update`` is empty."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -77,9 +75,7 @@ def _upsert(
 def _on_conflict(insert: postgresql.Insert | sqlite.Insert, keys: list[str], update: list[str]) -> Executable:
     if not update:
         return insert.on_conflict_do_nothing(index_elements=keys)
-    return insert.on_conflict_do_update(
-        index_elements=keys, set_={name: insert.excluded[name] for name in update}
-    )
+    return insert.on_conflict_do_update(index_elements=keys, set_={name: insert.excluded[name] for name in update})
 
 
 def _require_task(session: Session, task_id: str) -> Task:
@@ -259,9 +255,7 @@ def finish_attempt(
         "latency_ms": latency_ms,
     }
     where = (Attempt.task_id == task_id, Attempt.attempt == attempt)
-    if _changed(
-        session, update(Attempt).where(*where, Attempt.status == "running").values(**verdict, **call)
-    ):
+    if _changed(session, update(Attempt).where(*where, Attempt.status == "running").values(**verdict, **call)):
         _changed(session, update(Task).where(Task.id == task_id).values(attempts=Task.attempts + 1))
         _fresh(session, Task, Task.id == task_id)
     elif status in ATTEMPT_VERDICTS:

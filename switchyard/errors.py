@@ -5,6 +5,7 @@
     ├── InputError                  stop: a submitted payload or command argument is wrong; nothing was written
     │   └── NotFound                stop: the task, environment or stage named does not exist
     ├── ServiceUnavailable          retry later: the broker, database or another local service is not answering
+    ├── FleetAlreadyRunning         stop: `up` was asked for a data directory whose fleet runs (`switchyard down`)
     ├── ProviderError               raised by provider clients; ``retryable`` says whether tenacity may try again
     │   ├── TransientError          retry: timeouts, connection errors, 5xx
     │   │   ├── RateLimited         retry after ``retry_after`` seconds (HTTP 429)
@@ -42,6 +43,10 @@ class NotFound(InputError):
 
 class ServiceUnavailable(SwitchyardError):
     """A service Switchyard depends on (broker, database, simulator) did not answer."""
+
+
+class FleetAlreadyRunning(SwitchyardError):
+    """``up`` was asked for a data directory whose fleet is already running."""
 
 
 class ProviderError(SwitchyardError):

@@ -17,7 +17,13 @@ def groups_view(ctx: Context, *, timeout: float = 1.5) -> list[Row]:
     """Per group: its queue and concurrency, live workers (Celery inspection), queue depth and task counts."""
     url = ctx.settings.effective_broker_url
     reachable = broker_ok(url) is None
-    live = workers_by_group(control_app(ctx.settings, ctx.fleet), ctx.fleet, timeout) if reachable else {}
+    live: dict[str, list[str]] = {}
+    if reachable:
+        app = control_app(ctx.settings, ctx.fleet)
+        try:
+            live = workers_by_group(app, ctx.fleet, timeout)
+        finally:
+            app.close()
     depths = queue_depths(url, ctx.fleet) if reachable else {}
     with session_scope(ctx.database_url) as session:
         counts = group_counts(session)

@@ -146,6 +146,8 @@ class Runner:
         except ProviderError as exc:
             self._mark(task, rung, "failed", exc)
             raise
+        finally:
+            provider.close()
         self._charge(task, rung, response)
         return response.text
 

@@ -72,6 +72,8 @@ def stop_process_group(pid: int, timeout: float = 10.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap our own child, or killpg keeps finding its zombie
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
@@ -90,21 +92,20 @@ def processes() -> Iterator[Processes]:
         procs.stop_all()
 
 
-@pytest.fixture
-def redis_url() -> str:
-    """The machine's Redis on 6379, database 15, flushed before the test."""
+def flushed_redis(db: int) -> str:
+    """The machine's Redis on 6379, database ``db``, flushed."""
     require_service("Redis", "127.0.0.1", 6379)
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=6379, db=15)
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
     client.flushdb()
     client.close()
-    return "redis://127.0.0.1:6379/15"
+    return f"redis://127.0.0.1:6379/{db}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for the test, dropped afterwards."""
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     import psycopg
 
@@ -120,6 +121,17 @@ def postgres_url() -> Iterator[str]:
         dispose_all()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return flushed_redis(15)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -74,9 +74,7 @@ def test_extract_diff_from_unfenced_prose_stops_after_the_last_hunk() -> None:
     assert extract_diff(answer) == EDIT_DIFF
 
 
-@pytest.mark.parametrize(
-    "answer", ["", "I could not find the bug.", "```python\nx = 1\n```", "--- just a rule"]
-)
+@pytest.mark.parametrize("answer", ["", "I could not find the bug.", "```python\nx = 1\n```", "--- just a rule"])
 def test_extract_diff_refuses_answers_without_a_diff(answer: str) -> None:
     with pytest.raises(PatchRejected, match="the answer contains no unified diff"):
         extract_diff(answer)

@@ -53,9 +53,7 @@ def test_sample_repo_is_deterministic(tmp_path: Path, sample: Path) -> None:
 
 def test_init_creates_worktrees_branches_and_ports(tmp_path: Path, sample: Path) -> None:
     envs = init(sample, tmp_path / "ws")
-    assert [(e.name, e.port, e.branch) for e in envs] == [
-        (n, 8081 + i, f"env/{n}") for i, n in enumerate(ENVS)
-    ]
+    assert [(e.name, e.port, e.branch) for e in envs] == [(n, 8081 + i, f"env/{n}") for i, n in enumerate(ENVS)]
     repo = tmp_path / "ws" / ".repo"
     heads = branches(repo)
     main = heads["main"]
@@ -105,9 +103,7 @@ def test_rerun_repairs_what_is_missing_and_moves_nothing(tmp_path: Path, sample:
         ([], "at least one environment"),
     ],
 )
-def test_init_refuses_bad_environment_names(
-    tmp_path: Path, sample: Path, envs: list[str], message: str
-) -> None:
+def test_init_refuses_bad_environment_names(tmp_path: Path, sample: Path, envs: list[str], message: str) -> None:
     with pytest.raises(InputError, match=message):
         init(sample, tmp_path / "ws", envs)
     assert not (tmp_path / "ws").exists()

@@ -99,8 +99,7 @@ def test_upgrade_works_from_any_working_directory(
 def test_two_processes_migrate_one_database_at_once(fresh_url: str) -> None:
     code = "import sys; from store.migrate import ensure_schema; ensure_schema(sys.argv[1])"
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, fresh_url], cwd=REPO, stderr=subprocess.PIPE)
-        for _ in range(3)
+        subprocess.Popen([sys.executable, "-c", code, fresh_url], cwd=REPO, stderr=subprocess.PIPE) for _ in range(3)
     ]
     errors = [proc.communicate(timeout=60)[1].decode() for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], errors

@@ -26,9 +26,7 @@ def at(minutes: float) -> datetime:
 def _environments(session: Session) -> None:
     for index, name in enumerate(("dev1", "dev2")):
         session.add(
-            Environment(
-                name=name, path=f"/ws/{name}", branch=f"env/{name}", port=8081 + index, repository="/r"
-            )
+            Environment(name=name, path=f"/ws/{name}", branch=f"env/{name}", port=8081 + index, repository="/r")
         )
         for position, stage in enumerate(("dev", "qa", "staging")):
             branch = f"env/{name}" if stage == "dev" else f"env/{name}-{stage}"
@@ -349,9 +347,7 @@ def test_task_detail_has_attempts_result_children_and_parent(session: Session) -
         ("t5", "dev_task", "succeeded"),
     ]
     attempt = parent["attempts"][0]
-    assert (
-        attempt["price_version"] == "claude/claude-sonnet-4-5@2025-09-29" and attempt["latency_ms"] == 812.0
-    )
+    assert attempt["price_version"] == "claude/claude-sonnet-4-5@2025-09-29" and attempt["latency_ms"] == 812.0
     assert (attempt["input_tokens"], attempt["cached_input_tokens"], attempt["output_tokens"]) == (
         1000,
         200,
@@ -395,9 +391,7 @@ def test_status_group_and_attempt_counts(session: Session) -> None:
         "pr_review": {"running": 1},
         "pr_impl": {"queued": 1},
     }
-    attempts = {
-        (r["provider"], r["status"], r["error_class"]): r["count"] for r in queries.attempt_counts(session)
-    }
+    attempts = {(r["provider"], r["status"], r["error_class"]): r["count"] for r in queries.attempt_counts(session)}
     assert attempts == {
         ("claude", "succeeded", None): 1,
         ("ollama", "failed", "TransientError"): 1,

@@ -433,11 +433,7 @@ def test_sync_groups_makes_the_table_equal_to_the_fleet(db: str) -> None:
         session.add(Group(name="retired", queue="retired", sessions=1, kinds=["plan"], ladder=["claude"]))
     run(db, repo.sync_groups, fleet=fleet)
     smaller = fleet.model_copy(
-        update={
-            "groups": [
-                g.model_copy(update={"sessions": 9}) if g.name == "pr_review" else g for g in fleet.groups
-            ]
-        }
+        update={"groups": [g.model_copy(update={"sessions": 9}) if g.name == "pr_review" else g for g in fleet.groups]}
     )
     run(db, repo.sync_groups, fleet=smaller)
     with session_scope(db) as session:

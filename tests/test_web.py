@@ -89,9 +89,7 @@ def test_environments_have_stage_counts_and_last_result(client: TestClient) -> N
     envs = get(client, "/api/multi-env/environments")["environments"]
     dev1_dev = envs[0]["stages"][0]
     assert dev1_dev["counts"] == {"succeeded": 1, "failed": 1}
-    assert (
-        dev1_dev["last_result"]["task_id"] == "t2" and dev1_dev["last_result"]["summary"] == "no usable diff"
-    )
+    assert dev1_dev["last_result"]["task_id"] == "t2" and dev1_dev["last_result"]["summary"] == "no usable diff"
 
 
 def test_pr_groups_come_from_the_fleet_with_counts(client: TestClient) -> None:
@@ -169,10 +167,7 @@ def test_costs_and_budgets(client: TestClient) -> None:
         ("all", "day", 50.0),
         ("all", "hour", 10.0),
     ]
-    assert all(
-        {"spent_usd", "held_usd", "remaining_usd", "alerting", "exhausted", "since"} <= set(b)
-        for b in budgets
-    )
+    assert all({"spent_usd", "held_usd", "remaining_usd", "alerting", "exhausted", "since"} <= set(b) for b in budgets)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -215,9 +210,7 @@ def test_dashboard_and_docs_are_served(client: TestClient) -> None:
     assert script.status_code == 200 and "/api/multi-env/status" in script.text
     assert client.get("/docs").status_code == 200
     paths = get(client, "/openapi.json")["paths"]
-    assert {"/api/multi-env/health", "/api/tasks", "/api/tasks/{task_id}", "/api/costs", "/metrics"} <= set(
-        paths
-    )
+    assert {"/api/multi-env/health", "/api/tasks", "/api/tasks/{task_id}", "/api/costs", "/metrics"} <= set(paths)
 
 
 def test_no_secret_appears_in_any_response(client: TestClient) -> None:
@@ -253,9 +246,7 @@ def test_submit_queues_a_task(tmp_path: Path, sqlite_url: str, redis_url: str) -
     with session_scope(sqlite_url) as session:
         session.add(Environment(name="dev1", path="/ws/dev1", branch="env/dev1", port=8081, repository="/r"))
     with TestClient(create_app(make_context(tmp_path, sqlite_url, redis_url))) as client:
-        response = client.post(
-            "/api/tasks", json={"kind": "pr_review", "environment": "dev1", "branch": "feat/x"}
-        )
+        response = client.post("/api/tasks", json={"kind": "pr_review", "environment": "dev1", "branch": "feat/x"})
         assert response.status_code == 202, response.text
         detail = get(client, f"/api/tasks/{response.json()['id']}")
     assert (detail["kind"], detail["group"], detail["status"]) == ("pr_review", "pr_review", "queued")

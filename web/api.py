@@ -43,9 +43,7 @@ def _submit(body: Row, context: Context) -> str:
     from tasks.schemas import parse_request  # noqa: PLC0415
     from tasks.submit import submit  # noqa: PLC0415
 
-    task_id: str = submit(
-        parse_request(body), context=context
-    )  # InputError -> 422, ServiceUnavailable -> 503
+    task_id: str = submit(parse_request(body), context=context)  # InputError -> 422, ServiceUnavailable -> 503
     return task_id
 
 

@@ -40,9 +40,7 @@ class SnapshotCollector(Collector):
         yield self._attempts()
 
     def _tasks(self) -> Metric:
-        family = GaugeMetricFamily(
-            "switchyard_tasks", "Tasks by session group and status", labels=["group", "status"]
-        )
+        family = GaugeMetricFamily("switchyard_tasks", "Tasks by session group and status", labels=["group", "status"])
         for group, statuses in sorted(self.snapshot["groups"].items()):
             for status, count in sorted(statuses.items()):
                 family.add_metric([group, status], count)
@@ -50,9 +48,7 @@ class SnapshotCollector(Collector):
 
     def _providers(self) -> Iterable[Metric]:
         cost = CounterMetricFamily("switchyard_cost_usd", "Dollars charged by provider", labels=["provider"])
-        tokens = CounterMetricFamily(
-            "switchyard_tokens", "Tokens by provider and class", labels=["provider", "class"]
-        )
+        tokens = CounterMetricFamily("switchyard_tokens", "Tokens by provider and class", labels=["provider", "class"])
         for row in self.snapshot["costs"]["providers"]:
             cost.add_metric([row["provider"]], row["cost_usd"])
             for token_class in TOKEN_CLASSES:
@@ -82,8 +78,6 @@ def render(session: Session) -> bytes:
     return generate_latest(registry)
 
 
-@router.get(
-    "/metrics", summary="Prometheus metrics: tasks, cost, tokens and attempts", response_class=Response
-)
+@router.get("/metrics", summary="Prometheus metrics: tasks, cost, tokens and attempts", response_class=Response)
 def metrics(session: SessionDep) -> Response:
     return Response(render(session), media_type=CONTENT_TYPE_LATEST)

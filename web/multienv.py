@@ -26,8 +26,7 @@ def status(context: ContextDep, session: SessionDep) -> Row:
         "generated_at": datetime.now(UTC).isoformat(),
         "tasks": {"total": sum(counts.values()), "by_status": counts},
         "environments": [
-            {key: env[key] for key in ("name", "initialized", "branch", "port", "counts")}
-            for env in environments
+            {key: env[key] for key in ("name", "initialized", "branch", "port", "counts")} for env in environments
         ],
         "groups": _groups(context, queries.group_counts(session)),
     }

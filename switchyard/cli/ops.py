@@ -42,9 +42,14 @@ def up(
         console.print("Fleet is up. Stop it with: switchyard down")
         return
     console.print("Fleet is up. Press Ctrl-C to stop.")
+    stop = threading.Event()
+    restore = launcher.stop_on_signals(stop)
     try:
-        launcher.supervise(running, threading.Event())
+        died = launcher.supervise(running, stop)
+        if died:
+            console.print(f"[red]{died}[/red]; stopping the fleet")
     finally:
+        restore()
         launcher.down(settings, on_event=console.print)
 
 

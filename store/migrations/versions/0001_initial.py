@@ -118,9 +118,7 @@ def _create_attempts() -> None:
         sa.Column("latency_ms", sa.Float(), nullable=False),
         sa.Column("started_at", TZ, nullable=False),
         sa.Column("finished_at", TZ, nullable=True),
-        sa.ForeignKeyConstraint(
-            ["task_id"], ["tasks.id"], name=op.f("fk_attempts_task_id_tasks"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["task_id"], ["tasks.id"], name=op.f("fk_attempts_task_id_tasks"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_attempts")),
         sa.UniqueConstraint("task_id", "attempt", name="uq_attempts_task_attempt"),
     )
@@ -139,9 +137,7 @@ def _create_results() -> None:
         sa.Column("summary", sa.Text(), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
         sa.Column("updated_at", TZ, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["task_id"], ["tasks.id"], name=op.f("fk_results_task_id_tasks"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["task_id"], ["tasks.id"], name=op.f("fk_results_task_id_tasks"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_results")),
         sa.UniqueConstraint("environment", "stage", "task_id", name="uq_results_env_stage_task"),
     )
@@ -165,9 +161,7 @@ def _create_spend() -> None:
         sa.Column("price_version", sa.String(128), nullable=True),
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("settled_at", TZ, nullable=True),
-        sa.ForeignKeyConstraint(
-            ["task_id"], ["tasks.id"], name=op.f("fk_spend_task_id_tasks"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["task_id"], ["tasks.id"], name=op.f("fk_spend_task_id_tasks"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_spend")),
         sa.UniqueConstraint("task_id", "attempt", name="uq_spend_task_attempt"),
     )

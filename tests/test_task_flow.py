@@ -1,0 +1,201 @@
+"""Every task kind end to end: real `celery worker` processes on Redis, PostgreSQL, the simulator over HTTP
+through the official SDKs, and real git. Also the fallback ladder, a refused merge, and redelivery without a
+second provider call or charge."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import REPO, flushed_redis, free_port, postgres_database
+from sqlalchemy import func, select
+
+from environments.git import run_git
+from environments.sample import make_sample_repo
+from store.db import session_scope
+from store.models import TERMINAL_STATUSES, Attempt, Spend, Task
+from store.queries import task_detail
+from switchyard.cli.envs import init_environments
+from switchyard.settings import Settings
+from tasks.attempt import Runner
+from tasks.context import Context, build_context
+from tasks.submit import submit
+from workers import launcher
+
+pytestmark = pytest.mark.integration
+SERVICES = {
+    "simulator",
+    "worker-high_level",
+    "worker-dev_workers",
+    "worker-pr_review",
+    "worker-pr_impl",
+    "worker-pr_integ",
+}
+
+
+def fast_fleet(tmp_path: Path) -> Path:
+    """The default fleet with a quick retry policy, so the fallback test does not wait seconds."""
+    text = (REPO / "switchyard.toml").read_text()
+    text = text.replace("initial_s = 1.0", "initial_s = 0.05").replace("jitter_s = 1.0", "jitter_s = 0.0")
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
+    """One fleet for the module: five real worker pools on Redis and PostgreSQL, and the simulator."""
+    tmp_path = tmp_path_factory.mktemp("flow")
+    with postgres_database() as database_url:
+        settings = Settings(
+            home=tmp_path / "home",
+            broker_url=flushed_redis(14),
+            database_url=database_url,
+            simulate=True,
+            simulator_port=free_port(),
+            api_port=free_port(),
+            flower_port=free_port(),
+            fleet_file=fast_fleet(tmp_path),
+        )
+        ctx = build_context(settings)
+        sample = make_sample_repo(tmp_path / "sample", feature_branches=4)
+        init_environments(ctx, str(sample), tmp_path / "workspace", ["dev1"])
+        launcher.up(
+            settings, ctx.fleet, simulate=True, services=SERVICES, on_event=lambda _: None, base_env=scrubbed_env()
+        )
+        try:
+            yield ctx
+        finally:
+            launcher.down(settings, on_event=lambda _: None)
+
+
+@pytest.fixture
+def workspace(fleet: Context) -> Path:
+    return fleet.settings.home.parent / "workspace"
+
+
+def scrubbed_env() -> dict[str, str]:
+    keys = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OLLAMA_HOST", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL")
+    return {k: v for k, v in os.environ.items() if k not in keys}
+
+
+def wait_terminal(ctx: Context, ids: list[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_scope(ctx.database_url) as session:
+            details = {i: task_detail(session, i) for i in ids}
+        if all(d is not None and d["status"] in TERMINAL_STATUSES for d in details.values()):
+            return {i: d for i, d in details.items() if d is not None}
+        time.sleep(0.3)
+    raise AssertionError(f"tasks did not finish: { {i: d and d['status'] for i, d in details.items()} }")
+
+
+def sim_state(ctx: Context) -> dict[str, Any]:
+    state: dict[str, Any] = httpx.get(f"{ctx.settings.effective_simulator_url}/_sim/state").json()
+    return state
+
+
+def sim_calls(ctx: Context, provider: str) -> int:
+    return int(sim_state(ctx)["providers"][provider]["calls"])
+
+
+def test_every_kind_runs_to_success(fleet: Context, workspace: Path) -> None:
+    ctx = fleet
+    ids = {
+        "plan": submit({"kind": "plan", "environment": "dev1", "goal": "add a health endpoint"}, context=ctx),
+        "dev_task": submit({"kind": "dev_task", "environment": "dev1", "title": "release notes"}, context=ctx),
+        "pr_impl": submit({"kind": "pr_impl", "environment": "dev1", "title": "greeting"}, context=ctx),
+        "pr_review": submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/sample-1"}, context=ctx),
+        "pr_integ": submit({"kind": "pr_integ", "environment": "dev1", "branch": "feature/sample-2"}, context=ctx),
+    }
+    done = wait_terminal(ctx, list(ids.values()))
+    assert {k: done[i]["status"] for k, i in ids.items()} == dict.fromkeys(ids, "succeeded")
+    expected = {"plan": "claude", "dev_task": "ollama", "pr_impl": "codex", "pr_review": "claude", "pr_integ": "ollama"}
+    assert {k: done[i]["provider"] for k, i in ids.items()} == expected
+    assert done[ids["pr_review"]]["cost_usd"] > 0 and done[ids["pr_impl"]]["cost_usd"] > 0
+    assert done[ids["pr_integ"]]["cost_usd"] == 0
+
+    repo = workspace / ".repo"
+    review = done[ids["pr_review"]]["result"]["data"]
+    assert review["verdict"] in {"approve", "request_changes", "comment"}
+    assert review["comments"][0]["file"] == "app/feature_1.py"
+
+    impl = done[ids["pr_impl"]]["result"]["data"]
+    files = run_git(["show", "--name-only", "--format=", impl["commit"]], cwd=repo).split()
+    assert files == [f"changes/{ids['pr_impl'][:8]}.md"]
+    assert run_git(["rev-parse", impl["branch"]], cwd=repo).strip() == impl["commit"]
+    assert not (workspace / ".tasks" / ids["pr_impl"]).exists()
+
+    run_git(["cat-file", "-e", "env/dev1:app/feature_2.py"], cwd=repo)  # merged into the environment branch
+
+    children = done[ids["plan"]]["children"]
+    assert len(children) == 2
+    finished = wait_terminal(ctx, [c["id"] for c in children])
+    assert all(c["status"] == "succeeded" and c["parent"]["id"] == ids["plan"] for c in finished.values())
+
+
+def test_conflicting_merge_fails_naming_the_file_and_leaves_the_branch(fleet: Context, workspace: Path) -> None:
+    ctx = fleet
+    repo = workspace / ".repo"
+    for name, text in (("conflict-a", "A"), ("conflict-b", "B")):
+        work = workspace.parent / name
+        run_git(["worktree", "add", "-b", name, str(work), "env/dev1"], cwd=repo)
+        (work / "app" / "greeting.py").write_text(f"GREETING = {text!r}\n")
+        run_git(["commit", "-qam", f"greeting {text}"], cwd=work)
+    first = submit({"kind": "pr_integ", "environment": "dev1", "branch": "conflict-a"}, context=ctx)
+    assert wait_terminal(ctx, [first])[first]["status"] == "succeeded"
+    before = run_git(["rev-parse", "env/dev1"], cwd=repo)
+    second = submit({"kind": "pr_integ", "environment": "dev1", "branch": "conflict-b"}, context=ctx)
+    result = wait_terminal(ctx, [second])[second]
+    assert result["status"] == "failed"
+    assert "app/greeting.py" in result["reason"]
+    assert run_git(["rev-parse", "env/dev1"], cwd=repo) == before
+    assert run_git(["status", "--porcelain"], cwd=workspace / "dev1") == ""
+
+
+def test_a_failing_provider_falls_back_to_the_next_rung(fleet: Context) -> None:
+    ctx = fleet
+    url = ctx.settings.effective_simulator_url
+    httpx.post(f"{url}/_sim/providers/claude", json={"error_rate": 1.0, "error_status": 500}).raise_for_status()
+    before = sim_calls(ctx, "claude")
+    try:
+        task_id = submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/sample-3"}, context=ctx)
+        detail = wait_terminal(ctx, [task_id])[task_id]
+    finally:
+        httpx.post(f"{url}/_sim/providers/claude/heal").raise_for_status()
+    assert detail["status"] == "succeeded"
+    assert detail["provider"] == "ollama"
+    first, second = detail["attempts"]
+    assert (first["provider"], first["status"], first["error_class"]) == ("claude", "failed", "TransientError")
+    assert (second["provider"], second["status"]) == ("ollama", "succeeded")
+    assert sim_calls(ctx, "claude") - before == ctx.fleet.retry.attempts  # tenacity's retries, none by the SDK
+
+
+def test_redelivery_reuses_the_stored_answer(fleet: Context) -> None:
+    ctx = fleet
+    task_id = submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/sample-1"}, context=ctx)
+    assert wait_terminal(ctx, [task_id])[task_id]["status"] == "succeeded"
+    calls = sim_calls(ctx, "claude")
+    with session_scope(ctx.database_url) as session:  # as if the worker died after the answer was stored
+        session.get(Task, task_id).status = "running"  # type: ignore[union-attr]
+        session.query(Attempt).filter_by(task_id=task_id).update({"status": "answered"})
+    assert Runner(ctx).run(task_id) == "succeeded"
+    assert sim_calls(ctx, "claude") == calls
+    with session_scope(ctx.database_url) as session:
+        charges = session.scalar(select(func.count()).select_from(Spend).where(Spend.task_id == task_id))
+        attempts = session.scalar(select(func.count()).select_from(Attempt).where(Attempt.task_id == task_id))
+    assert (charges, attempts) == (1, 1)
+
+
+def test_a_finished_task_is_not_run_again(fleet: Context) -> None:
+    ctx = fleet
+    task_id = submit({"kind": "pr_integ", "environment": "dev1", "branch": "feature/sample-4"}, context=ctx)
+    assert wait_terminal(ctx, [task_id])[task_id]["status"] == "succeeded"
+    calls = sim_calls(ctx, "ollama")
+    assert Runner(ctx).run(task_id) == "finished already"
+    assert sim_calls(ctx, "ollama") == calls
