@@ -1,0 +1,84 @@
+"""`switchyard demo` end to end, as a user runs it: the installed script, the embedded broker, SQLite, real
+worker processes, Flower, the status API and the simulator. Then a second run, which must stop everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import free_port, port_open
+
+pytestmark = pytest.mark.e2e
+SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
+GROUPS = {"high_level", "dev_workers", "pr_review", "pr_impl", "pr_integ"}
+SECRET_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OLLAMA_HOST", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL")
+
+
+def demo_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_") and k not in SECRET_KEYS}
+    env.update(
+        SWITCHYARD_HOME=str(home),
+        SWITCHYARD_BROKER_PORT=str(free_port()),
+        SWITCHYARD_API_PORT=str(free_port()),
+        SWITCHYARD_FLOWER_PORT=str(free_port()),
+        SWITCHYARD_SIMULATOR_PORT=str(free_port()),
+        COLUMNS="160",
+    )
+    return env
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SWITCHYARD, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def cli_json(env: dict[str, str], *args: str) -> Any:
+    done = cli(env, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def ports(env: dict[str, str]) -> list[int]:
+    names = ("BROKER", "API", "FLOWER", "SIMULATOR")
+    return [int(env[f"SWITCHYARD_{name}_PORT"]) for name in names]
+
+
+def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
+    env = demo_env(tmp_path / "home")
+    run = cli(env, "demo", "--keep-running", timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Results per environment" in run.stdout and "Cost per provider" in run.stdout
+    try:
+        tasks = cli_json(env, "tasks", "list")
+        assert len(tasks) >= 25
+        assert {t["status"] for t in tasks} == {"succeeded"}
+        assert {t["environment"] for t in tasks} == {"dev1", "dev2", "dev3", "dev4", "dev5"}
+        assert {t["group"] for t in tasks} == GROUPS
+        assert all(t["provider"] and t["model"] and isinstance(t["cost_usd"], float) for t in tasks)
+        assert all(t["cost_usd"] > 0 for t in tasks if t["provider"] in ("claude", "codex"))
+
+        groups = cli_json(env, "status", "--groups")["groups"]
+        assert {g["group"]: g["live_workers"] for g in groups} == dict.fromkeys(GROUPS, 1)
+
+        flower = httpx.get(f"http://127.0.0.1:{env['SWITCHYARD_FLOWER_PORT']}/api/workers?refresh=1", timeout=30)
+        assert flower.status_code == 200
+        host = socket.gethostname()
+        assert set(flower.json()) == {f"{group}@{host}" for group in GROUPS}
+    finally:
+        stopped = cli(env, "down")
+    assert stopped.returncode == 0, stopped.stderr
+    run_dir = tmp_path / "home" / "development" / "run"
+    assert not list(run_dir.glob("*.pid*"))
+    assert not any(port_open("127.0.0.1", port) for port in ports(env))
+
+    again = cli(env, "demo", timeout=240)  # re-runnable on the same data, and stops all it started
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert not list(run_dir.glob("*.pid*"))
+    assert not any(port_open("127.0.0.1", port) for port in ports(env))
+    assert len(cli_json(env, "tasks", "list")) >= 70
