@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from providers.base import Provider, ProviderRequest, ProviderResponse, Usage
+from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import available, build_provider
 from routing.pricing import cost_micros
 from routing.retry import call_with_retry
 from store import repo
 from store.db import session_scope
-from store.models import Attempt, Environment
+from store.models import Environment
 from switchyard.errors import BadAnswer, PatchRejected, ProviderError, RequestRejected, SwitchyardError
 from tasks.context import Context
 from tasks.kinds import HANDLERS
@@ -180,19 +180,13 @@ class Runner:
             )
 
     def _mark(self, task: TaskInfo, rung: Rung, status: str, exc: Exception | None) -> None:
+        """Close the attempt; the usage and cost recorded when it was answered stay as they were."""
         with session_scope(self.ctx.database_url) as session:
-            row: Attempt | None = repo.stored_attempt(session, task_id=task.id, attempt=rung.number)
-            usage = _usage_of(row) if row is not None else None
             repo.finish_attempt(
                 session,
                 task_id=task.id,
                 attempt=rung.number,
                 status=status,
-                usage=usage,
-                cost_micros=row.cost_micros if row else 0,
-                price_version=row.price_version if row else None,
-                answer=row.answer if row else None,
-                latency_ms=row.latency_ms if row else 0.0,
                 error_class=type(exc).__name__ if exc else None,
                 error=str(exc)[:2000] if exc else None,
             )
@@ -226,18 +220,6 @@ class Runner:
             repo.finish_task(session, task_id=task.id, status=status, reason=reason[:4000])
         log.warning("task %s (%s) %s: %s", task.id, task.kind, status, reason)
         return status
-
-
-def _usage_of(row: Attempt) -> Usage:
-    return Usage(
-        input_tokens=row.input_tokens,
-        cached_input_tokens=row.cached_input_tokens,
-        cache_write_tokens=row.cache_write_tokens,
-        cache_write_1h_tokens=row.cache_write_1h_tokens,
-        output_tokens=row.output_tokens,
-        reasoning_tokens=row.reasoning_tokens,
-        compute_seconds=row.compute_seconds,
-    )
 
 
 def run_task(task_id: str, ctx: Context) -> str:

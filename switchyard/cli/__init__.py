@@ -30,7 +30,7 @@ app.add_typer(ops.db_app, name="db")
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``switchyard`` script."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns the exit code instead of raising Exit
     except SwitchyardError as exc:
         kind = "invalid input" if isinstance(exc, InputError) else type(exc).__name__
         print(f"switchyard: {kind}: {exc}", file=sys.stderr)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

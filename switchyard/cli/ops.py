@@ -9,7 +9,7 @@ import typer
 
 from store.db import session_scope
 from store.migrate import upgrade
-from switchyard.cli.context import cli_context
+from switchyard.cli.context import cli_context, db_context
 from switchyard.cli.render import console, print_json, table
 from tasks.context import Context
 
@@ -80,7 +80,7 @@ def status(
     """Live workers per group (Celery inspection), queue depth, and per environment/stage counts."""
     from switchyard.status import environments_view, groups_view
 
-    ctx = cli_context()
+    ctx = db_context()
     both = not groups and not envs
     data: dict[str, Any] = {}
     if groups or both:

@@ -10,7 +10,7 @@ import typer
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES
 from store.queries import list_tasks, task_detail
-from switchyard.cli.context import cli_context
+from switchyard.cli.context import db_context
 from switchyard.cli.render import console, print_json, table, usd
 from switchyard.errors import NotFound
 from switchyard.fleet import KINDS
@@ -39,7 +39,7 @@ def submit(
     """Submit one task to its group's queue."""
     from tasks.submit import submit as submit_task
 
-    ctx = cli_context()
+    ctx = db_context()
     request: dict[str, Any] = {
         "kind": kind,
         "environment": env,
@@ -83,7 +83,7 @@ def tasks_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Tasks, newest first."""
-    ctx = cli_context()
+    ctx = db_context()
     with session_scope(ctx.database_url) as session:
         rows = list_tasks(session, environment=env, status=status, kind=kind, limit=limit)
     if as_json:
@@ -115,7 +115,7 @@ def tasks_list(
 @tasks_app.command("show")
 def tasks_show(task_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False) -> None:
     """One task with its attempts, result, parent and children."""
-    ctx = cli_context()
+    ctx = db_context()
     with session_scope(ctx.database_url) as session:
         detail = task_detail(session, task_id)
     if detail is None:

@@ -1,0 +1,36 @@
+"""The Celery configuration is derived from the fleet: one queue per group, every kind routed, JSON only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import REPO
+
+import celeryconfig
+from switchyard.fleet import KINDS, load_fleet
+from switchyard.settings import Settings
+
+FLEET = load_fleet(REPO / "switchyard.toml")
+
+
+def test_queues_and_routes_come_from_the_groups(tmp_path: Path) -> None:
+    conf = celeryconfig.build(Settings(home=tmp_path), FLEET)
+    assert [q.name for q in conf["task_queues"]] == [g.queue for g in FLEET.groups]
+    assert {k: conf["task_routes"][celeryconfig.task_name(k)]["queue"] for k in KINDS} == {
+        "plan": "high_level",
+        "dev_task": "dev_workers",
+        "pr_review": "pr_review",
+        "pr_impl": "pr_impl",
+        "pr_integ": "pr_integ",
+    }
+    assert conf["task_create_missing_queues"] is False
+
+
+def test_delivery_is_safe_and_json_only(tmp_path: Path) -> None:
+    conf = celeryconfig.build(Settings(home=tmp_path, broker_url="redis://example:6379/0"), FLEET)
+    assert conf["broker_url"] == "redis://example:6379/0"
+    assert (conf["task_serializer"], conf["accept_content"]) == ("json", ["json"])
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    visibility = conf["broker_transport_options"]["visibility_timeout"]
+    assert visibility > conf["task_time_limit"] == FLEET.limits.task_time_limit_s

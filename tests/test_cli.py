@@ -1,0 +1,103 @@
+"""The CLI at the edge: bad input gets one clear line and exit code 2, never a traceback, and nothing is
+half-written. Runs the installed `switchyard` script against SQLite with no broker running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, free_port
+
+from environments.sample import make_sample_repo
+
+SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
+SECRET_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OLLAMA_HOST")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_") and k not in SECRET_KEYS}
+    base.update(SWITCHYARD_HOME=str(tmp_path / "home"), SWITCHYARD_BROKER_PORT=str(free_port()), COLUMNS="200")
+    return base
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SWITCHYARD, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def refused(done: subprocess.CompletedProcess[str], message: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_environments_are_created_listed_and_required(env: dict[str, str], tmp_path: Path) -> None:
+    refused(
+        cli(env, "submit", "pr_review", "--env", "dev1", "--branch", "x"),
+        "is not initialized; run: switchyard env init",
+    )
+    refused(cli(env, "env", "init", "--repo", str(tmp_path / "missing")), "missing' does not exist")
+    sample = make_sample_repo(tmp_path / "sample")
+    done = cli(env, "env", "init", "--repo", str(sample), "--envs", "dev1,dev2")
+    assert done.returncode == 0, done.stderr
+    listed = as_json(cli(env, "env", "list", "--json"))
+    assert [(e["name"], e["branch"]) for e in listed] == [("dev1", "env/dev1"), ("dev2", "env/dev2")]
+    refused(cli(env, "env", "init", "--repo", str(sample), "--envs", "dev9"), "unknown environments ['dev9']")
+
+
+def test_bad_submissions_are_refused_with_the_reason(env: dict[str, str]) -> None:
+    refused(cli(env, "submit", "pr_reviews", "--env", "dev1"), "kind: Input should be 'plan'")
+    refused(cli(env, "submit", "pr_review", "--env", "dev9", "--branch", "x"), "unknown environment 'dev9'")
+    refused(cli(env, "submit", "pr_review", "--env", "dev1"), "pr_review needs branch")
+    refused(cli(env, "submit", "plan", "--env", "dev1", "--stage", "prod", "--goal", "x"), "unknown stage 'prod'")
+    refused(cli(env, "tasks", "show", "no-such-task"), "task no-such-task does not exist")
+    assert as_json(cli(env, "tasks", "list", "--json")) == []
+
+
+def test_a_submission_the_broker_cannot_take_is_closed_not_lost(env: dict[str, str], tmp_path: Path) -> None:
+    sample = make_sample_repo(tmp_path / "sample")
+    assert cli(env, "env", "init", "--repo", str(sample), "--envs", "dev1").returncode == 0
+    refused(cli(env, "submit", "pr_review", "--env", "dev1", "--branch", "feature/sample-1"), "is the fleet up?")
+    (task,) = as_json(cli(env, "tasks", "list", "--json"))
+    assert task["status"] == "rejected"
+    assert "broker unavailable" in task["reason"]
+
+
+def test_a_bad_fleet_file_is_named_with_its_line(env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "fleet.toml"
+    bad.write_text((REPO / "switchyard.toml").read_text().replace("sessions = 5", "sessions = -1", 1))
+    env["SWITCHYARD_FLEET_FILE"] = str(bad)
+    refused(cli(env, "validate"), f"{bad}:")
+    refused(cli(env, "validate"), "sessions: Input should be greater than or equal to 1")
+
+
+def test_status_and_health_report_a_stopped_fleet(env: dict[str, str]) -> None:
+    assert cli(env, "db", "upgrade").returncode == 0
+    status = as_json(cli(env, "status", "--json"))
+    assert {g["group"]: g["live_workers"] for g in status["groups"]} == {
+        "high_level": 0,
+        "dev_workers": 0,
+        "pr_review": 0,
+        "pr_impl": 0,
+        "pr_integ": 0,
+    }
+    assert [e["environment"] for e in status["environments"]][:3] == ["dev1", "dev1", "dev1"]
+    health = cli(env, "health", "--json")
+    assert health.returncode == 1
+    checks = {c["name"]: c["ok"] for c in json.loads(health.stdout)["checks"]}
+    assert checks == {"database": True, "broker": False}
+
+
+def test_settings_errors_are_one_line(env: dict[str, str]) -> None:
+    env["SWITCHYARD_PROFILE"] = "prod"
+    refused(cli(env, "validate"), "SWITCHYARD_PROFILE")
