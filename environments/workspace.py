@@ -6,6 +6,8 @@ directory, a deleted stage branch) and leaves everything else alone; existing br
 
 from __future__ import annotations
 
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +62,14 @@ def init_workspace(
     workspace.mkdir(parents=True, exist_ok=True)
     source = _normalize_source(repo)
     with holding(repo_lock(workspace)):
+        fresh = not repo_dir(workspace).exists()
         bare = _ensure_clone(source, repo_dir(workspace))
-        base = _base_branch(bare, base_branch)
+        try:
+            base = _base_branch(bare, base_branch)
+        except InputError:
+            if fresh:  # do not leave the workspace bound to a repository it cannot use
+                shutil.rmtree(bare)
+            raise
         for name in environments:
             _ensure_environment(workspace, bare, name, stages, base)
         config = WorkspaceConfig(source, base, list(environments), list(stages), base_port, check_command)
@@ -112,11 +120,18 @@ def _check_request(environments: list[str], stages: list[str], base_port: int) -
         raise InputError(f"base_port {base_port} must leave room for {len(environments)} ports in 1024..{MAX_PORT}")
 
 
+URL_RE = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)")  # scheme://… or scp-like user@host:path
+
+
 def _normalize_source(repo: str) -> str:
     if not repo or repo.startswith("-"):
         raise InputError(f"repository {repo!r} must be a local path or a URL")
     local = Path(repo).expanduser()
-    return str(local.resolve()) if local.exists() else repo
+    if local.exists():
+        return str(local.resolve())
+    if not URL_RE.match(repo):
+        raise InputError(f"repository {repo!r} does not exist; give the path of a git repository or its URL")
+    return repo
 
 
 def _ensure_clone(source: str, bare: Path) -> Path:
@@ -129,7 +144,10 @@ def _ensure_clone(source: str, bare: Path) -> Path:
         raise InputError(f"{bare} exists but is not a bare git repository; remove it and run init again")
     origin = run_git(["config", "--get", "remote.origin.url"], cwd=bare, check=False).strip()
     if origin != source:
-        raise InputError(f"this workspace is a clone of {origin!r}, not {source!r}; use another workspace")
+        raise InputError(
+            f"the workspace {bare.parent} holds a clone of {origin!r}, not {source!r}; "
+            f"pass --workspace DIR for a new workspace, or remove {bare.parent} to start over"
+        )
     return bare
 
 

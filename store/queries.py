@@ -6,6 +6,7 @@ for display, next to the exact integer ``*_micros`` where sums matter. Datetimes
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +106,22 @@ def result_row(result: Result) -> Row:
 
 def _brief(task: Task) -> Row:
     return {"id": task.id, "kind": task.kind, "status": task.status, "title": task.title}
+
+
+ID_PREFIX = re.compile(r"[0-9a-f-]{4,36}")
+
+
+def resolve_task_id(session: Session, ref: str) -> str | None:
+    """The full id of the task ``ref`` names: the id itself, or a prefix (like the 8 characters lists show)
+    that exactly one task has. None when no task matches; ValueError listing them when several do."""
+    if session.get(Task, ref) is not None:
+        return ref
+    if not ID_PREFIX.fullmatch(ref):  # ids are UUIDs: a prefix has no LIKE wildcards to escape
+        return None
+    matches = list(session.scalars(select(Task.id).where(Task.id.like(f"{ref}%")).limit(5)))
+    if len(matches) > 1:
+        raise ValueError(f"{ref!r} matches several tasks ({', '.join(matches)}); give more of the id")
+    return matches[0] if matches else None
 
 
 def task_detail(session: Session, task_id: str) -> Row | None:

@@ -78,9 +78,9 @@ def health_view(ctx: Context) -> list[Row]:
     broker_problem = broker_ok(ctx.settings.effective_broker_url)
     checks: list[Row] = [
         {"name": "database", "ok": db_problem is None, "detail": db_problem or "answers"},
-        {"name": "broker", "ok": broker_problem is None, "detail": broker_problem or "answers"},
+        {"name": "broker connection", "ok": broker_problem is None, "detail": broker_problem or "answers"},
     ]
     for service in fleet_status(ctx.settings):
         detail = f"pid {service.pid}" + (" (stale pidfile)" if service.stale else "")
-        checks.append({"name": service.name, "ok": service.alive, "detail": detail})
+        checks.append({"name": f"process {service.name}", "ok": service.alive, "detail": detail})
     return checks

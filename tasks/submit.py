@@ -10,11 +10,14 @@ cannot take the message the row is closed as ``rejected`` with the reason, so no
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 from kombu.exceptions import OperationalError
 
 from celeryconfig import task_name
+from environments.git import branch_exists, check_branch_name
+from environments.layout import repo_dir
 from store import repo
 from store.db import session_scope
 from store.migrate import ensure_schema
@@ -45,10 +48,13 @@ def submit(
     task_id = task_id or str(uuid.uuid4())
     prepare_database(ctx.database_url)
     with session_scope(ctx.database_url) as session:
-        if session.get(Environment, req.environment) is None:
+        env = session.get(Environment, req.environment)
+        if env is None:
             raise InputError(
                 f"environment {req.environment!r} is not initialized; run: switchyard env init --repo PATH"
             )
+        if req.kind in BRANCH_KINDS:
+            check_branch(Path(env.path).parent, req.environment, req.branch or "")
         if req.parent_id and repo.get_task(session, req.parent_id) is None:
             raise InputError(f"parent task {req.parent_id!r} does not exist")
         repo.create_task(
@@ -64,6 +70,19 @@ def submit(
         )
     _enqueue(ctx, task_id, req.kind, group.queue)
     return task_id
+
+
+BRANCH_KINDS = ("pr_review", "pr_integ")
+
+
+def check_branch(workspace: Path, environment: str, branch: str) -> None:
+    """The branch a review or integration names must exist in the environment's repository now."""
+    check_branch_name(branch)
+    if not branch_exists(branch, cwd=repo_dir(workspace)):
+        raise InputError(
+            f"branch {branch!r} does not exist in the repository of {environment} ({repo_dir(workspace)}); "
+            "create or fetch it first"
+        )
 
 
 def _enqueue(ctx: Context, task_id: str, kind: str, queue: str) -> None:

@@ -95,9 +95,28 @@ def test_status_and_health_report_a_stopped_fleet(env: dict[str, str]) -> None:
     health = cli(env, "health", "--json")
     assert health.returncode == 1
     checks = {c["name"]: c["ok"] for c in json.loads(health.stdout)["checks"]}
-    assert checks == {"database": True, "broker": False}
+    assert checks == {"database": True, "broker connection": False}
 
 
 def test_settings_errors_are_one_line(env: dict[str, str]) -> None:
     env["SWITCHYARD_PROFILE"] = "prod"
     refused(cli(env, "validate"), "SWITCHYARD_PROFILE")
+
+
+def test_usage_mistakes_are_one_message_not_a_traceback(env: dict[str, str]) -> None:
+    for args in (("bogus",), ("tasks", "show"), ("submit", "pr_review", "--branch", "x")):
+        done = cli(env, *args)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and "Try 'switchyard" in done.stderr
+
+
+def test_filters_and_short_ids(env: dict[str, str], tmp_path: Path) -> None:
+    refused(cli(env, "tasks", "list", "--status", "bogus"), "--status 'bogus' is not one of: queued")
+    refused(cli(env, "tasks", "list", "--kind", "pr_revew"), "--kind 'pr_revew' is not one of")
+    sample = make_sample_repo(tmp_path / "sample")
+    assert cli(env, "env", "init", "--repo", str(sample), "--envs", "dev1").returncode == 0
+    refused(cli(env, "submit", "pr_integ", "--env", "dev1", "--branch", "feature/nope"), "does not exist in the repo")
+    cli(env, "submit", "pr_integ", "--env", "dev1", "--branch", "feature/sample-1")  # broker down: rejected
+    (task,) = as_json(cli(env, "tasks", "list", "--json"))
+    shown = as_json(cli(env, "tasks", "show", task["id"][:8], "--json"))
+    assert shown["id"] == task["id"]

@@ -120,10 +120,14 @@ def test_init_refuses_unknown_base_branch_and_other_origin(tmp_path: Path, sampl
             check_command="t",
             base_branch="nope",
         )
+    assert not (tmp_path / "ws" / ".repo").exists()  # the failed init left nothing bound to the source
     other = make_sample_repo(tmp_path / "other", feature_branches=0)
+    init(other, tmp_path / "ws", ["dev1"])  # so the same workspace can take another repository
     init(sample, tmp_path / "ws2", ["dev1"])
-    with pytest.raises(InputError, match="is a clone of"):
+    with pytest.raises(InputError, match=r"holds a clone of .* pass --workspace DIR"):
         init(other, tmp_path / "ws2", ["dev1"])
+    with pytest.raises(InputError, match="does not exist; give the path of a git repository or its URL"):
+        init(tmp_path / "missing", tmp_path / "ws3", ["dev1"])
 
 
 @pytest.mark.parametrize("name", ["has space", "a..b", "-x", "end/", "x.lock", "a~b", "HEAD", "@{-1}", ""])

@@ -28,26 +28,20 @@ app.add_typer(ops.db_app, name="db")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``switchyard`` script."""
+    """Entry point of the ``switchyard`` script.
+
+    Click runs in standalone mode, so usage mistakes print its one-line message and exit 2; errors Switchyard
+    raises on purpose are printed here as one line, also with exit code 2.
+    """
     try:
-        code = app(args=argv, standalone_mode=False)  # click returns the exit code instead of raising Exit
+        app(args=argv, prog_name="switchyard")
     except SwitchyardError as exc:
         kind = "invalid input" if isinstance(exc, InputError) else type(exc).__name__
         print(f"switchyard: {kind}: {exc}", file=sys.stderr)
         return 2
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except typer.Abort:
-        print("switchyard: aborted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # click's usage errors arrive here in standalone_mode=False
-        from click.exceptions import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
-    return code if isinstance(code, int) else 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

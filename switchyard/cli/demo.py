@@ -21,13 +21,14 @@ from rich.table import Table
 from environments.git import git_ok
 from environments.sample import make_sample_repo
 from store.db import session_scope
-from store.models import TERMINAL_STATUSES, Task
+from store.models import TERMINAL_STATUSES, Environment, Task
 from store.queries import costs, list_tasks
 from switchyard.cli.context import cli_context
 from switchyard.cli.envs import init_environments
 from switchyard.cli.render import console, table, usd
-from switchyard.errors import ServiceUnavailable
+from switchyard.errors import InputError, ServiceUnavailable
 from tasks.context import Context
+from tasks.submit import prepare_database
 
 PROVIDER_KEYS = (
     "ANTHROPIC_API_KEY",
@@ -52,13 +53,14 @@ def demo(
     for key in PROVIDER_KEYS:  # children inherit this environment: the demo must never reach a real provider
         os.environ.pop(key, None)
     ctx = cli_context(simulate=True)
+    refuse_real_environments(ctx)
     started = datetime.now(UTC) - timedelta(seconds=1)
     console.print(f"[bold]Switchyard demo[/bold] — data in {ctx.settings.data_dir}")
     launcher.up(ctx.settings, ctx.fleet, simulate=True, on_event=console.print)
     ok = False
     try:
         sample = sample_repo(ctx)
-        init_environments(ctx, str(sample), None, None)
+        init_environments(ctx, str(sample), demo_dir(ctx) / "workspace", None)
         ids = submit_batch(ctx)
         ok = follow(ctx, ids, timeout)
         report(ctx, set(tracked(ctx, ids)), started)
@@ -75,9 +77,27 @@ def demo(
         raise typer.Exit(1)
 
 
+def demo_dir(ctx: Context) -> Path:
+    """The demo's own sample repository and workspace, apart from the user's workspace."""
+    return ctx.settings.data_dir / "demo"
+
+
+def refuse_real_environments(ctx: Context) -> None:
+    """The demo re-points dev1..dev5 at its sample repository: never over environments a user set up."""
+    prepare_database(ctx.database_url)
+    sample = str((demo_dir(ctx) / "sample-repo").resolve())
+    with session_scope(ctx.database_url) as session:
+        theirs = [e.name for e in session.query(Environment) if e.repository != sample]
+    if theirs:
+        raise InputError(
+            f"this data directory ({ctx.settings.data_dir}) has environments of your own ({', '.join(theirs)}); "
+            "run the demo with another home, e.g. SWITCHYARD_HOME=$(mktemp -d) switchyard demo"
+        )
+
+
 def sample_repo(ctx: Context) -> Path:
     """The demo's sample repository: made on the first run, reused (with its branches) on later ones."""
-    path = ctx.settings.data_dir / "sample-repo"
+    path = demo_dir(ctx) / "sample-repo"
     if path.exists() and git_ok(["rev-parse", "--verify", "--quiet", "feature/sample-10"], cwd=path):
         return path
     return make_sample_repo(path, feature_branches=10)
@@ -144,7 +164,11 @@ def follow(ctx: Context, ids: list[str], timeout: float) -> bool:
                 )
             time.sleep(0.5)
     failed = {i: s for i, s in states.items() if s != "succeeded"}
-    console.print(f"{len(states)} tasks, {len(states) - len(failed)} succeeded, {len(failed)} not")
+    children = len(states) - len(ids)
+    console.print(
+        f"{len(ids)} tasks submitted, {children} sub-tasks enqueued by the plans: "
+        + ("all succeeded" if not failed else f"{len(failed)} did not succeed: {sorted(set(failed.values()))}")
+    )
     return not failed
 
 
@@ -202,4 +226,12 @@ def report(ctx: Context, ids: set[str], since: datetime) -> None:
             ((g["group"], g["charges"], usd(g["cost_usd"])) for g in spend["groups"]),
         )
     )
-    console.print(f"Total: {usd(spend['total']['cost_usd'])}")
+    console.print(
+        f"Total: {usd(spend['total']['cost_usd'])} (simulated calls at the fleet file's list prices; "
+        "Ollama is free and its compute seconds are the model time it reports, summed over calls)"
+    )
+    console.print(
+        "Next: `switchyard demo --keep-running`, then open Flower at "
+        f"http://{ctx.settings.host}:{ctx.settings.flower_port} and the dashboard at "
+        f"http://{ctx.settings.host}:{ctx.settings.api_port}; `switchyard tasks list`, `switchyard down`."
+    )

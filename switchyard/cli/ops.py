@@ -10,7 +10,7 @@ import typer
 from store.db import session_scope
 from store.migrate import upgrade
 from switchyard.cli.context import cli_context, db_context
-from switchyard.cli.render import console, print_json, table
+from switchyard.cli.render import console, err_console, print_json, table
 from tasks.context import Context
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -34,6 +34,7 @@ def up(
 
     ctx = cli_context(simulate=True if simulate else None)
     prepare(ctx)
+    warn_unusable_providers(ctx)
     running = launcher.up(ctx.settings, ctx.fleet, simulate=simulate, on_event=console.print)
     settings = ctx.settings
     console.print(f"Flower:     http://{settings.host}:{settings.flower_port}")
@@ -51,6 +52,21 @@ def up(
     finally:
         restore()
         launcher.down(settings, on_event=console.print)
+
+
+def warn_unusable_providers(ctx: Context) -> None:
+    """Say at start which providers no task will be able to use, instead of letting tasks end no_provider."""
+    from providers.registry import available
+
+    reasons = {name: available(name, ctx.settings) for name in ctx.fleet.providers}
+    unusable = {name: why for name, why in reasons.items() if why}
+    for name, why in unusable.items():
+        err_console.print(f"[yellow]warning:[/yellow] provider {name} cannot be used: {why}")
+    if len(unusable) == len(reasons):
+        err_console.print(
+            "[yellow]warning:[/yellow] no provider is usable: every task would end no_provider; "
+            "set API keys or start with --simulate"
+        )
 
 
 def down() -> None:
@@ -109,10 +125,14 @@ def status(
         console.print(table("Session groups", cols, rows))
     if "environments" in data:
         rows = [
-            (e["environment"], e["stage"], e.get("branch", ""), e["counts"], e["last_result"])
+            (e["environment"], e["stage"], e.get("branch", ""), counts_text(e["counts"]), e["last_result"])
             for e in data["environments"]
         ]
         console.print(table("Environments", ("env", "stage", "branch", "tasks by status", "last result"), rows))
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{status} {n}" for status, n in sorted(counts.items())) or "-"
 
 
 def health(as_json: JsonOpt = False) -> None:
@@ -125,7 +145,8 @@ def health(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json({"ok": ok, "checks": checks})
     else:
-        console.print(table("Health", ("check", "ok", "detail"), ((c["name"], c["ok"], c["detail"]) for c in checks)))
+        rows = ((c["name"], "ok" if c["ok"] else "[red]DOWN[/red]", c["detail"]) for c in checks)
+        console.print(table("Health", ("check", "state", "detail"), rows))
     if not ok:
         raise typer.Exit(1)
 

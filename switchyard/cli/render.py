@@ -18,9 +18,10 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    """The first column (an id or a name) stays on one line; the others wrap when the terminal is narrow."""
     out = Table(title=title, title_justify="left")
-    for column in columns:
-        out.add_column(column, overflow="fold")
+    for i, column in enumerate(columns):
+        out.add_column(column, no_wrap=i == 0, overflow="fold")
     for row in rows:
         out.add_row(*("" if cell is None else str(cell) for cell in row))
     return out

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 import typer
 
 from store.db import session_scope
-from store.models import TERMINAL_STATUSES
-from store.queries import list_tasks, task_detail
+from store.models import ACTIVE_STATUSES, TERMINAL_STATUSES
+from store.queries import list_tasks, resolve_task_id, task_detail
 from switchyard.cli.context import db_context
-from switchyard.cli.render import console, print_json, table, usd
-from switchyard.errors import NotFound
+from switchyard.cli.render import console, err_console, print_json, table, usd
+from switchyard.errors import InputError, NotFound
 from switchyard.fleet import KINDS
 from tasks.context import Context
 
@@ -54,6 +54,8 @@ def submit(
         print_json({"id": task_id}) if as_json else console.print(task_id)
         return
     detail = wait_for(ctx, task_id, timeout)
+    if detail["status"] not in TERMINAL_STATUSES:
+        err_console.print(f"timed out after {timeout:g}s; task {task_id} is still {detail['status']}")
     if as_json:
         print_json(detail)
     else:
@@ -84,12 +86,13 @@ def tasks_list(
 ) -> None:
     """Tasks, newest first."""
     ctx = db_context()
+    check_filters(ctx, env=env, status=status, kind=kind)
     with session_scope(ctx.database_url) as session:
         rows = list_tasks(session, environment=env, status=status, kind=kind, limit=limit)
     if as_json:
         print_json(rows)
         return
-    cols = ("id", "kind", "env", "stage", "status", "provider", "model", "cost", "title")
+    cols = ("id", "kind", "env", "stage", "status", "provider", "cost", "title")
     console.print(
         table(
             f"Tasks ({len(rows)})",
@@ -102,9 +105,8 @@ def tasks_list(
                     r["stage"],
                     r["status"],
                     r["provider"],
-                    r["model"],
                     usd(r["cost_usd"]),
-                    r["title"][:40],
+                    r["title"][:60],
                 )
                 for r in rows
             ),
@@ -117,10 +119,26 @@ def tasks_show(task_id: Annotated[str, typer.Argument()], as_json: JsonOpt = Fal
     """One task with its attempts, result, parent and children."""
     ctx = db_context()
     with session_scope(ctx.database_url) as session:
-        detail = task_detail(session, task_id)
+        try:
+            full_id = resolve_task_id(session, task_id)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        detail = task_detail(session, full_id) if full_id else None
     if detail is None:
         raise NotFound(f"task {task_id} does not exist; list tasks with: switchyard tasks list")
     print_json(detail) if as_json else show_detail(detail)
+
+
+def check_filters(ctx: Context, *, env: str | None, status: str | None, kind: str | None) -> None:
+    """A filter naming something that cannot exist is a mistake, not an empty result."""
+    known = {
+        "--env": (env, ctx.fleet.environments.names),
+        "--status": (status, [*ACTIVE_STATUSES, *TERMINAL_STATUSES]),
+        "--kind": (kind, list(KINDS)),
+    }
+    for option, (value, allowed) in known.items():
+        if value is not None and value not in allowed:
+            raise InputError(f"{option} {value!r} is not one of: {', '.join(allowed)}")
 
 
 def show_detail(detail: dict[str, Any]) -> None:
