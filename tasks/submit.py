@@ -78,6 +78,11 @@ BRANCH_KINDS = ("pr_review", "pr_integ")
 def check_branch(workspace: Path, environment: str, branch: str) -> None:
     """The branch a review or integration names must exist in the environment's repository now."""
     check_branch_name(branch)
+    if not repo_dir(workspace).is_dir():
+        raise InputError(
+            f"the repository of {environment} is missing ({repo_dir(workspace)}); "
+            "run: switchyard env init --repo PATH to repair it"
+        )
     if not branch_exists(branch, cwd=repo_dir(workspace)):
         raise InputError(
             f"branch {branch!r} does not exist in the repository of {environment} ({repo_dir(workspace)}); "

@@ -246,7 +246,9 @@ def test_submit_queues_a_task(tmp_path: Path, sqlite_url: str, redis_url: str) -
     with session_scope(sqlite_url) as session:
         session.add(Environment(name="dev1", path="/ws/dev1", branch="env/dev1", port=8081, repository="/r"))
     with TestClient(create_app(make_context(tmp_path, sqlite_url, redis_url))) as client:
-        response = client.post("/api/tasks", json={"kind": "pr_review", "environment": "dev1", "branch": "feat/x"})
+        review = client.post("/api/tasks", json={"kind": "pr_review", "environment": "dev1", "branch": "feat/x"})
+        assert review.status_code == 422 and "the repository of dev1 is missing" in review.json()["error"]
+        response = client.post("/api/tasks", json={"kind": "dev_task", "environment": "dev1", "title": "notes"})
         assert response.status_code == 202, response.text
         detail = get(client, f"/api/tasks/{response.json()['id']}")
-    assert (detail["kind"], detail["group"], detail["status"]) == ("pr_review", "pr_review", "queued")
+    assert (detail["kind"], detail["group"], detail["status"]) == ("dev_task", "dev_workers", "queued")
