@@ -45,13 +45,16 @@ def up(
     console.print("Fleet is up. Press Ctrl-C to stop.")
     stop = threading.Event()
     restore = launcher.stop_on_signals(stop)
+    died = None
     try:
         died = launcher.supervise(running, stop)
         if died:
-            console.print(f"[red]{died}[/red]; stopping the fleet")
+            err_console.print(f"[red]{died}[/red]; stopping the fleet")
     finally:
         restore()
         launcher.down(settings, on_event=console.print)
+    if died:
+        raise typer.Exit(1)
 
 
 def warn_unusable_providers(ctx: Context) -> None:
