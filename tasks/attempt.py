@@ -115,7 +115,7 @@ class Runner:
             answer = self._call(task, rung, prompt)
         try:
             outcome = HANDLERS[task.kind].act(self.ctx, task, answer, provider=rung.provider)
-        except (BadAnswer, PatchRejected) as exc:
+        except SwitchyardError as exc:  # unusable answers move to the next rung; the rest end the task
             self._mark(task, rung, "failed", exc)
             raise
         self._mark(task, rung, "succeeded" if outcome.status == "succeeded" else "failed", None)

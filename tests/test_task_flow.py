@@ -154,6 +154,8 @@ def test_conflicting_merge_fails_naming_the_file_and_leaves_the_branch(fleet: Co
     result = wait_terminal(ctx, [second])[second]
     assert result["status"] == "failed"
     assert "app/greeting.py" in result["reason"]
+    (attempt,) = result["attempts"]
+    assert (attempt["status"], attempt["error_class"]) == ("failed", "MergeConflict")
     assert run_git(["rev-parse", "env/dev1"], cwd=repo) == before
     assert run_git(["status", "--porcelain"], cwd=workspace / "dev1") == ""
 
