@@ -7,211 +7,56 @@ entries against each other (a ladder naming an unknown provider, a kind without 
 
 from __future__ import annotations
 
-import re
 import tomllib
-from datetime import date
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from switchyard.errors import ConfigError
+from switchyard.fleet_models import (
+    KINDS,
+    BreakerPolicy,
+    BudgetConfig,
+    EnvironmentsConfig,
+    Fleet,
+    GroupConfig,
+    Kind,
+    KindConfig,
+    LimitsConfig,
+    ModelConfig,
+    Price,
+    ProviderConfig,
+    RetryPolicy,
+    Scope,
+    SimulatorProviderConfig,
+    Transport,
+    Window,
+)
 
-Kind = Literal["plan", "dev_task", "pr_review", "pr_impl", "pr_integ"]
-KINDS: tuple[str, ...] = get_args(Kind)
-Scope = Literal["all", "environment", "stage", "group", "provider"]
-Window = Literal["hour", "day", "month"]
-Transport = Literal["api", "cli"]
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+__all__ = [
+    "KINDS",
+    "BreakerPolicy",
+    "BudgetConfig",
+    "EnvironmentsConfig",
+    "Fleet",
+    "GroupConfig",
+    "Kind",
+    "KindConfig",
+    "LimitsConfig",
+    "ModelConfig",
+    "Price",
+    "ProviderConfig",
+    "RetryPolicy",
+    "Scope",
+    "SimulatorProviderConfig",
+    "Transport",
+    "Window",
+    "cross_check",
+    "load_fleet",
+    "locate",
+]
 Loc = tuple[str | int, ...]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_name(value: str, what: str) -> str:
-    if not NAME_RE.match(value):
-        raise ValueError(f"{what} {value!r} must be lowercase letters, digits, '-' or '_', starting with a letter")
-    return value
-
-
-class EnvironmentsConfig(_Strict):
-    names: list[str] = Field(min_length=1, max_length=64)
-    stages: list[str] = Field(default_factory=lambda: ["dev", "qa", "staging"], min_length=1)
-    base_port: int = Field(default=8081, ge=1024, le=65000)
-    check_command: str = "true"
-
-    @field_validator("names", "stages")
-    @classmethod
-    def _unique_names(cls, values: list[str]) -> list[str]:
-        for value in values:
-            _check_name(value, "name")
-        if len(set(values)) != len(values):
-            raise ValueError(f"names must be unique, got {values}")
-        return values
-
-    def port_for(self, environment: str) -> int:
-        return self.base_port + self.names.index(environment)
-
-
-class GroupConfig(_Strict):
-    name: str
-    queue: str
-    sessions: int = Field(ge=1, le=256)
-    kinds: list[Kind] = Field(min_length=1)
-    ladder: list[str] = Field(min_length=1)
-    models: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("name", "queue")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        return _check_name(value, "name")
-
-
-class KindConfig(_Strict):
-    max_output_tokens: int = Field(default=2048, ge=16, le=200_000)
-    free_fallback: bool = True
-    max_subtasks: int = Field(default=8, ge=1, le=100)
-
-
-class Price(_Strict):
-    """USD per million tokens from ``effective`` on."""
-
-    effective: date
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cache_read: float = Field(default=0.0, ge=0)
-    cache_write_5m: float | None = Field(default=None, ge=0)
-    cache_write_1h: float | None = Field(default=None, ge=0)
-
-
-class ModelConfig(_Strict):
-    name: str = Field(min_length=1)
-    prices: list[Price] = Field(min_length=1)
-
-    def price_at(self, day: date) -> Price:
-        """The price in force on ``day``: the latest one whose ``effective`` date is not after it."""
-        in_force = [p for p in self.prices if p.effective <= day]
-        if not in_force:
-            first = min(p.effective for p in self.prices)
-            raise ConfigError(f"model {self.name!r} has no price before {first}; add one effective by {day}")
-        return max(in_force, key=lambda p: p.effective)
-
-
-class ProviderConfig(_Strict):
-    transports: list[Transport] = Field(min_length=1)
-    default_model: str
-    max_in_flight: int = Field(default=4, ge=1, le=1024)
-    free: bool = False
-    models: list[ModelConfig] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _default_model_known(self) -> ProviderConfig:
-        names = [m.name for m in self.models]
-        if self.default_model not in names:
-            raise ValueError(f"default_model {self.default_model!r} is not among the models {names}")
-        if self.free and any(p.input or p.output or p.cache_read for m in self.models for p in m.prices):
-            raise ValueError("a provider marked free = true must have zero prices")
-        return self
-
-    def model(self, name: str) -> ModelConfig:
-        for model in self.models:
-            if model.name == name:
-                return model
-        raise ConfigError(f"unknown model {name!r}; known: {', '.join(m.name for m in self.models)}")
-
-
-class BudgetConfig(_Strict):
-    scope: Scope
-    target: str = "*"
-    window: Window
-    cap_usd: float = Field(gt=0)
-    alert_usd: float | None = Field(default=None, gt=0)
-    action: Literal["block", "degrade"] = "block"
-
-    @model_validator(mode="after")
-    def _alert_below_cap(self) -> BudgetConfig:
-        if self.alert_usd is not None and self.alert_usd > self.cap_usd:
-            raise ValueError(f"alert_usd {self.alert_usd} is above cap_usd {self.cap_usd}")
-        return self
-
-
-class RetryPolicy(_Strict):
-    """Attempts per provider and exponential backoff with jitter; ``retry-after`` is honoured up to a ceiling."""
-
-    attempts: int = Field(default=3, ge=1, le=20)
-    initial_s: float = Field(default=1.0, ge=0)
-    multiplier: float = Field(default=2.0, ge=1)
-    max_s: float = Field(default=30.0, ge=0)
-    jitter_s: float = Field(default=1.0, ge=0)
-    max_retry_after_s: float = Field(default=60.0, ge=0)
-
-
-class BreakerPolicy(_Strict):
-    failure_threshold: int = Field(default=5, ge=1)
-    open_seconds: float = Field(default=60.0, gt=0)
-    half_open_probes: int = Field(default=1, ge=1)
-
-
-class LimitsConfig(_Strict):
-    max_text_chars: int = Field(default=20_000, ge=100)
-    task_time_limit_s: int = Field(default=900, ge=10)
-    visibility_timeout_s: int = Field(default=3600, ge=60)
-    provider_timeout_s: float = Field(default=120.0, gt=0)
-
-    @model_validator(mode="after")
-    def _visibility_after_time_limit(self) -> LimitsConfig:
-        if self.visibility_timeout_s <= self.task_time_limit_s:
-            raise ValueError(
-                f"visibility_timeout_s ({self.visibility_timeout_s}) must be longer than task_time_limit_s "
-                f"({self.task_time_limit_s}), or the broker redelivers tasks that are still running"
-            )
-        return self
-
-
-class SimulatorProviderConfig(_Strict):
-    latency_ms: int = Field(default=40, ge=0, le=600_000)
-    error_rate: float = Field(default=0.0, ge=0, le=1)
-    error_status: int = Field(default=500, ge=400, le=599)
-
-
-class Fleet(_Strict):
-    profile: str = "development"
-    source: str = "switchyard.toml"
-    environments: EnvironmentsConfig
-    groups: list[GroupConfig] = Field(min_length=1)
-    kinds: dict[Kind, KindConfig] = Field(default_factory=dict)
-    providers: dict[str, ProviderConfig] = Field(min_length=1)
-    budgets: list[BudgetConfig] = Field(default_factory=list)
-    retry: RetryPolicy = RetryPolicy()
-    breaker: BreakerPolicy = BreakerPolicy()
-    limits: LimitsConfig = LimitsConfig()
-    simulator: dict[str, SimulatorProviderConfig] = Field(default_factory=dict)
-    features: dict[str, bool] = Field(default_factory=dict)
-
-    def group_for_kind(self, kind: str) -> GroupConfig:
-        for group in self.groups:
-            if kind in group.kinds:
-                return group
-        raise ConfigError(f"no group runs kind {kind!r}")
-
-    def group(self, name: str) -> GroupConfig:
-        for group in self.groups:
-            if group.name == name:
-                return group
-        raise ConfigError(f"unknown group {name!r}; known: {', '.join(g.name for g in self.groups)}")
-
-    def kind(self, kind: str) -> KindConfig:
-        return next((config for name, config in self.kinds.items() if name == kind), KindConfig())
-
-    def model_for(self, group: GroupConfig, provider: str) -> str:
-        return group.models.get(provider) or self.providers[provider].default_model
-
-    def price(self, provider: str, model: str, day: date) -> tuple[str, Price]:
-        """The price in force and its version label, e.g. ``claude/claude-sonnet-4-5@2025-09-29``."""
-        price = self.providers[provider].model(model).price_at(day)
-        return f"{provider}/{model}@{price.effective.isoformat()}", price
 
 
 def cross_check(fleet: Fleet) -> list[tuple[Loc, str]]:

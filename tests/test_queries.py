@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from store import queries
+from store import costs, queries
 from store.db import dispose_all, get_engine, session_scope
 from store.models import Attempt, Base, Environment, Result, Spend, Stage, Task
 from switchyard.fleet import BudgetConfig, Fleet, load_fleet
@@ -405,7 +405,7 @@ def by(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
 
 
 def test_costs_are_exact_sums(session: Session) -> None:
-    report = queries.costs(session)
+    report = costs.costs(session)
     providers = by(report["providers"], "provider")
     assert sorted(providers) == ["claude", "codex", "ollama"]
     claude, codex, ollama = providers["claude"], providers["codex"], providers["ollama"]
@@ -438,7 +438,7 @@ def test_costs_are_exact_sums(session: Session) -> None:
 
 
 def test_costs_since_leaves_older_rows_out(session: Session) -> None:
-    report = queries.costs(session, since=NOW - timedelta(days=1))
+    report = costs.costs(session, since=NOW - timedelta(days=1))
     assert report["total"]["cost_micros"] == 1_567_900 and report["total"]["calls"] == 3
     assert by(report["providers"], "provider")["codex"]["calls"] == 1
     assert [row["environment"] for row in report["environments"]] == ["dev1"]
@@ -446,7 +446,7 @@ def test_costs_since_leaves_older_rows_out(session: Session) -> None:
 
 
 def test_budget_status_per_window_and_target(session: Session, fleet: Fleet) -> None:
-    rows = queries.budget_status(session, fleet, now=NOW)
+    rows = costs.budget_status(session, fleet, now=NOW)
     day, hour = rows
     assert (day["window"], day["target"], day["cap_usd"]) == ("day", "*", 50.0)
     assert day["spent_usd"] == 1.5679 and day["held_usd"] == 0.5 and day["remaining_usd"] == 47.9321
@@ -462,7 +462,7 @@ def test_budget_status_per_window_and_target(session: Session, fleet: Fleet) -> 
             ]
         }
     )
-    rows = queries.budget_status(session, scoped, now=NOW)
+    rows = costs.budget_status(session, scoped, now=NOW)
     per_provider = {row["target"]: row for row in rows if row["scope"] == "provider"}
     assert per_provider["claude"]["exhausted"] and per_provider["claude"]["remaining_usd"] == 0.0
     assert per_provider["codex"]["spent_usd"] == 0.444444 and not per_provider["codex"]["exhausted"]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query
 from fastapi import status as http
 from pydantic import BaseModel, ConfigDict, Field
 
+from store import costs as money
 from store import queries
 from switchyard.errors import NotFound
 from tasks.context import Context
@@ -76,9 +77,9 @@ def get_task(session: SessionDep, task_id: str) -> Row:
 
 @router.get("/costs", tags=["costs"], summary="Usage and spend by provider, group and environment")
 def costs(session: SessionDep, since: datetime | None = None) -> Row:
-    return queries.costs(session, since=since)
+    return money.costs(session, since=since)
 
 
 @router.get("/budgets", tags=["costs"], summary="Each budget with its spend so far in the current window")
 def budgets(context: ContextDep, session: SessionDep) -> Row:
-    return {"budgets": queries.budget_status(session, context.fleet)}
+    return {"budgets": money.budget_status(session, context.fleet)}

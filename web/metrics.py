@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 
-from store import queries
+from store import costs, queries
 from web.deps import SessionDep
 
 router = APIRouter(tags=["metrics"])
@@ -70,7 +70,7 @@ def render(session: Session) -> bytes:
     """The Prometheus exposition text for the store behind ``session``."""
     snapshot = {
         "groups": queries.group_counts(session),
-        "costs": queries.costs(session),
+        "costs": costs.costs(session),
         "attempts": queries.attempt_counts(session),
     }
     registry = CollectorRegistry(auto_describe=False)

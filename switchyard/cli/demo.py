@@ -20,9 +20,10 @@ from rich.table import Table
 
 from environments.git import git_ok
 from environments.sample import make_sample_repo
+from store.costs import costs
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Environment, Task
-from store.queries import costs, list_tasks
+from store.queries import list_tasks
 from switchyard.cli.context import cli_context
 from switchyard.cli.envs import init_environments
 from switchyard.cli.render import console, table, usd
