@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store.models import MICROS, Attempt, Environment, Result, Stage, Task
+from store.models import ACTIVE_STATUSES, MICROS, Attempt, Environment, Result, Stage, Task
 from switchyard.fleet import Fleet
 
 Row = dict[str, Any]
@@ -161,6 +161,27 @@ def group_counts(session: Session) -> dict[str, dict[str, int]]:
     ):
         counts[group][status] = count
     return dict(counts)
+
+
+def group_status(session: Session, fleet: Fleet) -> list[Row]:
+    """Per group of the fleet: queue, sessions, kinds, ladder with its models, and task counts by status."""
+    counts = group_counts(session)
+    rows = []
+    for group in fleet.groups:
+        by_status = counts.get(group.name, {})
+        rows.append(
+            {
+                "name": group.name,
+                "queue": group.queue,
+                "sessions": group.sessions,
+                "kinds": list(group.kinds),
+                "ladder": list(group.ladder),
+                "models": {p: fleet.model_for(group, p) for p in group.ladder},
+                "counts": by_status,
+                "active": sum(by_status.get(s, 0) for s in ACTIVE_STATUSES),
+            }
+        )
+    return rows
 
 
 def attempt_counts(session: Session) -> list[Row]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from store.db import session_scope
-from store.queries import environment_status, group_counts
+from store.queries import environment_status, group_status
 from tasks.context import Context
 from workers.health import broker_ok, control_app, database_ok, queue_depths, workers_by_group
 from workers.launcher import fleet_status
@@ -14,7 +14,7 @@ Row = dict[str, Any]
 
 
 def groups_view(ctx: Context, *, timeout: float = 1.5) -> list[Row]:
-    """Per group: its queue and concurrency, live workers (Celery inspection), queue depth and task counts."""
+    """The groups of :func:`store.queries.group_status` with their live workers (Celery inspection) and queue depth."""
     url = ctx.settings.effective_broker_url
     reachable = broker_ok(url) is None
     live: dict[str, list[str]] = {}
@@ -26,27 +26,10 @@ def groups_view(ctx: Context, *, timeout: float = 1.5) -> list[Row]:
             app.close()
     depths = queue_depths(url, ctx.fleet) if reachable else {}
     with session_scope(ctx.database_url) as session:
-        counts = group_counts(session)
-    rows = []
-    for group in ctx.fleet.groups:
-        by_status = counts.get(group.name, {})
-        rows.append(
-            {
-                "group": group.name,
-                "queue": group.queue,
-                "concurrency": group.sessions,
-                "kinds": list(group.kinds),
-                "ladder": list(group.ladder),
-                "workers": live.get(group.name, []),
-                "live_workers": len(live.get(group.name, [])),
-                "queue_depth": depths.get(group.name),
-                "running": by_status.get("running", 0),
-                "queued": by_status.get("queued", 0),
-                "succeeded": by_status.get("succeeded", 0),
-                "failed": sum(n for s, n in by_status.items() if s not in ("queued", "running", "succeeded")),
-                "counts": by_status,
-            }
-        )
+        rows = group_status(session, ctx.fleet)
+    for row in rows:
+        workers = live.get(row["name"], [])
+        row.update(workers=workers, live_workers=len(workers), queue_depth=depths.get(row["name"]))
     return rows
 
 

@@ -84,7 +84,7 @@ def test_a_bad_fleet_file_is_named_with_its_line(env: dict[str, str], tmp_path: 
 def test_status_and_health_report_a_stopped_fleet(env: dict[str, str]) -> None:
     assert cli(env, "db", "upgrade").returncode == 0
     status = as_json(cli(env, "status", "--json"))
-    assert {g["group"]: g["live_workers"] for g in status["groups"]} == {
+    assert {g["name"]: g["live_workers"] for g in status["groups"]} == {
         "high_level": 0,
         "dev_workers": 0,
         "pr_review": 0,

@@ -64,7 +64,7 @@ def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
         assert all(t["cost_usd"] > 0 for t in tasks if t["provider"] in ("claude", "codex"))
 
         groups = cli_json(env, "status", "--groups")["groups"]
-        assert {g["group"]: g["live_workers"] for g in groups} == dict.fromkeys(GROUPS, 1)
+        assert {g["name"]: g["live_workers"] for g in groups} == dict.fromkeys(GROUPS, 1)
 
         flower = httpx.get(f"http://127.0.0.1:{env['SWITCHYARD_FLOWER_PORT']}/api/workers?refresh=1", timeout=30)
         assert flower.status_code == 200

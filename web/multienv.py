@@ -8,8 +8,6 @@ from typing import Any
 from fastapi import APIRouter
 
 from store import queries
-from store.models import ACTIVE_STATUSES
-from tasks.context import Context
 from web.deps import ContextDep, SessionDep
 from web.health import health as run_health
 
@@ -28,7 +26,7 @@ def status(context: ContextDep, session: SessionDep) -> Row:
         "environments": [
             {key: env[key] for key in ("name", "initialized", "branch", "port", "counts")} for env in environments
         ],
-        "groups": _groups(context, queries.group_counts(session)),
+        "groups": queries.group_status(session, context.fleet),
     }
 
 
@@ -56,26 +54,7 @@ def environments(context: ContextDep, session: SessionDep) -> Row:
 
 @router.get("/pr-groups", summary="The session groups: queue, sessions, kinds, ladder and task counts")
 def pr_groups(context: ContextDep, session: SessionDep) -> Row:
-    return {"groups": _groups(context, queries.group_counts(session))}
-
-
-def _groups(context: Context, counts: dict[str, dict[str, int]]) -> list[Row]:
-    rows = []
-    for group in context.fleet.groups:
-        by_status = counts.get(group.name, {})
-        rows.append(
-            {
-                "name": group.name,
-                "queue": group.queue,
-                "sessions": group.sessions,
-                "kinds": list(group.kinds),
-                "ladder": list(group.ladder),
-                "models": {p: context.fleet.model_for(group, p) for p in group.ladder},
-                "counts": by_status,
-                "active": sum(by_status.get(s, 0) for s in ACTIVE_STATUSES),
-            }
-        )
-    return rows
+    return {"groups": queries.group_status(session, context.fleet)}
 
 
 @router.get("/health", summary="Database and broker reachability; 200 with ok=false when degraded")

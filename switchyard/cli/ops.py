@@ -113,18 +113,17 @@ def status(
     if "groups" in data:
         rows = [
             (
-                g["group"],
+                g["name"],
                 g["queue"],
-                g["concurrency"],
+                g["sessions"],
                 ", ".join(g["workers"]) or "-",
                 g["queue_depth"],
-                g["running"],
-                g["succeeded"],
-                g["failed"],
+                g["active"],
+                counts_text(g["counts"]),
             )
             for g in data["groups"]
         ]
-        cols = ("group", "queue", "sessions", "live workers", "queued msgs", "running", "succeeded", "failed")
+        cols = ("group", "queue", "sessions", "live workers", "queued msgs", "active", "tasks by status")
         console.print(table("Session groups", cols, rows))
     if "environments" in data:
         rows = [
