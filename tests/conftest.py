@@ -12,7 +12,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+
+from providers.simulator import BackgroundSimulator
+from switchyard.fleet import SimulatorProviderConfig
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -137,3 +141,19 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'switchyard.db'}"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[BackgroundSimulator]:
+    """The provider simulator on a thread of this process, with no added latency, for one test module."""
+    fast = {name: SimulatorProviderConfig(latency_ms=0) for name in ("claude", "codex", "ollama")}
+    with BackgroundSimulator(fast) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(server: BackgroundSimulator) -> Iterator[httpx.Client]:
+    """A client of the simulator's control endpoints, with faults and counters reset first."""
+    with httpx.Client(base_url=server.url, timeout=5) as client:
+        client.post("/_sim/reset").raise_for_status()
+        yield client

@@ -27,28 +27,14 @@ from switchyard.errors import (
     RequestRejected,
     TransientError,
 )
-from switchyard.fleet import Fleet, SimulatorProviderConfig, load_fleet
+from switchyard.fleet import Fleet, load_fleet
 from switchyard.settings import DEFAULT_FLEET_FILE, Settings
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 MODELS = {"claude": "claude-haiku-4-5", "codex": "gpt-5.3-codex", "ollama": "qwen2.5-coder:7b"}
-FAST = {name: SimulatorProviderConfig(latency_ms=0) for name in MODELS}
 DIFF = "diff --git a/app.py b/app.py\n--- a/app.py\n+++ b/app.py\n@@ -3,4 +3,6 @@ def main():\n+    run()\n"
 LONG_SYSTEM = "Task kind: pr_review\n" + "Review rules. " * 700  # about 2450 tokens: long enough to be cached
 Factory = Callable[..., Provider]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[BackgroundSimulator]:
-    with BackgroundSimulator(FAST) as sim:
-        yield sim
-
-
-@pytest.fixture
-def control(server: BackgroundSimulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=5) as client:
-        client.post("/_sim/reset").raise_for_status()
-        yield client
 
 
 @pytest.fixture
@@ -78,8 +64,8 @@ def ask(provider: Provider, kind: str, prompt: str, *, system: str | None = None
     return provider.call(request)
 
 
-def state(control: httpx.Client, provider: str) -> dict[str, int]:
-    counters: dict[str, int] = control.get("/_sim/state").json()["providers"][provider]
+def state(sim: httpx.Client, provider: str) -> dict[str, int]:
+    counters: dict[str, int] = sim.get("/_sim/state").json()["providers"][provider]
     return counters
 
 
@@ -230,27 +216,27 @@ FAULTS = [
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize(("status", "error"), FAULTS)
 def test_http_faults_map_to_the_error_tree_after_exactly_one_call(
-    make: Factory, control: httpx.Client, name: str, status: int, error: type[ProviderError]
+    make: Factory, sim: httpx.Client, name: str, status: int, error: type[ProviderError]
 ) -> None:
-    control.post(f"/_sim/providers/{name}", json={"fail_next": 1, "error_status": status, "retry_after_s": 2.5})
+    sim.post(f"/_sim/providers/{name}", json={"fail_next": 1, "error_status": status, "retry_after_s": 2.5})
     with pytest.raises(ProviderError) as caught:
         ask(make(name), "plan", "Goal: g")
     assert type(caught.value) is error
     assert (caught.value.provider, caught.value.status) == (name, status)
-    assert state(control, name)["calls"] == 1  # the SDK did not retry
+    assert state(sim, name)["calls"] == 1  # the SDK did not retry
     assert SECRET not in str(caught.value) and SECRET not in repr(caught.value.args)
     if status == 429:
         assert isinstance(caught.value, RateLimited) and caught.value.retry_after == 2.5
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_a_hanging_provider_times_out_as_transient(make: Factory, control: httpx.Client, name: str) -> None:
-    control.post(f"/_sim/providers/{name}", json={"fail_next": 1, "error_status": "timeout", "hang_ms": 5000})
+def test_a_hanging_provider_times_out_as_transient(make: Factory, sim: httpx.Client, name: str) -> None:
+    sim.post(f"/_sim/providers/{name}", json={"fail_next": 1, "error_status": "timeout", "hang_ms": 5000})
     with pytest.raises(TransientError) as caught:
         ask(make(name, timeout=0.3), "plan", "Goal: g")
     assert type(caught.value) is TransientError and caught.value.status is None
     assert "timed out" in str(caught.value) and SECRET not in str(caught.value)
-    assert state(control, name)["calls"] == 1
+    assert state(sim, name)["calls"] == 1
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -261,15 +247,15 @@ def test_a_refused_connection_is_transient(make: Factory, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["claude", "codex"])
-def test_streaming_faults_map_the_same_way(make: Factory, control: httpx.Client, name: str) -> None:
-    control.post(f"/_sim/providers/{name}", json={"fail_next": 1, "error_status": 429, "retry_after_s": 7})
+def test_streaming_faults_map_the_same_way(make: Factory, sim: httpx.Client, name: str) -> None:
+    sim.post(f"/_sim/providers/{name}", json={"fail_next": 1, "error_status": 429, "retry_after_s": 7})
     with pytest.raises(RateLimited) as caught:
         ask(make(name, stream=True), "plan", "Goal: g")
-    assert caught.value.retry_after == 7.0 and state(control, name)["calls"] == 1
+    assert caught.value.retry_after == 7.0 and state(sim, name)["calls"] == 1
 
 
-def test_the_key_a_provider_echoes_is_redacted(make: Factory, control: httpx.Client) -> None:
-    control.post("/_sim/providers/claude", json={"fail_next": 1, "error_status": 401})
+def test_the_key_a_provider_echoes_is_redacted(make: Factory, sim: httpx.Client) -> None:
+    sim.post("/_sim/providers/claude", json={"fail_next": 1, "error_status": 401})
     with pytest.raises(ProviderDown) as caught:
         ask(make("claude"), "plan", "Goal: g")
     assert "[redacted]" in str(caught.value) and SECRET not in str(caught.value)

@@ -7,7 +7,6 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
@@ -22,26 +21,12 @@ from providers.simulator import BackgroundSimulator
 from providers.simulator_core import SimState
 from switchyard.fleet import SimulatorProviderConfig
 
-FAST = {name: SimulatorProviderConfig(latency_ms=0) for name in ("claude", "codex", "ollama")}
 MESSAGES = {
     "model": "claude-haiku-4-5",
     "max_tokens": 512,
     "messages": [{"role": "user", "content": "hello"}],
 }
 DIFF = "diff --git a/src/app.py b/src/app.py\n--- a/src/app.py\n+++ b/src/app.py\n@@ -10,2 +12,3 @@ f\n+x\n"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[BackgroundSimulator]:
-    with BackgroundSimulator(FAST) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(server: BackgroundSimulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=5) as client:
-        client.post("/_sim/reset").raise_for_status()
-        yield client
 
 
 def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, object]]]:
