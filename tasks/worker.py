@@ -46,7 +46,8 @@ def execute(celery_task: Task, task_id: str) -> str:
 
 
 def _register(kind: str) -> Any:
-    @app.task(name=task_name(kind), bind=True, acks_late=True)  # type: ignore[untyped-decorator]
+    # delivery options (acks_late, reject_on_worker_lost) come from celeryconfig, for every task alike
+    @app.task(name=task_name(kind), bind=True)  # type: ignore[untyped-decorator]
     def run(self: Task, task_id: str) -> str:
         return execute(self, task_id)
 

@@ -20,6 +20,10 @@ from switchyard.fleet import SimulatorProviderConfig
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Settings overrides so a test never reaches a real provider, whatever keys the machine's environment holds.
+NO_PROVIDER_KEYS: dict[str, None] = dict.fromkeys(
+    ("anthropic_api_key", "openai_api_key", "anthropic_base_url", "openai_base_url", "ollama_host")
+)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -89,6 +89,16 @@ def test_secrets_travel_in_the_environment_only(tmp_path: Path, fleet: Fleet) ->
         assert spec.env["SWITCHYARD_SIMULATE"] == "true"
 
 
+def test_provider_variables_come_from_the_settings_alone(tmp_path: Path, fleet: Fleet) -> None:
+    """A key left in the parent's environment does not reach workers whose settings have none (the demo)."""
+    inherited = {"PATH": "/bin", "OPENAI_API_KEY": "sk-parent", "OLLAMA_HOST": "http://gpu:11434"}
+    keyless = make_settings(tmp_path, openai_api_key=None, ollama_host=None)
+    env = services.child_env(keyless, simulate=True, base_env=inherited)
+    assert "OPENAI_API_KEY" not in env and "OLLAMA_HOST" not in env
+    with_key = services.child_env(make_settings(tmp_path, openai_api_key="sk-own"), simulate=False, base_env=inherited)
+    assert with_key["OPENAI_API_KEY"] == "sk-own"
+
+
 def test_flower_api_is_opened_only_on_loopback(tmp_path: Path, fleet: Fleet) -> None:
     def flower(host: str) -> services.ServiceSpec:
         specs = services.build_specs(make_settings(tmp_path, host=host), fleet, simulate=False, base_env={})

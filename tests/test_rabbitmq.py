@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, free_port, require_service
+from conftest import IN_CI, NO_PROVIDER_KEYS, free_port, require_service
 
 from environments.sample import make_sample_repo
 from store.db import session_scope
@@ -48,6 +48,7 @@ def amqp_url() -> Iterator[str]:
 
 def test_tasks_run_over_amqp(amqp_url: str, tmp_path: Path) -> None:
     settings = Settings(
+        **NO_PROVIDER_KEYS,
         home=tmp_path / "home",
         broker_url=amqp_url,
         simulate=True,

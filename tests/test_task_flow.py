@@ -4,7 +4,6 @@ second provider call or charge."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO, flushed_redis, free_port, postgres_database
+from conftest import NO_PROVIDER_KEYS, REPO, flushed_redis, free_port, postgres_database
 from sqlalchemy import func, select
 
 from environments.git import run_git
@@ -53,6 +52,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
     tmp_path = tmp_path_factory.mktemp("flow")
     with postgres_database() as database_url:
         settings = Settings(
+            **NO_PROVIDER_KEYS,
             home=tmp_path / "home",
             broker_url=flushed_redis(14),
             database_url=database_url,
@@ -66,7 +66,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
         sample = make_sample_repo(tmp_path / "sample", feature_branches=4)
         init_environments(ctx, str(sample), tmp_path / "workspace", ["dev1"])
         launcher.up(
-            settings, ctx.fleet, simulate=True, services=SERVICES, on_event=lambda _: None, base_env=scrubbed_env()
+            settings,
+            ctx.fleet,
+            simulate=True,
+            services=SERVICES,
+            on_event=lambda _: None,
         )
         try:
             yield ctx
@@ -77,11 +81,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
 @pytest.fixture
 def workspace(fleet: Context) -> Path:
     return fleet.settings.home.parent / "workspace"
-
-
-def scrubbed_env() -> dict[str, str]:
-    keys = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OLLAMA_HOST", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL")
-    return {k: v for k, v in os.environ.items() if k not in keys}
 
 
 def wait_terminal(ctx: Context, ids: list[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:

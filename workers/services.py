@@ -108,12 +108,16 @@ def api_args(host: str, port: int) -> list[str]:
     return ["uvicorn", "web.app:create_app", "--factory", "--host", host, "--port", str(port)]
 
 
+PROVIDER_VARIABLES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "OLLAMA_HOST")
+
+
 def child_env(settings: Settings, *, simulate: bool, base_env: Mapping[str, str]) -> dict[str, str]:
-    """The environment of every child: the parent's (minus its SWITCHYARD_*), then the settings in force.
+    """The environment of every child: the parent's (minus its SWITCHYARD_* and provider variables), then the
+    settings in force, which alone decide the providers' keys and addresses.
 
     API keys travel here only, never on argv; the spec that carries this mapping never prints it.
     """
-    env = {k: v for k, v in base_env.items() if not k.startswith("SWITCHYARD_")}
+    env = {k: v for k, v in base_env.items() if not k.startswith("SWITCHYARD_") and k not in PROVIDER_VARIABLES}
     env.update(
         SWITCHYARD_HOME=str(settings.home),
         SWITCHYARD_PROFILE=settings.profile,

@@ -8,7 +8,6 @@ The demo never uses real provider keys: every call goes to the simulator.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ from switchyard.cli.context import cli_context
 from switchyard.cli.envs import init_environments
 from switchyard.cli.render import console, table, usd
 from switchyard.errors import InputError, ServiceUnavailable
-from tasks.context import Context
+from tasks.context import Context, build_context
 from tasks.submit import prepare_database
 
 PROVIDER_KEYS = (
@@ -51,9 +50,7 @@ def demo(
     """Run the whole fleet on the simulator with a batch of tasks in every environment, then stop it."""
     from workers import launcher
 
-    for key in PROVIDER_KEYS:  # children inherit this environment: the demo must never reach a real provider
-        os.environ.pop(key, None)
-    ctx = cli_context(simulate=True)
+    ctx = simulated_only(cli_context(simulate=True))
     refuse_real_environments(ctx)
     started = datetime.now(UTC) - timedelta(seconds=1)
     console.print(f"[bold]Switchyard demo[/bold] — data in {ctx.settings.data_dir}")
@@ -76,6 +73,14 @@ def demo(
             launcher.down(ctx.settings, on_event=console.print)
     if not ok:
         raise typer.Exit(1)
+
+
+def simulated_only(ctx: Context) -> Context:
+    """The context without provider keys or addresses: the demo, and its workers, never reach a real provider."""
+    none = dict.fromkeys(
+        ("anthropic_api_key", "openai_api_key", "anthropic_base_url", "openai_base_url", "ollama_host")
+    )
+    return build_context(ctx.settings.model_copy(update=none))
 
 
 def demo_dir(ctx: Context) -> Path:

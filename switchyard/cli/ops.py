@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from store.db import session_scope
-from store.migrate import upgrade
 from switchyard.cli.context import cli_context, db_context
 from switchyard.cli.render import console, err_console, print_json, table
 from tasks.context import Context
@@ -85,8 +84,9 @@ def down() -> None:
 def prepare(ctx: Context) -> None:
     """Schema at head and the groups table equal to the fleet file."""
     from store import repo
+    from tasks.submit import prepare_database
 
-    upgrade(ctx.database_url)
+    prepare_database(ctx.database_url)
     with session_scope(ctx.database_url) as session:
         repo.sync_groups(session, ctx.fleet)
 
