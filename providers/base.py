@@ -10,6 +10,7 @@ and ``compute_seconds`` is the local compute a free provider (Ollama) spent.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 
@@ -44,6 +45,11 @@ class ProviderRequest:
     max_output_tokens: int = 2048
     timeout_s: float = 120.0
     metadata: dict[str, str] = field(default_factory=dict)
+    # agent-CLI transports: the worktree the agent edits, the environment (for its private config
+    # directory) and the dollars held for the attempt (the CLI stops at it)
+    workdir: Path | None = None
+    environment: str | None = None
+    max_cost_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class ProviderResponse:
     latency_ms: float
     stop_reason: str | None = None
     response_id: str | None = None
+    # set when the provider reports its own price for the call (Claude Code's ``total_cost_usd``)
+    reported_cost_usd: float | None = None
 
 
 class Provider(Protocol):

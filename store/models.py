@@ -176,3 +176,12 @@ class Spend(Base):
     price_version: Mapped[str | None] = mapped_column(String(128), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+# --- routing: the budget ledger (routing/ledger.py) -------------------------------------------------------
+
+
+# --- routing: breaker transitions (routing/breaker.py) ----------------------------------------------------
+
+
+# --- the PR pipeline (tasks/pipeline.py, tasks/kinds/) -----------------------------------------------------

@@ -75,6 +75,7 @@ def cross_check(fleet: Fleet) -> list[tuple[Loc, str]]:
         for provider in group.models:
             if provider not in group.ladder:
                 problems.append((("groups", gi, "models", provider), f"{provider!r} is not in this group's ladder"))
+        problems += _group_transports(fleet, gi)
     problems += _duplicates([(("groups", i, "name"), g.name) for i, g in enumerate(fleet.groups)], "group name")
     problems += _duplicates([(("groups", i, "queue"), g.queue) for i, g in enumerate(fleet.groups)], "queue")
     for name in KINDS:
@@ -84,6 +85,19 @@ def cross_check(fleet: Fleet) -> list[tuple[Loc, str]]:
         if name not in fleet.providers:
             problems.append((("simulator", name), f"unknown provider {name!r}; allowed: {known}"))
     problems += _budget_targets(fleet)
+    return problems
+
+
+def _group_transports(fleet: Fleet, gi: int) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    for provider, transport in fleet.groups[gi].transports.items():
+        loc: Loc = ("groups", gi, "transports", provider)
+        if provider not in fleet.providers:
+            problems.append((loc, f"unknown provider {provider!r}; allowed: {sorted(fleet.providers)}"))
+        elif transport not in fleet.providers[provider].transports:
+            problems.append(
+                (loc, f"{provider!r} has no {transport!r} transport; it has {fleet.providers[provider].transports}")
+            )
     return problems
 
 

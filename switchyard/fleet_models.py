@@ -55,6 +55,7 @@ class GroupConfig(_Strict):
     kinds: list[Kind] = Field(min_length=1)
     ladder: list[str] = Field(min_length=1)
     models: dict[str, str] = Field(default_factory=dict)
+    transports: dict[str, Transport] = Field(default_factory=dict)  # per provider; "api" when not named
 
     @field_validator("name", "queue")
     @classmethod
@@ -96,6 +97,7 @@ class ProviderConfig(_Strict):
     transports: list[Transport] = Field(min_length=1)
     default_model: str
     max_in_flight: int = Field(default=4, ge=1, le=1024)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
     free: bool = False
     models: list[ModelConfig] = Field(min_length=1)
 
@@ -152,6 +154,8 @@ class LimitsConfig(_Strict):
     task_time_limit_s: int = Field(default=900, ge=10)
     visibility_timeout_s: int = Field(default=3600, ge=60)
     provider_timeout_s: float = Field(default=120.0, gt=0)
+    task_deadline_s: int = Field(default=1800, ge=1)  # how long a task may wait (deferred) for a provider
+    max_defer_countdown_s: int = Field(default=60, ge=1)  # longest single deferral; well under the visibility
 
     @model_validator(mode="after")
     def _visibility_after_time_limit(self) -> LimitsConfig:
@@ -159,6 +163,11 @@ class LimitsConfig(_Strict):
             raise ValueError(
                 f"visibility_timeout_s ({self.visibility_timeout_s}) must be longer than task_time_limit_s "
                 f"({self.task_time_limit_s}), or the broker redelivers tasks that are still running"
+            )
+        if self.max_defer_countdown_s * 2 > self.visibility_timeout_s:
+            raise ValueError(
+                f"max_defer_countdown_s ({self.max_defer_countdown_s}) must be well under visibility_timeout_s "
+                f"({self.visibility_timeout_s}); at most half of it"
             )
         return self
 

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     fleet_file: Path = DEFAULT_FLEET_FILE
     broker_url: str | None = None
     database_url: str | None = None
+    state_url: str | None = None
     workspace: Path | None = None
     simulate: bool = False
     simulator_url: str | None = None
@@ -59,6 +60,14 @@ class Settings(BaseSettings):
     ollama_host: str | None = Field(
         default=None, validation_alias=AliasChoices("SWITCHYARD_OLLAMA_HOST", "OLLAMA_HOST")
     )
+
+    @field_validator("state_url")
+    @classmethod
+    def _state_scheme(cls, value: str | None) -> str | None:
+        allowed = ("redis://", "rediss://", "unix://")
+        if value and not value.startswith(allowed):
+            raise ValueError(f"SWITCHYARD_STATE_URL must start with one of {', '.join(allowed)}")
+        return value
 
     @field_validator("broker_url")
     @classmethod
@@ -103,6 +112,20 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or f"redis://{self.host}:{self.broker_port}/0"
+
+    @property
+    def effective_state_url(self) -> str:
+        """The Redis that holds state every worker shares (breakers, in-flight calls, request rates).
+
+        Defaults to the broker when the broker is Redis or Valkey; a RabbitMQ fleet must name one."""
+        if self.state_url:
+            return self.state_url
+        broker = self.effective_broker_url
+        if broker.startswith(("redis://", "rediss://", "valkey://", "unix://")):
+            return broker.replace("valkey://", "redis://", 1)
+        raise ConfigError(
+            "the broker is not Redis, so shared router state needs one: set SWITCHYARD_STATE_URL=redis://host:6379/1"
+        )
 
     @property
     def effective_database_url(self) -> str:

@@ -26,7 +26,7 @@ from store.models import Environment
 from switchyard.errors import BadAnswer, PatchRejected, ProviderError, RequestRejected, SwitchyardError
 from tasks.context import Context
 from tasks.kinds import HANDLERS
-from tasks.kinds.base import Outcome, Prompt, TaskInfo
+from tasks.kinds.base import Answer, Outcome, Prompt, TaskInfo
 from tasks.schemas import SubmitRequest
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ class Runner:
             request = SubmitRequest.model_validate(row.payload)
             return TaskInfo(row.id, row.kind, row.group, row.environment, row.stage, request, workspace)
 
+    def ask(self, provider: str, prompt: Prompt) -> Answer:
+        raise NotImplementedError("assist is wired by the router")
+
     def choose_rungs(self, task: TaskInfo) -> tuple[list[Rung], list[str]]:
         """The ladder's providers that can be used now, and why the others were passed over."""
         group = self.ctx.fleet.group(task.group)
@@ -114,7 +117,8 @@ class Runner:
         if answer is None:
             answer = self._call(task, rung, prompt)
         try:
-            outcome = HANDLERS[task.kind].act(self.ctx, task, answer, provider=rung.provider)
+            reply = Answer(answer, rung.provider, rung.model, rung.transport)
+            outcome = HANDLERS[task.kind].act(self.ctx, task, reply, self)
         except SwitchyardError as exc:  # unusable answers move to the next rung; the rest end the task
             self._mark(task, rung, "failed", exc)
             raise

@@ -36,6 +36,10 @@ class SubmitRequest(BaseModel):
     goal: str | None = None
     parent_id: str | None = Field(default=None, max_length=36)
     depth: int = Field(default=0, ge=0, le=8)
+    # routing: providers this task must not use (a review avoids its implementer) and how long it may
+    # wait for a provider or budget (deferred with a countdown until then), seconds from submission
+    avoid_providers: list[str] = Field(default_factory=list, max_length=8)
+    deadline_s: int | None = Field(default=None, ge=0, le=7 * 24 * 3600)
 
 
 def parse_request(data: SubmitRequest | dict[str, Any]) -> SubmitRequest:
@@ -72,6 +76,9 @@ def check_against_fleet(request: SubmitRequest, fleet: Fleet) -> None:
         raise InputError(
             f"pr_integ merges into the {envs.stages[0]!r} stage; later stages receive changes by promotion"
         )
+    unknown = sorted(set(request.avoid_providers) - set(fleet.providers))
+    if unknown:
+        raise InputError(f"avoid_providers names unknown providers {unknown}; known: {', '.join(fleet.providers)}")
     limit = fleet.limits.max_text_chars
     for name in ("title", "description", "goal"):
         value = getattr(request, name) or ""

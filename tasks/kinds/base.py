@@ -55,12 +55,53 @@ class Outcome:
     status: str = "succeeded"
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A provider's answer and who gave it. With the ``cli`` transport the agent has already edited
+    ``workdir`` in place and ``text`` is its final message; with ``api`` the text is the whole answer."""
+
+    text: str
+    provider: str
+    model: str
+    transport: str = "api"
+    workdir: Path | None = None
+
+
+class Assist(Protocol):
+    """Lets a handler ask one more routed question inside its task (e.g. resolve a merge conflict).
+
+    ``ask`` runs a full attempt (route, hold, breaker, retries, settle) on ``provider`` and returns its answer;
+    it raises :class:`switchyard.errors.ProviderError` when that provider cannot answer."""
+
+    def ask(self, provider: str, prompt: Prompt) -> Answer: ...
+
+
 class KindHandler(Protocol):
     kind: str
 
     def prompt(self, ctx: Context, task: TaskInfo) -> Prompt: ...
 
-    def act(self, ctx: Context, task: TaskInfo, answer: str, *, provider: str) -> Outcome: ...
+    def act(self, ctx: Context, task: TaskInfo, answer: Answer, assist: Assist) -> Outcome: ...
+
+    def gate(self, ctx: Context, task: TaskInfo) -> str | None:
+        """Why the task must wait before it runs (None: run now); the loop defers it with a short countdown."""
+        ...
+
+    def workdir(self, ctx: Context, task: TaskInfo) -> Path | None:
+        """The directory an agent-CLI transport works in (created on demand); None when the kind writes nothing."""
+        ...
+
+
+class BaseHandler:
+    """Defaults for the optional hooks of :class:`KindHandler`."""
+
+    kind: str = ""
+
+    def gate(self, ctx: Context, task: TaskInfo) -> str | None:
+        return None
+
+    def workdir(self, ctx: Context, task: TaskInfo) -> Path | None:
+        return None
 
 
 def system_prompt(kind: str, role: str, instructions: str) -> str:

@@ -10,7 +10,7 @@ from environments.git import run_git
 from environments.patch import apply_and_commit, extract_diff
 from environments.worktrees import remove_task_worktree, task_worktree
 from tasks.context import Context
-from tasks.kinds.base import Outcome, Prompt, TaskInfo, header, system_prompt
+from tasks.kinds.base import Answer, Assist, BaseHandler, Outcome, Prompt, TaskInfo, header, system_prompt
 
 INSTRUCTIONS = """
 Make the change described below in the repository. Answer with a single unified diff (git format, paths
@@ -18,7 +18,7 @@ prefixed a/ and b/) inside a ```diff fenced block, and nothing else.
 """
 
 
-class ImplementHandler:
+class ImplementHandler(BaseHandler):
     def __init__(self, kind: str) -> None:
         self.kind = kind
 
@@ -31,7 +31,8 @@ class ImplementHandler:
         prompt = f"{body}\n\nFiles in {task.stage_branch}:\n{files}"
         return Prompt(system_prompt(self.kind, "a software engineer", INSTRUCTIONS), prompt)
 
-    def act(self, ctx: Context, task: TaskInfo, answer: str, *, provider: str) -> Outcome:
+    def act(self, ctx: Context, task: TaskInfo, answer: Answer, assist: Assist) -> Outcome:
+        provider = answer.provider
         branch = self.branch(task)
         worktree = task_worktree(
             task.workspace, task.environment, task.id, base_branch=task.stage_branch, branch=branch
@@ -41,7 +42,7 @@ class ImplementHandler:
             sha = run_git(["rev-parse", "HEAD"], cwd=worktree).strip()
             remove_task_worktree(task.workspace, task.id, keep_branch=True)
             return Outcome(summary=f"committed {sha[:10]} on {branch}", data={"branch": branch, "commit": sha})
-        diff = extract_diff(answer)
+        diff = extract_diff(answer.text)
         title = task.request.title or task.kind
         message = f"{title}\n\nSwitchyard task {task.id} ({task.kind}), written by {provider}."
         commit = apply_and_commit(worktree, diff, message=message)

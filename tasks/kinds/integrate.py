@@ -13,7 +13,17 @@ from pydantic import BaseModel, Field
 from environments.git import run_git
 from environments.merge import merge_into_environment
 from tasks.context import Context
-from tasks.kinds.base import Outcome, Prompt, TaskInfo, header, parse_json_answer, system_prompt
+from tasks.kinds.base import (
+    Answer,
+    Assist,
+    BaseHandler,
+    Outcome,
+    Prompt,
+    TaskInfo,
+    header,
+    parse_json_answer,
+    system_prompt,
+)
 
 INSTRUCTIONS = """
 Decide whether the branch below should be merged and write its merge commit message. Answer with one JSON
@@ -27,7 +37,7 @@ class Decision(BaseModel):
     reason: str = ""
 
 
-class IntegrateHandler:
+class IntegrateHandler(BaseHandler):
     kind = "pr_integ"
 
     def prompt(self, ctx: Context, task: TaskInfo) -> Prompt:
@@ -37,8 +47,9 @@ class IntegrateHandler:
         prompt = f"{body}\nTarget: {task.stage_branch}\n\nChanges:\n{stat}"
         return Prompt(system_prompt(self.kind, "an integration engineer", INSTRUCTIONS), prompt)
 
-    def act(self, ctx: Context, task: TaskInfo, answer: str, *, provider: str) -> Outcome:
-        decision = parse_json_answer(answer, Decision)
+    def act(self, ctx: Context, task: TaskInfo, answer: Answer, assist: Assist) -> Outcome:
+        provider = answer.provider
+        decision = parse_json_answer(answer.text, Decision)
         branch = task.request.branch or ""
         if decision.decision == "hold":
             reason = decision.reason or "no reason given"

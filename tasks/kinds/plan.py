@@ -14,7 +14,17 @@ from store import repo
 from store.db import session_scope
 from switchyard.errors import BadAnswer
 from tasks.context import Context
-from tasks.kinds.base import Outcome, Prompt, TaskInfo, header, parse_json_answer, system_prompt
+from tasks.kinds.base import (
+    Answer,
+    Assist,
+    BaseHandler,
+    Outcome,
+    Prompt,
+    TaskInfo,
+    header,
+    parse_json_answer,
+    system_prompt,
+)
 
 CHILD_KINDS = ("dev_task", "pr_impl")
 INSTRUCTIONS = """
@@ -53,7 +63,7 @@ def child_id(parent_id: str, key: str) -> str:
     return str(uuid.uuid5(uuid.UUID(parent_id), key))
 
 
-class PlanHandler:
+class PlanHandler(BaseHandler):
     kind = "plan"
 
     def prompt(self, ctx: Context, task: TaskInfo) -> Prompt:
@@ -62,10 +72,10 @@ class PlanHandler:
         prompt = f"{body}\nAllowed kinds: {', '.join(CHILD_KINDS)}\nAt most {limit} sub-tasks.\n"
         return Prompt(system_prompt(self.kind, "a technical lead planning work", INSTRUCTIONS), prompt)
 
-    def act(self, ctx: Context, task: TaskInfo, answer: str, *, provider: str) -> Outcome:
+    def act(self, ctx: Context, task: TaskInfo, answer: Answer, assist: Assist) -> Outcome:
         from tasks.submit import submit  # noqa: PLC0415 -- tasks.submit imports the app, which includes the kinds
 
-        plan = parse_json_answer(answer, Plan)
+        plan = parse_json_answer(answer.text, Plan)
         check_plan(plan, max_subtasks=ctx.fleet.kind(self.kind).max_subtasks)
         children = []
         for sub in plan.subtasks:

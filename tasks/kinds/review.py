@@ -8,7 +8,17 @@ from pydantic import BaseModel, Field
 
 from environments.merge import review_diff
 from tasks.context import Context
-from tasks.kinds.base import Outcome, Prompt, TaskInfo, header, parse_json_answer, system_prompt
+from tasks.kinds.base import (
+    Answer,
+    Assist,
+    BaseHandler,
+    Outcome,
+    Prompt,
+    TaskInfo,
+    header,
+    parse_json_answer,
+    system_prompt,
+)
 
 INSTRUCTIONS = """
 Review the change below. Answer with one JSON object and nothing else:
@@ -29,7 +39,7 @@ class Verdict(BaseModel):
     comments: list[ReviewComment] = Field(default_factory=list)
 
 
-class ReviewHandler:
+class ReviewHandler(BaseHandler):
     kind = "pr_review"
 
     def prompt(self, ctx: Context, task: TaskInfo) -> Prompt:
@@ -39,7 +49,8 @@ class ReviewHandler:
         prompt = f"{body}\nBase: {task.stage_branch}\n\n```diff\n{diff}\n```\n"
         return Prompt(system_prompt(self.kind, "a careful code reviewer", INSTRUCTIONS), prompt)
 
-    def act(self, ctx: Context, task: TaskInfo, answer: str, *, provider: str) -> Outcome:
-        verdict = parse_json_answer(answer, Verdict)
+    def act(self, ctx: Context, task: TaskInfo, answer: Answer, assist: Assist) -> Outcome:
+        provider = answer.provider
+        verdict = parse_json_answer(answer.text, Verdict)
         data = {"branch": task.request.branch, "reviewer": provider, **verdict.model_dump()}
         return Outcome(summary=f"{verdict.verdict}: {verdict.summary}"[:500], data=data)
