@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test check lint types install dev clean
+.PHONY: demo test check lint types install dev clean agent-clis
+# The real agent CLIs for tests/test_real_agent_clis.py, pinned, in a project folder (git-ignored).
+AGENT_CLIS          ?= .agent-clis
+CLAUDE_CODE_VERSION ?= 2.1.328
+CODEX_VERSION       ?= 0.169.0
 
 $(BIN)/switchyard: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +26,16 @@ dev: $(VENV)/.dev
 demo: install
 	$(BIN)/switchyard demo
 
-test: dev
+# In CI a failed install stops `make test`; elsewhere it warns and the real-CLI tests skip.
+$(AGENT_CLIS)/.installed: Makefile
+	@if npm install --prefix $(AGENT_CLIS) --no-save --no-audit --no-fund --loglevel=error \
+	    @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION); then touch $@; \
+	elif [ -n "$$CI" ]; then echo "agent-clis: npm install failed; CI needs the real agent CLIs" >&2; exit 1; \
+	else echo "agent-clis: npm install failed; tests/test_real_agent_clis.py will skip" >&2; fi
+
+agent-clis: $(AGENT_CLIS)/.installed
+
+test: dev agent-clis
 	$(BIN)/pytest
 
 lint: dev
@@ -35,4 +48,4 @@ types: dev
 check: lint types test
 
 clean:
-	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache $(AGENT_CLIS)

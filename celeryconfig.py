@@ -20,6 +20,11 @@ def task_name(kind: str) -> str:
     return f"switchyard.{kind}"
 
 
+# Upkeep sent by `celery beat` (tasks/maintenance.py), to the first group's queue (the default queue).
+SWEEP_HOLDS_TASK = "switchyard.maintenance.sweep_holds"
+SWEEP_HOLDS_EVERY_S = 60.0
+
+
 def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
     """The Celery configuration for this fleet, as a mapping for ``app.add_defaults``."""
     queues = [Queue(g.queue, Exchange(g.queue, type="direct"), routing_key=g.queue) for g in fleet.groups]
@@ -47,4 +52,11 @@ def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "enable_utc": True,
         "timezone": "UTC",
+        "beat_schedule": {
+            "sweep-holds": {
+                "task": SWEEP_HOLDS_TASK,
+                "schedule": SWEEP_HOLDS_EVERY_S,
+                "options": {"expires": SWEEP_HOLDS_EVERY_S},  # no piling up while no worker runs
+            }
+        },
     }

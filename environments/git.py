@@ -162,3 +162,42 @@ def is_ancestor(ancestor: str, descendant: str, *, cwd: Path) -> bool:
 
 def status_porcelain(*, cwd: Path) -> str:
     return run_git(["status", "--porcelain"], cwd=cwd)
+
+
+def ahead_behind(ref: str, base: str, *, cwd: Path) -> tuple[int, int]:
+    """How many commits ``ref`` has that ``base`` lacks, and how many ``base`` has that ``ref`` lacks."""
+    ahead, behind = run_git(["rev-list", "--left-right", "--count", f"{ref}...{base}"], cwd=cwd).split()
+    return int(ahead), int(behind)
+
+
+def ref_exists(ref: str, *, cwd: Path) -> bool:
+    """True when the full ref name ``ref`` (e.g. ``refs/remotes/origin/main``) exists."""
+    return git_ok(["show-ref", "--verify", "--quiet", ref], cwd=cwd)
+
+
+def changed_files(*, cwd: Path, untracked: bool = True) -> list[tuple[str, str]]:
+    """Uncommitted changes as (two-letter porcelain status, path); renames give the new path."""
+    flag = "--untracked-files=all" if untracked else "--untracked-files=no"
+    fields = run_git(["status", "--porcelain", "-z", flag], cwd=cwd).split("\0")
+    changes: list[tuple[str, str]] = []
+    skip = False
+    for entry in fields:
+        if skip or not entry:
+            skip = False
+            continue
+        code, path = entry[:2], entry[3:]
+        changes.append((code, path))
+        skip = code[0] in "RC"  # the next field is the rename's source path
+    return changes
+
+
+def user_identity(*, cwd: Path) -> Identity:
+    """The identity the user configured for ``cwd`` (commits people ask for carry their name), else ours."""
+    name = run_git(["config", "--get", "user.name"], cwd=cwd, check=False).strip()
+    email = run_git(["config", "--get", "user.email"], cwd=cwd, check=False).strip()
+    return Identity(name, email) if name and email else SWITCHYARD_IDENTITY
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password or token in its user part (``https://user:token@host`` → ``https://***@host``)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]+@", r"\1***@", url)

@@ -5,6 +5,7 @@
     .locks/repo.lock        serializes worktree add/remove/prune and branch creation on .repo
     .locks/<env>.lock       serializes merges into one environment's branch
     .tasks/<task_id>/       one worktree per writing task
+    .promote/<env>-<stage>-*/  a temporary worktree where a promotion runs the check (removed after)
     <env>/                  one worktree per environment, on branch env/<env>
     workspace.json          what init_workspace was asked for (read back by list_environments)
 """
@@ -16,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from switchyard.errors import GitError, InputError, NotFound
 REPO_DIR = ".repo"
 LOCKS_DIR = ".locks"
 TASKS_DIR = ".tasks"
+PROMOTE_DIR = ".promote"
 METADATA_FILE = "workspace.json"
 LOCK_TIMEOUT_S = 300.0
 
@@ -38,6 +40,10 @@ def repo_dir(workspace: Path) -> Path:
 
 def tasks_dir(workspace: Path) -> Path:
     return workspace / TASKS_DIR
+
+
+def promote_dir(workspace: Path) -> Path:
+    return workspace / PROMOTE_DIR
 
 
 def env_branch(environment: str) -> str:
@@ -80,7 +86,11 @@ def holding(lock: filelock.FileLock) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class WorkspaceConfig:
-    """What :func:`environments.workspace.init_workspace` was last asked for."""
+    """What :func:`environments.workspace.init_workspace` was asked for, over all its runs.
+
+    ``ports`` and ``check_commands`` hold each environment's own settings; an environment missing from them
+    (a file written before they existed) gets ``base_port`` + its position and ``check_command``.
+    """
 
     repository: str
     base_branch: str
@@ -88,6 +98,14 @@ class WorkspaceConfig:
     stages: list[str]
     base_port: int
     check_command: str
+    ports: dict[str, int] = field(default_factory=dict)
+    check_commands: dict[str, str] = field(default_factory=dict)
+
+    def port_of(self, environment: str) -> int:
+        return self.ports.get(environment, self.base_port + self.environments.index(environment))
+
+    def check_of(self, environment: str) -> str:
+        return self.check_commands.get(environment, self.check_command)
 
 
 def write_config(workspace: Path, config: WorkspaceConfig) -> None:
@@ -107,7 +125,17 @@ def read_config(workspace: Path) -> WorkspaceConfig:
         raise InputError(f"{workspace} is not a Switchyard workspace (no {METADATA_FILE}); run init first") from None
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
-    return WorkspaceConfig(**raw)
+    try:
+        return WorkspaceConfig(**raw)
+    except TypeError as exc:
+        raise InputError(f"{path} is not a workspace file Switchyard wrote ({exc}); run init again") from None
+
+
+def read_config_or_none(workspace: Path) -> WorkspaceConfig | None:
+    """The workspace's config, or None when the workspace was never initialized."""
+    if not (workspace / METADATA_FILE).exists():
+        return None
+    return read_config(workspace)
 
 
 def require_environment(workspace: Path, environment: str) -> WorkspaceConfig:
@@ -115,5 +143,10 @@ def require_environment(workspace: Path, environment: str) -> WorkspaceConfig:
     check_environment_name(environment)
     config = read_config(workspace)
     if environment not in config.environments:
-        raise NotFound(f"unknown environment {environment!r}; this workspace has {', '.join(config.environments)}")
+        raise NotFound(unknown_environment(environment, config.environments))
     return config
+
+
+def unknown_environment(environment: str, known: list[str]) -> str:
+    """The message for an environment name the workspace does not have: it lists the ones it has."""
+    return f"unknown environment {environment!r}; this workspace has {', '.join(known) or 'none'}"

@@ -166,6 +166,16 @@ def commit_info(worktree: Path, rev: str) -> CommitInfo:
     """Sha, changed files and line counts of commit ``rev`` (against its first parent)."""
     sha = rev_parse(rev, cwd=worktree)
     out = run_git(["diff-tree", "-r", "--root", "--numstat", "--no-renames", "--no-commit-id", "-z", sha], cwd=worktree)
+    return _numstat_info(sha, out)
+
+
+def span_info(worktree: Path, base: str) -> CommitInfo:
+    """HEAD's sha, and the files and line counts of everything from ``base`` to HEAD."""
+    sha = rev_parse("HEAD", cwd=worktree)
+    return _numstat_info(sha, run_git(["diff", "--numstat", "--no-renames", "-z", base, sha], cwd=worktree))
+
+
+def _numstat_info(sha: str, out: str) -> CommitInfo:
     files: list[str] = []
     insertions = deletions = 0
     for field in out.split("\0"):
@@ -175,3 +185,17 @@ def commit_info(worktree: Path, rev: str) -> CommitInfo:
             insertions += int(parts[0]) if parts[0].isdigit() else 0
             deletions += int(parts[1]) if parts[1].isdigit() else 0
     return CommitInfo(sha=sha, files=files, insertions=insertions, deletions=deletions)
+
+
+def commit_worktree(worktree: Path, *, base: str, message: str) -> CommitInfo:
+    """Commit what an agent edited in place in ``worktree`` (new, changed and deleted files alike).
+
+    An agent may also have committed on its own: then its commits since ``base`` count, and what is left
+    uncommitted is committed on top. Nothing changed at all is a PatchRejected.
+    """
+    run_git(["add", "--all"], cwd=worktree)
+    if not git_ok(["diff", "--cached", "--quiet"], cwd=worktree):
+        run_git([*NO_SIGN, "commit", "--quiet", "--no-verify", "-m", message], cwd=worktree)
+    if rev_parse("HEAD", cwd=worktree) == rev_parse(base, cwd=worktree):
+        raise PatchRejected("the agent changed nothing in its worktree")
+    return span_info(worktree, base)

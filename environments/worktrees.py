@@ -92,3 +92,30 @@ def remove_task_worktree(workspace: Path, task_id: str, *, keep_branch: bool = T
         run_git(["worktree", "prune"], cwd=repo)
         if branch and not keep_branch:
             run_git(["branch", "-D", "--quiet", branch], cwd=repo)
+
+
+def detached_worktree(workspace: Path, task_id: str, commit: str) -> Path:
+    """A fresh worktree at ``<workspace>/.tasks/<task_id>`` with a detached HEAD at ``commit``.
+
+    Whatever a crashed run left at that path is removed first: a merge always starts from a clean tree.
+    """
+    check_task_id(task_id)
+    repo = repo_dir(workspace)
+    path = tasks_dir(workspace) / task_id
+    with holding(repo_lock(workspace)):
+        if path.resolve() in list_worktrees(repo):
+            run_git(["worktree", "remove", "--force", str(path)], cwd=repo)
+        elif path.exists():
+            shutil.rmtree(path)
+        run_git(["worktree", "prune"], cwd=repo)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run_git(["worktree", "add", "--quiet", "--detach", str(path), commit], cwd=repo)
+    return path
+
+
+def worktree_of(workspace: Path, branch: str) -> Path | None:
+    """The worktree that has ``branch`` checked out (an environment's own worktree), if any does."""
+    for path, checked_out in list_worktrees(repo_dir(workspace)).items():
+        if checked_out == branch:
+            return path
+    return None

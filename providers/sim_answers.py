@@ -7,6 +7,8 @@ prompt always give the same answer, so tests can assert on it.
 - ``pr_impl``, ``dev_task``: a ```diff fenced block creating ``changes/<id8>.md`` (applies with ``git apply``)
 - ``plan``: raw JSON ``{"subtasks": [{"key", "kind", "title", "description", "depends_on"}, ...]}``
 - ``pr_integ``: raw JSON ``{"decision": "merge", "commit_message": "Merge <branch> ..."}``
+- ``resolve_conflict``: raw JSON ``{"files": [{"path", "content"}]}``, each ``=== BEGIN FILE <path> ===`` block
+  of the prompt with its conflicts resolved by keeping both sides (ours, then theirs)
 - anything else: one short line of plain text
 """
 
@@ -25,6 +27,7 @@ BRANCH_RE = re.compile(r"^\s*Branch:\s*(\S+)", re.MULTILINE)
 NEW_FILE_RE = re.compile(r"^\+\+\+ b/(\S+)", re.MULTILINE)
 HUNK_RE = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@", re.MULTILINE)
 SAFE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+FILE_BLOCK_RE = re.compile(r"^=== BEGIN FILE (\S+) ===\n(.*?)\n=== END FILE \1 ===$", re.MULTILINE | re.DOTALL)
 
 
 def task_kind(system: str, prompt: str = "") -> str | None:
@@ -128,6 +131,23 @@ def answer_integ(prompt: str) -> str:
     return json.dumps({"decision": "merge", "commit_message": f"Merge {branch} after review and checks"})
 
 
+def union_resolution(text: str) -> str:
+    """A conflicted file with every conflict resolved by keeping both sides (ours, then theirs)."""
+    kept: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if not line.startswith(("<<<<<<< ", "=======", ">>>>>>> ", "||||||| ")):
+            kept.append(line)
+    return "".join(kept)
+
+
+def answer_resolve(prompt: str) -> str:
+    files = [
+        {"path": match.group(1), "content": union_resolution(match.group(2))}
+        for match in FILE_BLOCK_RE.finditer(prompt)
+    ]
+    return json.dumps({"files": files})
+
+
 def answer_default(prompt: str) -> str:
     words = " ".join(prompt.split()[:8])
     return f"Simulated answer to: {words}" if words else "Simulated answer."
@@ -139,6 +159,7 @@ ANSWERS: dict[str, Callable[[str], str]] = {
     "dev_task": lambda prompt: answer_change(prompt, "dev_task"),
     "plan": answer_plan,
     "pr_integ": answer_integ,
+    "resolve_conflict": answer_resolve,
 }
 
 

@@ -28,8 +28,9 @@ class WaitForProvider:
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
+        # tenacity's ``multiplier`` is the first wait (its ``initial`` is deprecated); ``exp_base`` grows it
         self.backoff = wait_exponential_jitter(
-            initial=policy.initial_s, max=policy.max_s, exp_base=policy.multiplier, jitter=policy.jitter_s
+            multiplier=policy.initial_s, max=policy.max_s, exp_base=policy.multiplier, jitter=policy.jitter_s
         )
 
     def __call__(self, state: RetryCallState) -> float:

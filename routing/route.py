@@ -3,24 +3,39 @@
 No I/O happens here: the attempt loop reads the breaker states and concurrency (Redis) and the budgets
 (SQL), then :func:`choose_route` decides. The ledger's atomic hold confirms the budget part afterwards, so
 a snapshot that went stale between the two can never overspend: it can only be refused.
+
+Candidates are the group's ladder, then (when the kind allows it) the free providers outside it. Each one
+is usable or passed over with its reasons. A reason is permanent for this task (excluded, avoided, no key,
+disabled, no transport) or says how long to wait (breaker open, busy, rate, budget window): the refusal's
+``retry_in_s`` is the shortest wait, so the caller can defer instead of giving up.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Literal
 
-from switchyard.fleet_models import Fleet
+from routing.estimate import max_cost_micros
+from routing.pricing import micros_to_usd
+from switchyard.errors import ConfigError
+from switchyard.fleet_models import Fleet, GroupConfig, Transport
 
 BreakerState = Literal["closed", "open", "half_open", "disabled"]
 Terminal = Literal["no_provider", "budget_exhausted"]
+SOON_S = 1.0  # busy or a half-open probe under way: a slot frees up quickly
+RATE_WINDOW_S = 60.0  # requests per minute: the oldest call leaves the window within a minute
 
 
 @dataclass(frozen=True)
 class ProviderState:
-    """One provider as the workers share it, read just before choosing."""
+    """One provider as the workers share it, read just before choosing.
+
+    The limits travel with the snapshot: the gatherer copies ``max_in_flight`` and ``requests_per_minute``
+    from the provider's :class:`~switchyard.fleet_models.ProviderConfig` (the router reads them from here).
+    """
 
     name: str
     unusable: str | None = None  # why it cannot be used at all (no key, CLI not installed); None: usable
@@ -77,6 +92,7 @@ class Route:
     rung: int  # 1-based position in the group's ladder; 0 for the free fallback outside the ladder
     degraded: bool = False  # chosen because a budget's `degrade` action ruled out paying providers
     passed_over: tuple[str, ...] = ()  # "claude: breaker open (retry in 42s)", one per provider skipped
+    notes: tuple[str, ...] = ()  # how the chosen provider differs from the fleet file ("cli not installed, api")
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,154 @@ class Refusal:
     passed_over: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class _Why:
+    """One reason a candidate cannot run the attempt now; ``wait_s`` None means never, for this task."""
+
+    text: str
+    wait_s: float | None
+    budget: Literal["block", "degrade"] | None = None
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What stays the same across the candidates of one choice."""
+
+    request: RouteRequest
+    fleet: Fleet
+    group: GroupConfig
+    budgets: Sequence[BudgetState]
+    today: date
+
+
+def candidates(fleet: Fleet, group: GroupConfig, kind: str) -> list[tuple[str, int]]:
+    """(provider, rung) in the order they are tried: the ladder, then free providers when ``kind`` allows."""
+    ladder = [(name, rung) for rung, name in enumerate(group.ladder, start=1)]
+    if not fleet.kind(kind).free_fallback:
+        return ladder
+    extra = [(name, 0) for name, config in fleet.providers.items() if config.free and name not in group.ladder]
+    return ladder + extra
+
+
+def _secs(seconds: float) -> str:
+    return f"{math.ceil(seconds)}s"
+
+
+def _usd(micros: int) -> str:
+    return f"${micros_to_usd(micros):.4f}"
+
+
+def _permanent(name: str, request: RouteRequest, state: ProviderState | None) -> ProviderState | _Why:
+    """The provider's state when nothing rules it out for good, else why it never can for this task."""
+    if name in request.excluded:
+        return _Why("already failed this task", None)
+    if name in request.avoid:
+        return _Why("must not be used by this task", None)
+    if state is None:
+        return _Why("unusable (no state reported)", None)
+    if state.unusable is not None:
+        return _Why(f"unusable ({state.unusable})", None)
+    if state.breaker == "disabled":
+        return _Why("breaker disabled until an operator enables it", None)
+    return state
+
+
+def _transient(state: ProviderState) -> list[_Why]:
+    whys: list[_Why] = []
+    if state.breaker == "open":
+        wait = max(state.retry_in_s, SOON_S)
+        whys.append(_Why(f"breaker open (retry in {_secs(wait)})", wait))
+    if state.breaker == "half_open" and not state.probe_free:
+        whys.append(_Why(f"breaker half-open, probe under way (retry in {_secs(SOON_S)})", SOON_S))
+    if state.in_flight >= state.max_in_flight:
+        text = f"busy ({state.in_flight}/{state.max_in_flight} in flight, retry in {_secs(SOON_S)})"
+        whys.append(_Why(text, SOON_S))
+    rpm = state.requests_per_minute
+    if rpm is not None and state.calls_last_minute >= rpm:
+        text = f"rate limit ({state.calls_last_minute}/{rpm} calls in the last minute, retry in 60s)"
+        whys.append(_Why(text, RATE_WINDOW_S))
+    return whys
+
+
+def applies(budget: BudgetState, request: RouteRequest, provider: str) -> bool:
+    """Whether ``budget`` counts an attempt of ``request`` on ``provider`` ("*" matches every target)."""
+    if budget.scope == "all" or budget.target == "*":
+        return True
+    scoped = {"environment": request.environment, "stage": request.stage, "group": request.group}
+    return budget.target == scoped.get(budget.scope, provider)
+
+
+def _over(budget: BudgetState, cost: int, free: bool) -> bool:
+    if budget.action == "degrade":
+        return not free and budget.used_micros + cost > budget.cap_micros
+    return budget.used_micros >= budget.cap_micros or budget.used_micros + cost > budget.cap_micros
+
+
+def _budget_whys(ask: _Ask, provider: str, cost: int, free: bool) -> list[_Why]:
+    whys: list[_Why] = []
+    for budget in ask.budgets:
+        if applies(budget, ask.request, provider) and _over(budget, cost, free):
+            wait = max(budget.window_ends_in_s, SOON_S)
+            verb = "degrades to free providers" if budget.action == "degrade" else "blocks"
+            text = (
+                f"budget {budget.label} {verb}: {_usd(budget.used_micros)} used of {_usd(budget.cap_micros)}, "
+                f"this attempt may cost {_usd(cost)} (window ends in {_secs(wait)})"
+            )
+            whys.append(_Why(text, wait, budget.action))
+    return whys
+
+
+def _transport(name: str, fleet: Fleet, group: GroupConfig, state: ProviderState) -> tuple[Transport, str] | _Why:
+    """The transport to use and a note when it differs from the group's choice."""
+    offered = fleet.providers[name].transports
+    wanted = group.transports.get(name, "api")
+    if wanted == "cli" and not state.cli_available:
+        if "api" in offered:
+            return "api", "cli not installed, using api"
+        return _Why("cli not installed and no api transport", None)
+    if wanted not in offered:
+        return _Why(f"no {wanted} transport", None)
+    return wanted, ""
+
+
+def _assess(ask: _Ask, name: str, rung: int, state: ProviderState | None) -> Route | list[_Why]:
+    """The route on ``name`` (without ``passed_over``), or every reason it cannot be used now."""
+    usable = _permanent(name, ask.request, state)
+    if isinstance(usable, _Why):
+        return [usable]
+    transport = _transport(name, ask.fleet, ask.group, usable)
+    if isinstance(transport, _Why):
+        return [transport]
+    model = ask.fleet.model_for(ask.group, name)
+    try:
+        price = ask.fleet.price(name, model, ask.today)[1]
+    except ConfigError:
+        return [_Why(f"no price for {model} on {ask.today.isoformat()}", None)]
+    cost = max_cost_micros(ask.request.prompt_chars, ask.fleet.kind(ask.request.kind).max_output_tokens, price)
+    whys = _transient(usable) + _budget_whys(ask, name, cost, ask.fleet.providers[name].free)
+    if whys:
+        return whys
+    return Route(name, model, transport[0], cost, rung, notes=(f"{name}: {transport[1]}",) if transport[1] else ())
+
+
+def _wait(whys: list[_Why]) -> float | None:
+    """How long until a candidate could work: never if one reason is permanent, else its longest wait."""
+    waits = [why.wait_s for why in whys]
+    return None if None in waits else max(w for w in waits if w is not None)
+
+
+def _refusal(request: RouteRequest, refused: list[tuple[str, list[_Why]]], passed_over: tuple[str, ...]) -> Refusal:
+    on_budget = any(all(why.budget for why in whys) for _, whys in refused)
+    waits = [w for w in (_wait(whys) for _, whys in refused) if w is not None]
+    lead = f"no provider within budget for {request.kind}" if on_budget else f"no provider for {request.kind}"
+    return Refusal(
+        status="budget_exhausted" if on_budget else "no_provider",
+        reason=f"{lead}: {'; '.join(passed_over)}",
+        retry_in_s=min(waits) if waits else None,
+        passed_over=passed_over,
+    )
+
+
 def choose_route(
     request: RouteRequest,
     fleet: Fleet,
@@ -96,5 +260,19 @@ def choose_route(
     budgets: Sequence[BudgetState],
     today: date,
 ) -> Route | Refusal:
-    """The provider, model, transport and maximum cost for the next attempt of ``request``, or why none."""
-    raise NotImplementedError
+    """The provider, model, transport and maximum cost for the next attempt of ``request``, or why none.
+
+    ``today`` picks the prices in force. A route chosen after a ``degrade`` budget ruled out an earlier
+    paying candidate has ``degraded`` set. Raises :class:`ConfigError` for a group the fleet does not have.
+    """
+    ask = _Ask(request, fleet, fleet.group(request.group), budgets, today)
+    refused: list[tuple[str, list[_Why]]] = []
+    passed_over: list[str] = []
+    for name, rung in candidates(fleet, ask.group, request.kind):
+        result = _assess(ask, name, rung, providers.get(name))
+        if isinstance(result, Route):
+            degraded = any(why.budget == "degrade" for _, whys in refused for why in whys)
+            return replace(result, degraded=degraded, passed_over=tuple(passed_over))
+        refused.append((name, result))
+        passed_over.append(f"{name}: {', '.join(why.text for why in result)}")
+    return _refusal(request, refused, tuple(passed_over))

@@ -1,5 +1,6 @@
 """Money, from the spend ledger and the attempts: costs by provider, group and environment, and how much of
-each budget's window is spent. Read-only, like :mod:`store.queries`."""
+each budget's window is spent (``switchyard budget list``, ``/api/budgets``). Read-only, like
+:mod:`store.queries`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
-from store.models import MICROS, Attempt, Spend
+from routing.budgets import Budget, effective, window_bounds
+from store.budgets import overrides
+from store.models import Attempt, Spend, Task
 from store.queries import Row, as_utc, iso, usd
 from switchyard.fleet import Fleet
 
 
-def since_filter(column: Any, since: datetime | None) -> list[ColumnElement[bool]]:
-    return [] if since is None else [column >= as_utc(since)]
+def since_filter(column: Any, since: datetime | None, until: datetime | None = None) -> list[ColumnElement[bool]]:
+    after = [] if since is None else [column >= as_utc(since)]
+    return after if until is None else [*after, column < as_utc(until)]
 
 
 USAGE_COLUMNS = (
@@ -39,12 +43,14 @@ def _usage_by_provider(session: Session, since: datetime | None) -> dict[str, Ro
     return usage
 
 
-def _spend_by(session: Session, column_name: str, since: datetime | None) -> dict[str, Row]:
+def _spend_by(
+    session: Session, column_name: str, since: datetime | None, until: datetime | None = None
+) -> dict[str, Row]:
     """Charged and still-held micro-dollars in the ledger, grouped by one of its columns."""
     column = getattr(Spend, column_name)
     held = case((Spend.state == "held", Spend.held_micros), else_=0)
     query = select(column, func.count(), func.sum(Spend.charged_micros), func.sum(held)).group_by(column)
-    query = query.where(*since_filter(Spend.created_at, since))
+    query = query.where(*since_filter(Spend.created_at, since, until))
     return {
         key: {"charges": count, **_money("cost", int(charged or 0)), **_money("held", int(held_sum or 0))}
         for key, count, charged, held_sum in session.execute(query)
@@ -82,36 +88,37 @@ def costs(session: Session, *, since: datetime | None = None) -> Row:
 
 def window_start(window: str, now: datetime) -> datetime:
     """The start of the calendar window (UTC) that ``now`` falls in: this hour, today, this month."""
-    now = as_utc(now)
-    starts = {
-        "hour": now.replace(minute=0, second=0, microsecond=0),
-        "day": now.replace(hour=0, minute=0, second=0, microsecond=0),
-        "month": now.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
-    }
-    return starts[window]
+    return window_bounds(window, now)[0]
 
 
 def budget_status(session: Session, fleet: Fleet, *, now: datetime | None = None) -> list[Row]:
-    """One row per (budget, target): spend so far in the current window against the cap and the alert line.
+    """One row per effective budget (the fleet file's, overlaid by ``switchyard budget set``) and target:
+    what its current window holds against the cap and the alert line.
 
     A budget whose target is ``*`` on a scope other than ``all`` caps each target separately, so it yields one
-    row per target that has spent in the window (or a single zero row when none has).
+    row per target that has spent in the window (or a single zero row when none has); a target with a budget
+    of its own in the same window is shown under that one only. The money comes from the spend rows, each
+    counted in the window its hold was made in: the same sums the ledger's counters hold.
     """
     now = now or datetime.now(UTC)
+    budgets = effective(fleet.budgets, overrides(session))
+    named = {budget.key for budget in budgets if budget.target != "*"}
     rows: list[Row] = []
-    for budget in fleet.budgets:
-        since = window_start(budget.window, now)
-        spent = _budget_spend(session, budget.scope, budget.target, since)
+    for budget in budgets:
+        since, until = window_bounds(budget.window, now)
+        spent = _budget_spend(session, budget.scope, budget.target, since, until)
         for target, money in spent.items():
-            rows.append(_budget_row(budget.model_dump(), target, money, since))
+            if budget.target == "*" and (budget.scope, target, budget.window) in named:
+                continue
+            rows.append(_budget_row(budget, target, money, since, until))
     return rows
 
 
-def _budget_spend(session: Session, scope: str, target: str, since: datetime) -> dict[str, Row]:
+def _budget_spend(session: Session, scope: str, target: str, since: datetime, until: datetime) -> dict[str, Row]:
     if scope == "all":
-        rows = _spend_by(session, "state", since)
+        rows = _spend_by(session, "state", since, until)
         return {"*": _combine(rows.values())}
-    per_target = _spend_by(session, scope, since)
+    per_target = _spend_by(session, scope, since, until)
     if target != "*":
         return {target: _combine([per_target[target]] if target in per_target else [])}
     return per_target or {"*": _combine([])}
@@ -125,17 +132,65 @@ def _combine(parts: Any) -> Row:
     return {**_money("cost", charged), **_money("held", held)}
 
 
-def _budget_row(budget: Row, target: str, money: Row, since: datetime) -> Row:
-    cap = round(budget["cap_usd"] * MICROS)
-    alert = round(budget["alert_usd"] * MICROS) if budget["alert_usd"] is not None else None
+def _budget_row(budget: Budget, target: str, money: Row, since: datetime, until: datetime) -> Row:
     used = money["cost_micros"] + money["held_micros"]
+    alert = budget.alert_micros
+    remaining = max(budget.cap_micros - used, 0)
     return {
-        **budget,
+        "scope": budget.scope,
         "target": target,
+        "window": budget.window,
+        "cap_usd": usd(budget.cap_micros),
+        "alert_usd": None if alert is None else usd(alert),
+        "action": budget.action,
+        "source": budget.source,
         "since": iso(since),
+        "until": iso(until),
         "spent_usd": money["cost_usd"],
         "held_usd": money["held_usd"],
-        "remaining_usd": usd(max(cap - used, 0)),
+        "used_usd": usd(used),
+        "remaining_usd": usd(remaining),
+        "cap_micros": budget.cap_micros,
+        "alert_micros": alert,
+        "used_micros": used,
+        "remaining_micros": remaining,
         "alerting": alert is not None and used >= alert,
-        "exhausted": used >= cap,
+        "exhausted": used >= budget.cap_micros,
     }
+
+
+def _gist(error_class: str | None, error: str | None) -> str:
+    """The first clause of an attempt's error, e.g. ``ProviderUnavailable (claude: breaker open)``."""
+    first = (error or "").split(";")[0].strip()
+    return f"{error_class} ({first[:70]})" if first else str(error_class)
+
+
+def fallbacks(session: Session, fleet: Fleet, task_ids: list[str]) -> list[Row]:
+    """The tasks among ``task_ids`` that did not run on their ladder's first rung, with what they cost and why:
+    the failed attempts' errors and the providers the router passed over (breaker open, over budget, ...)."""
+    tasks = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(task_ids)))}
+    attempts = session.scalars(select(Attempt).where(Attempt.task_id.in_(task_ids)).order_by(Attempt.attempt))
+    by_task: dict[str, list[Attempt]] = {}
+    for attempt in attempts:
+        by_task.setdefault(attempt.task_id, []).append(attempt)
+    out: list[Row] = []
+    for task_id, task in tasks.items():
+        first = fleet.group(task.group).ladder[0]
+        tried = by_task.get(task_id, [])
+        if task.provider in (None, first) and not any(a.status == "failed" for a in tried):
+            continue
+        why = [f"{a.provider} failed: {_gist(a.error_class, a.error)}" for a in tried if a.status == "failed"]
+        why += [f"passed over {note}" for a in tried if a.route_note for note in a.route_note.split("; ")]
+        out.append(
+            {
+                "id": task_id,
+                "kind": task.kind,
+                "environment": task.environment,
+                "status": task.status,
+                "first_choice": first,
+                "provider": task.provider,
+                "cost_usd": usd(task.cost_micros),
+                "why": "; ".join(dict.fromkeys(why)) or (task.reason or ""),
+            }
+        )
+    return out

@@ -12,15 +12,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, PoolProxiedConnection, create_engine, event
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 _engines: dict[tuple[int, str], Engine] = {}
+IMMEDIATE_DRIVER = "switchyard"  # SQLite URLs are opened as sqlite+switchyard: ImmediateSQLiteDialect
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
-    # pysqlite's own transaction handling breaks SAVEPOINTs; SQLAlchemy emits BEGIN itself (see _sqlite_begin).
+    # pysqlite's own transaction handling breaks SAVEPOINTs; the dialect emits BEGIN itself (ImmediateSQLiteDialect).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -30,10 +33,24 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(connection: Any) -> None:
-    # IMMEDIATE takes the write lock at BEGIN, so busy_timeout applies; a deferred transaction that reads and
-    # then writes fails at once with SQLITE_BUSY in WAL mode when another writer committed in between.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+class ImmediateSQLiteDialect(SQLiteDialect_pysqlite):
+    """pysqlite whose transactions start with ``BEGIN IMMEDIATE``.
+
+    IMMEDIATE takes the write lock at BEGIN, so busy_timeout applies; a deferred transaction that reads and
+    then writes fails at once with SQLITE_BUSY in WAL mode when another writer committed in between. It is
+    sent here, where SQLAlchemy begins a transaction and wraps the driver's errors, rather than from a
+    ``begin`` event: an engine with connection events dispatches them around every statement, which costs
+    more than the ledger's statements themselves.
+    """
+
+    supports_statement_cache = True
+
+    def do_begin(self, dbapi_connection: PoolProxiedConnection) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        finally:
+            cursor.close()
 
 
 def make_engine(url: str) -> Engine:
@@ -42,9 +59,10 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        registry.register(f"sqlite.{IMMEDIATE_DRIVER}", __name__, ImmediateSQLiteDialect.__name__)
+        immediate = parsed.set(drivername=f"sqlite+{IMMEDIATE_DRIVER}")
+        engine = create_engine(immediate, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -118,7 +119,8 @@ class Attempt(Base):
     provider: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(64))
     transport: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(16))  # running, succeeded, failed
+    route_note: Mapped[str | None] = mapped_column(Text, default=None)  # providers passed over, and why
+    status: Mapped[str] = mapped_column(String(16))  # running, answered, succeeded, failed
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -176,12 +178,159 @@ class Spend(Base):
     price_version: Mapped[str | None] = mapped_column(String(128), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # the budget counters a hold counted against ([scope, target, window, window start]; routing/ledger.py)
+    budget_keys: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
 
 
 # --- routing: the budget ledger (routing/ledger.py) -------------------------------------------------------
 
 
+class BudgetCounter(Base):
+    """Money counted against one budget in one window: ``used`` = held + settled, ``held`` = still held.
+
+    A hold raises ``used`` only while it stays within the cap (a conditional UPDATE), so concurrent holds
+    can never pass it together; settling moves the counter of the window the hold was made in.
+    """
+
+    __tablename__ = "budget_counters"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    target: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window: Mapped[str] = mapped_column(String(8), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    used_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    held_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BudgetOverride(Base):
+    """An operator's budget (``switchyard budget set``): replaces the fleet file's budget with the same key."""
+
+    __tablename__ = "budget_overrides"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    target: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window: Mapped[str] = mapped_column(String(8), primary_key=True)
+    cap_micros: Mapped[int] = mapped_column(BigInteger)
+    alert_micros: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    action: Mapped[str] = mapped_column(String(8))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BudgetAlert(Base):
+    """A budget's counter reached its alert threshold: recorded once per (budget key, window)."""
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (UniqueConstraint("scope", "target", "window", "window_start", name="uq_budget_alerts_window"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(32))
+    window: Mapped[str] = mapped_column(String(8))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_micros: Mapped[int] = mapped_column(BigInteger)
+    alert_micros: Mapped[int] = mapped_column(BigInteger)
+    cap_micros: Mapped[int] = mapped_column(BigInteger)
+    task_id: Mapped[str | None] = mapped_column(String(36), default=None)  # the hold or charge that crossed it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # --- routing: breaker transitions (routing/breaker.py) ----------------------------------------------------
 
 
+class BreakerTransition(Base):
+    """One change of a provider's shared breaker state, with its cause. Redis keeps only the last one."""
+
+    __tablename__ = "breaker_transitions"
+    __table_args__ = (Index("ix_breaker_transitions_provider_at", "provider", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str] = mapped_column(String(12))
+    to_state: Mapped[str] = mapped_column(String(12))
+    cause: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- environments: promotions (environments/promote.py) ---------------------------------------------------
+
+
+class Promotion(Base):
+    """One ``env promote``: the commit checked on the source stage and whether the target stage moved to it.
+
+    ``status``: ``promoted``, ``up_to_date`` (nothing to move), ``check_failed``, ``not_fast_forward``."""
+
+    __tablename__ = "promotions"
+    __table_args__ = (Index("ix_promotions_env_stage", "environment", "to_stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(32))
+    from_stage: Mapped[str] = mapped_column(String(32))
+    to_stage: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(20))
+    source_sha: Mapped[str] = mapped_column(String(64))
+    target_before: Mapped[str] = mapped_column(String(64))
+    target_after: Mapped[str] = mapped_column(String(64))
+    check: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # command, passed, exit_code, duration_s, output
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # --- the PR pipeline (tasks/pipeline.py, tasks/kinds/) -----------------------------------------------------
+
+
+class TaskDependency(Base):
+    """An edge of a task graph: ``task_id`` runs only once ``depends_on`` has succeeded (plans, --depends-on)."""
+
+    __tablename__ = "task_deps"
+
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    depends_on: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class Review(Base):
+    """A pr_review's verdict on a branch, with its file and line comments; ``impl_task_id`` is the pr_impl
+    whose branch it reviewed when the review belongs to a pipeline chain."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (UniqueConstraint("task_id", name="uq_reviews_task"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    impl_task_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tasks.id", ondelete="SET NULL"), default=None, index=True
+    )
+    environment: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(32))
+    branch: Mapped[str] = mapped_column(String(255))
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    reviewer: Mapped[str] = mapped_column(String(32))
+    verdict: Mapped[str] = mapped_column(String(20))  # approve, request_changes, comment
+    summary: Mapped[str] = mapped_column(Text, default="")
+    comments: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Merge(Base):
+    """A pr_integ's merge into a stage branch: what was merged onto what, the check's outcome and the result.
+
+    ``status``: ``merging`` (checked, the branch is being moved: a journal entry a redelivery finishes),
+    ``merged``, ``already_merged``, ``conflict``, ``check_failed``, ``held`` (the provider declined)."""
+
+    __tablename__ = "merges"
+    __table_args__ = (UniqueConstraint("task_id", name="uq_merges_task"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(32), index=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    branch: Mapped[str] = mapped_column(String(255))
+    target: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(20))
+    base_sha: Mapped[str | None] = mapped_column(String(64), default=None)
+    merge_sha: Mapped[str | None] = mapped_column(String(64), default=None)
+    conflict_files: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    resolved_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    check_passed: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    check: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # command, exit_code, duration_s, output
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from store.chains import pipeline_detail
 from store.models import ACTIVE_STATUSES, MICROS, Attempt, Environment, Result, Stage, Task
 from switchyard.fleet import Fleet
 
@@ -26,7 +27,7 @@ TASK_FIELDS = (
 ATTEMPT_FIELDS = (
     "attempt", "provider", "model", "transport", "status", "input_tokens", "cached_input_tokens",
     "cache_write_tokens", "cache_write_1h_tokens", "output_tokens", "reasoning_tokens", "compute_seconds",
-    "price_version", "error_class", "error", "latency_ms",
+    "price_version", "error_class", "error", "latency_ms", "route_note",
 )  # fmt: skip
 
 
@@ -125,7 +126,8 @@ def resolve_task_id(session: Session, ref: str) -> str | None:
 
 
 def task_detail(session: Session, task_id: str) -> Row | None:
-    """One task with its payload, attempts, latest result, children and parent; None when unknown."""
+    """One task with its payload, attempts, results, children and parent, and its pipeline: the chain it
+    belongs to, its dependencies, the chain's reviews and merges (:func:`store.chains.pipeline_detail`)."""
     task = session.get(Task, task_id)
     if task is None:
         return None
@@ -136,12 +138,17 @@ def task_detail(session: Session, task_id: str) -> Row | None:
     children = session.scalars(select(Task).where(Task.parent_id == task_id).order_by(Task.created_at, Task.id))
     parent = session.get(Task, task.parent_id) if task.parent_id else None
     detail = task_row(task)
+    results = session.scalars(
+        select(Result).where(Result.task_id == task_id).order_by(Result.environment, Result.stage)
+    )
     detail.update(
         payload=task.payload,
         attempt_list=[attempt_row(a) for a in attempts],
         result=result_row(result) if result else None,
+        results=[result_row(r) for r in results],  # one per (environment, stage)
         children=[_brief(child) for child in children],
         parent=_brief(parent) if parent else None,
+        **pipeline_detail(session, task),
     )
     # ``attempts`` is the count in a list row; in the detail it is the list and the count is attempt_count.
     detail["attempt_count"] = detail["attempts"]

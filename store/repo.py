@@ -195,8 +195,29 @@ def stored_attempt(session: Session, *, task_id: str, attempt: int) -> Attempt |
     return _fresh(session, Attempt, Attempt.task_id == task_id, Attempt.attempt == attempt)
 
 
+def attempts_of(session: Session, *, task_id: str, statuses: tuple[str, ...] | None = None) -> list[Attempt]:
+    """The task's attempts in order, optionally only those with one of ``statuses``."""
+    statement = select(Attempt).where(Attempt.task_id == task_id).order_by(Attempt.attempt)
+    if statuses is not None:
+        statement = statement.where(Attempt.status.in_(statuses))
+    return list(session.scalars(statement))
+
+
+def last_attempt_number(session: Session, *, task_id: str) -> int:
+    """The highest attempt number the task has used (0 before its first attempt)."""
+    found = session.scalar(select(func.max(Attempt.attempt)).where(Attempt.task_id == task_id))
+    return int(found or 0)
+
+
 def begin_attempt(
-    session: Session, *, task_id: str, attempt: int, provider: str, model: str, transport: str
+    session: Session,
+    *,
+    task_id: str,
+    attempt: int,
+    provider: str,
+    model: str,
+    transport: str,
+    route_note: str | None = None,
 ) -> Attempt:
     """Insert the attempt as running; a redelivery (or a racing duplicate) gets the stored row unchanged.
 
@@ -214,6 +235,7 @@ def begin_attempt(
         "provider": provider,
         "model": model,
         "transport": transport,
+        "route_note": route_note,
         "status": "running",
         "started_at": utcnow(),
     }

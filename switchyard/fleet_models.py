@@ -67,6 +67,14 @@ class KindConfig(_Strict):
     max_output_tokens: int = Field(default=2048, ge=16, le=200_000)
     free_fallback: bool = True
     max_subtasks: int = Field(default=8, ge=1, le=100)
+    # the PR pipeline: how often request-changes sends a pr_impl back (pr_impl), whether an approving
+    # review enqueues the integration (pr_review), how long an integration's check may run (pr_integ),
+    # how deep plans nest and what a failed sub-task does to the sub-tasks that depend on it (plan)
+    review_rounds: int = Field(default=1, ge=0, le=10)
+    auto_integrate: bool = True
+    check_timeout_s: float = Field(default=900.0, gt=0, le=24 * 3600)
+    max_depth: int = Field(default=1, ge=0, le=8)
+    on_child_failure: Literal["skip", "fail"] = "skip"
 
 
 class Price(_Strict):

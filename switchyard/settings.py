@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     workspace: Path | None = None
     simulate: bool = False
     simulator_url: str | None = None
+    # the agent CLIs of the ``cli`` transport: a name looked up on PATH, or a path
+    claude_cli: str = "claude"
+    codex_cli: str = "codex"
 
     host: str = "127.0.0.1"
     broker_port: int = 6399

@@ -22,7 +22,7 @@ def create_celery(context: Context | None = None) -> Celery:
         ctx = context or get_context()
         return celeryconfig.build(ctx.settings, ctx.fleet)
 
-    celery = Celery("switchyard", include=["tasks.worker"], set_as_current=context is None)
+    celery = Celery("switchyard", include=["tasks.worker", "tasks.maintenance"], set_as_current=context is None)
     celery.add_defaults(config)
     return celery
 

@@ -1,10 +1,16 @@
 """The shared attempt loop every task kind runs, from claiming the task to its one terminal status.
 
-For each rung of the group's ladder (one attempt per rung, numbered from 1): skip a provider that is not
-configured, reuse a stored answer when the task was redelivered (no second call, no second charge), else call
-the provider under the tenacity retry policy, charge the real usage at the price in force, and let the kind's
-handler act on the answer. An unusable answer moves to the next rung; a task-level failure ends the task.
-The full router (budgets, breakers, holds) replaces :func:`choose_rungs` later without changing this shape.
+    claim → recover (a redelivery: close calls a dead worker left open, act again on a stored answer)
+          → gate (wait for an earlier merge, a dependency) → prompt
+          → route (choose + hold, :mod:`routing.router`) → call under retries and breaker (:mod:`routing.guard`)
+          → settle the hold to the real cost → the kind's handler acts on the answer
+          → result row + terminal status → :func:`tasks.pipeline.after_terminal`
+
+Attempts are numbered 1, 2, … per task across runs. A provider that fails past its retries (or answers
+with something unusable) is excluded for the rest of the run and the router picks the next rung, then a
+free provider when the kind allows it; no rung restarts another's retry cycle. When nothing can serve the
+task now, it is deferred (Celery retry with a countdown) until its deadline, then ends ``no_provider`` or
+``budget_exhausted`` with the reason.
 """
 
 from __future__ import annotations
@@ -12,25 +18,53 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 from providers.base import Provider, ProviderRequest, ProviderResponse
-from providers.registry import available, build_provider
+from providers.registry import build_provider
 from routing.pricing import cost_micros
-from routing.retry import call_with_retry
+from routing.route import Refusal, Route, RouteRequest
+from routing.router import UNAVAILABLE_RETRY_S, Place, Router
 from store import repo
 from store.db import session_scope
-from store.models import Environment
-from switchyard.errors import BadAnswer, PatchRejected, ProviderError, RequestRejected, SwitchyardError
+from switchyard.errors import (
+    BadAnswer,
+    HoldExceeded,
+    PatchRejected,
+    ProviderError,
+    ProviderUnavailable,
+    RequestRejected,
+    ServiceUnavailable,
+    SwitchyardError,
+    TransientError,
+)
+from tasks import pipeline
+from tasks.claim import claim, finished_task, recover
 from tasks.context import Context
 from tasks.kinds import HANDLERS
 from tasks.kinds.base import Answer, Outcome, Prompt, TaskInfo
-from tasks.schemas import SubmitRequest
 
 log = logging.getLogger(__name__)
-ProviderFactory = Callable[[str, Context], Provider]
+ProviderFactory = Callable[[str, Context, str], Provider]
+Guard = Callable[[str, Callable[[], ProviderResponse]], ProviderResponse]
+GATE_COUNTDOWN_S = 2.0  # waiting for another task (an earlier merge, a dependency): look again soon
+
+
+def default_factory(name: str, ctx: Context, transport: str) -> Provider:
+    """One client per provider and transport per process: SDK clients keep their connection pools warm."""
+    return ctx.part(
+        f"provider:{name}:{transport}", lambda: build_provider(name, ctx.settings, ctx.fleet, transport=transport)
+    )
+
+
+def recovery_wait(exc: Exception, longest: float) -> float | None:
+    """How long until a failure like ``exc`` may be gone (a busy provider, an open breaker, a transient error),
+    or None when waiting cannot cure it (a disabled provider, an unusable answer)."""
+    if isinstance(exc, ProviderUnavailable):
+        return None if exc.retry_in_s is None else min(exc.retry_in_s, longest)
+    return longest if isinstance(exc, TransientError) else None
 
 
 class TaskFailed(SwitchyardError):
@@ -41,140 +75,208 @@ class TaskFailed(SwitchyardError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class Rung:
-    number: int
-    provider: str
-    model: str
-    transport: str = "api"
+class Deferred(Exception):
+    """The task waits ``countdown_s`` and runs again; its row says ``deferred`` with the reason."""
+
+    def __init__(self, reason: str, countdown_s: float) -> None:
+        super().__init__(reason)
+        self.countdown_s = countdown_s
 
 
 @dataclass
 class Runner:
-    """Runs one task. Side effects (provider construction, sleeping) are parameters for tests."""
+    """Runs one task. Side effects (provider construction, routing, the guarded call, sleeping, the clock)
+    are parameters, so tests can replace what they must and keep the rest real."""
 
     ctx: Context
-    make_provider: ProviderFactory = lambda name, ctx: build_provider(name, ctx.settings, ctx.fleet)
+    make_provider: ProviderFactory = default_factory
     sleep: Callable[[float], None] = time.sleep
+    router: Router | None = None  # default: the context's (ledger in SQL, breakers in the state Redis)
+    guard: Guard | None = None  # default: the context's guarded call with ``sleep``
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    _router: Router = field(init=False)
+    _guard: Guard = field(init=False)
+    _task: TaskInfo | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._router = self.router or self.ctx.router()
+        self._guard = self.guard or self.ctx.guard(sleep=self.sleep)
 
     def run(self, task_id: str) -> str:
-        """Run ``task_id`` to a terminal status and return it (or the status it already had)."""
-        task = self._claim(task_id)
-        if task is None:
+        """Run ``task_id`` to a terminal status and return it; raises :class:`Deferred` when it must wait."""
+        task = claim(self.ctx, task_id)
+        if task is None:  # a redelivery of a finished task: make sure its follow-ups went out (idempotent)
+            finished = finished_task(self.ctx, task_id)
+            if finished is not None:
+                self._after(*finished)
             return "finished already"
-        handler = HANDLERS[task.kind]
+        self._task = task
         try:
-            prompt = handler.prompt(self.ctx, task)
-            rung, outcome = self._ladder(task, prompt)
+            route, outcome = self._work(task)
+        except ServiceUnavailable as exc:  # the ledger or the shared state is away: fail closed, try again soon
+            self._defer(task, f"{type(exc).__name__}: {exc}", UNAVAILABLE_RETRY_S)
         except TaskFailed as exc:
             return self._finish(task, exc.status, str(exc))
+        except (ProviderError, PatchRejected) as exc:  # an assist call failed inside act: the task's problem
+            return self._finish(task, "failed", f"{type(exc).__name__}: {exc}")
         except SwitchyardError as exc:
             return self._finish(task, "failed", f"{type(exc).__name__}: {exc}")
-        return self._succeed(task, rung, outcome)
+        return self._succeed(task, route, outcome)
 
-    def _claim(self, task_id: str) -> TaskInfo | None:
-        with session_scope(self.ctx.database_url) as session:
-            row = repo.claim_task(session, task_id=task_id)
-            if row is None:
-                return None
-            env = session.get(Environment, row.environment)
-            workspace = Path(env.path).parent if env else self.ctx.settings.workspace_dir
-            request = SubmitRequest.model_validate(row.payload)
-            return TaskInfo(row.id, row.kind, row.group, row.environment, row.stage, request, workspace)
+    def _work(self, task: TaskInfo) -> tuple[Route, Outcome]:
+        handler = HANDLERS[task.kind]
+        resumed = recover(self.ctx, task, self._router.ledger)
+        if resumed:
+            route, outcome = self._act_on(task, resumed)
+            if outcome is not None:
+                return route, outcome
+        else:
+            wait = handler.gate(self.ctx, task)
+            if wait:
+                self._defer(task, wait, GATE_COUNTDOWN_S)
+        return self._ladder(task, handler.prompt(self.ctx, task))
 
-    def ask(self, provider: str, prompt: Prompt) -> Answer:
-        raise NotImplementedError("assist is wired by the router")
+    # --- the ladder ------------------------------------------------------------------------------------
 
-    def choose_rungs(self, task: TaskInfo) -> tuple[list[Rung], list[str]]:
-        """The ladder's providers that can be used now, and why the others were passed over."""
-        group = self.ctx.fleet.group(task.group)
-        rungs, skipped = [], []
-        for number, name in enumerate(group.ladder, start=1):
-            reason = available(name, self.ctx.settings)
-            if reason:
-                skipped.append(f"{name}: {reason}")
-            else:
-                rungs.append(Rung(number, name, self.ctx.fleet.model_for(group, name)))
-        return rungs, skipped
-
-    def _ladder(self, task: TaskInfo, prompt: Prompt) -> tuple[Rung, Outcome]:
-        rungs, reasons = self.choose_rungs(task)
-        for rung in rungs:
+    def _ladder(self, task: TaskInfo, prompt: Prompt) -> tuple[Route, Outcome]:
+        excluded: set[str] = set()
+        waits: list[float] = []  # failures that waiting can cure: when to look again
+        failures: list[str] = []
+        for _ in range(len(self.ctx.fleet.providers) + 1):
+            number = self._next_number(task)
+            decision = self._router.route(self._request(task, prompt, excluded), self._place(task, number))
+            if isinstance(decision, Refusal):
+                self._refuse(task, decision, failures, retry_in=min(waits) if waits else None)
             try:
-                return rung, self._attempt(task, rung, prompt)
+                return decision, self._attempt(task, number, decision, prompt)
             except (ProviderError, PatchRejected) as exc:
                 if isinstance(exc, RequestRejected):
-                    raise TaskFailed("failed", f"{rung.provider} rejected the request: {exc}") from None
-                reasons.append(f"{rung.provider}: {type(exc).__name__}: {exc}")
-        raise TaskFailed("no_provider", "no provider could serve the task: " + "; ".join(reasons or ["empty ladder"]))
+                    raise TaskFailed("failed", f"{decision.provider} rejected the request: {exc}") from None
+                excluded.add(decision.provider)
+                wait = recovery_wait(exc, self.ctx.fleet.limits.max_defer_countdown_s)
+                if wait is not None:
+                    waits.append(wait)
+                failures.append(f"{decision.provider}: {type(exc).__name__}: {exc}")
+        raise TaskFailed("no_provider", "every provider failed: " + "; ".join(failures))
 
-    def _attempt(self, task: TaskInfo, rung: Rung, prompt: Prompt) -> Outcome:
+    def _request(self, task: TaskInfo, prompt: Prompt, excluded: set[str]) -> RouteRequest:
+        return RouteRequest(
+            kind=task.kind,
+            group=task.group,
+            environment=task.environment,
+            stage=task.stage,
+            prompt_chars=len(prompt.system) + len(prompt.prompt),
+            excluded=frozenset(excluded),
+            avoid=frozenset(task.request.avoid_providers),
+        )
+
+    def _place(self, task: TaskInfo, number: int) -> Place:
+        return Place(task.id, number, task.group, task.environment, task.stage)
+
+    def _next_number(self, task: TaskInfo) -> int:
         with session_scope(self.ctx.database_url) as session:
-            stored = repo.stored_attempt(session, task_id=task.id, attempt=rung.number)
-            if stored is not None and stored.status == "failed":
-                raise BadAnswer(stored.error or "failed before", provider=rung.provider)
-            answer = stored.answer if stored is not None else None
-        if answer is None:
-            answer = self._call(task, rung, prompt)
+            return repo.last_attempt_number(session, task_id=task.id) + 1
+
+    def _refuse(self, task: TaskInfo, refusal: Refusal, failures: list[str], *, retry_in: float | None) -> NoReturn:
+        """Defer while the deadline allows it, else end the task with the refusal's status and reason.
+
+        ``retry_in`` is when a provider that failed in this run may work again (the router counts a provider
+        that already failed this run as out for good, so its hint comes from here)."""
+        reason = refusal.reason + (f"; failed in this run: {'; '.join(failures)}" if failures else "")
+        waits = [w for w in (refusal.retry_in_s, retry_in) if w is not None]
+        deadline = (task.created_at or self.now()) + timedelta(seconds=self._deadline_s(task))
+        if waits and self.now() + timedelta(seconds=min(waits)) < deadline:
+            self._defer(task, reason, min(waits))
+        raise TaskFailed(refusal.status, reason)
+
+    def _deadline_s(self, task: TaskInfo) -> int:
+        return task.request.deadline_s if task.request.deadline_s is not None else self.ctx.fleet.limits.task_deadline_s
+
+    def _defer(self, task: TaskInfo, reason: str, countdown_s: float) -> NoReturn:
+        countdown = min(max(countdown_s, 1.0), float(self.ctx.fleet.limits.max_defer_countdown_s))
+        with session_scope(self.ctx.database_url) as session:
+            repo.set_deferred(session, task_id=task.id, reason=reason[:4000])
+        log.info("task %s (%s) deferred %.0fs: %s", task.id, task.kind, countdown, reason)
+        raise Deferred(reason, countdown)
+
+    # --- one attempt -----------------------------------------------------------------------------------
+
+    def _attempt(self, task: TaskInfo, number: int, route: Route, prompt: Prompt) -> Outcome:
+        answer = self._call(task, number, route, prompt)
+        return self._judge(task, number, answer)
+
+    def _act_on(self, task: TaskInfo, resumed: tuple[int, Route, Answer]) -> tuple[Route, Outcome | None]:
+        """Act again on the answer a dead worker stored (no second call, no second charge)."""
+        number, route, answer = resumed
         try:
-            reply = Answer(answer, rung.provider, rung.model, rung.transport)
-            outcome = HANDLERS[task.kind].act(self.ctx, task, reply, self)
+            return route, self._judge(task, number, answer)
+        except (BadAnswer, PatchRejected):
+            return route, None  # unusable after all: the ladder goes on from the next attempt
+
+    def _judge(self, task: TaskInfo, number: int, answer: Answer) -> Outcome:
+        try:
+            outcome = HANDLERS[task.kind].act(self.ctx, task, answer, self)
         except SwitchyardError as exc:  # unusable answers move to the next rung; the rest end the task
-            self._mark(task, rung, "failed", exc)
+            self._mark(task, number, "failed", exc)
             raise
-        self._mark(task, rung, "succeeded" if outcome.status == "succeeded" else "failed", None)
+        self._mark(task, number, "succeeded" if outcome.status == "succeeded" else "failed", None)
         return outcome
 
-    def _call(self, task: TaskInfo, rung: Rung, prompt: Prompt) -> str:
-        kind = self.ctx.fleet.kind(task.kind)
+    def _call(self, task: TaskInfo, number: int, route: Route, prompt: Prompt) -> Answer:
+        handler = HANDLERS[task.kind]
+        workdir = handler.workdir(self.ctx, task) if route.transport == "cli" else None
         request = ProviderRequest(
-            model=rung.model,
+            model=route.model,
             system=prompt.system,
             prompt=prompt.prompt,
-            max_output_tokens=kind.max_output_tokens,
+            max_output_tokens=self.ctx.fleet.kind(task.kind).max_output_tokens,
             timeout_s=self.ctx.fleet.limits.provider_timeout_s,
             metadata={"task_id": task.id, "kind": task.kind},
+            workdir=workdir,
+            environment=task.environment,
+            max_cost_usd=route.max_cost_micros / 1_000_000,
         )
         with session_scope(self.ctx.database_url) as session:
             repo.begin_attempt(
                 session,
                 task_id=task.id,
-                attempt=rung.number,
-                provider=rung.provider,
-                model=rung.model,
-                transport=rung.transport,
+                attempt=number,
+                provider=route.provider,
+                model=route.model,
+                transport=route.transport,
+                route_note="; ".join(route.passed_over) or None,
             )
-        provider = self.make_provider(rung.provider, self.ctx)
+        provider = self.make_provider(route.provider, self.ctx, route.transport)
         try:
-            response = call_with_retry(lambda: provider.call(request), self.ctx.fleet.retry, sleep=self.sleep)
+            response = self._guard(route.provider, lambda: provider.call(request))
         except ProviderError as exc:
-            self._mark(task, rung, "failed", exc)
+            ledger = self._router.ledger
+            if isinstance(exc, HoldExceeded):  # the agent spent its hold before stopping: that money is gone
+                spent = round(exc.cost_usd * 1_000_000)
+                ledger.settle(task_id=task.id, attempt=number, charged_micros=spent, price_version="reported")
+            else:
+                ledger.release(task_id=task.id, attempt=number, reason=type(exc).__name__)
+            self._mark(task, number, "failed", exc)
             raise
         finally:
-            provider.close()
-        self._charge(task, rung, response)
-        return response.text
+            if self.make_provider is not default_factory:  # the default's clients live as long as the process
+                provider.close()
+        self._charge(task, number, route, response)
+        return Answer(response.text, route.provider, route.model, route.transport, workdir)
 
-    def _charge(self, task: TaskInfo, rung: Rung, response: ProviderResponse) -> None:
-        version, price = self.ctx.fleet.price(rung.provider, rung.model, datetime.now(UTC).date())
+    def _charge(self, task: TaskInfo, number: int, route: Route, response: ProviderResponse) -> None:
+        """Store the answer and its cost first, then settle the hold: a worker that dies in between leaves an
+        answered attempt, and the redelivery settles it (see :func:`tasks.claim.recover`)."""
+        version, price = self.ctx.fleet.price(route.provider, route.model, self.now().date())
         cost = cost_micros(response.usage, price)
+        if response.reported_cost_usd is not None:  # the agent CLI priced its own session: trust its figure
+            cost = round(response.reported_cost_usd * 1_000_000)
+            version = f"{version} (reported by the {route.transport} transport)"
         with session_scope(self.ctx.database_url) as session:
-            repo.record_charge(
-                session,
-                task_id=task.id,
-                attempt=rung.number,
-                provider=rung.provider,
-                model=rung.model,
-                group=task.group,
-                environment=task.environment,
-                stage=task.stage,
-                charged_micros=cost,
-                price_version=version,
-            )
             repo.finish_attempt(
                 session,
                 task_id=task.id,
-                attempt=rung.number,
+                attempt=number,
                 status="answered",
                 usage=response.usage,
                 cost_micros=cost,
@@ -182,20 +284,38 @@ class Runner:
                 answer=response.text,
                 latency_ms=response.latency_ms,
             )
+        self._router.ledger.settle(task_id=task.id, attempt=number, charged_micros=cost, price_version=version)
 
-    def _mark(self, task: TaskInfo, rung: Rung, status: str, exc: Exception | None) -> None:
+    def _mark(self, task: TaskInfo, number: int, status: str, exc: Exception | None) -> None:
         """Close the attempt; the usage and cost recorded when it was answered stay as they were."""
         with session_scope(self.ctx.database_url) as session:
             repo.finish_attempt(
                 session,
                 task_id=task.id,
-                attempt=rung.number,
+                attempt=number,
                 status=status,
                 error_class=type(exc).__name__ if exc else None,
                 error=str(exc)[:2000] if exc else None,
             )
 
-    def _succeed(self, task: TaskInfo, rung: Rung, outcome: Outcome) -> str:
+    # --- assist: a handler's follow-up question inside the task ----------------------------------------
+
+    def ask(self, provider: str, prompt: Prompt) -> Answer:
+        """One more routed attempt on ``provider`` (held, guarded, settled); its answer is the handler's."""
+        task = self._task
+        if task is None:
+            raise RuntimeError("Runner.ask is only valid while a task runs (from a handler's act)")
+        number = self._next_number(task)
+        decision = self._router.route(self._request(task, prompt, set()), self._place(task, number), only=provider)
+        if isinstance(decision, Refusal):
+            raise ProviderError(f"{provider} cannot answer now: {decision.reason}", provider=provider)
+        answer = self._call(task, number, decision, prompt)
+        self._mark(task, number, "succeeded", None)
+        return answer
+
+    # --- the end -------------------------------------------------------------------------------------------
+
+    def _succeed(self, task: TaskInfo, route: Route, outcome: Outcome) -> str:
         with session_scope(self.ctx.database_url) as session:
             repo.upsert_result(
                 session,
@@ -211,19 +331,27 @@ class Runner:
                 session,
                 task_id=task.id,
                 status=outcome.status,
-                provider=rung.provider,
-                model=rung.model,
-                transport=rung.transport,
+                provider=route.provider,
+                model=route.model,
+                transport=route.transport,
                 reason=None if outcome.status == "succeeded" else outcome.summary,
             )
-        log.info("task %s (%s) %s on %s: %s", task.id, task.kind, outcome.status, rung.provider, outcome.summary)
+        log.info("task %s (%s) %s on %s: %s", task.id, task.kind, outcome.status, route.provider, outcome.summary)
+        self._after(task, outcome.status, outcome)
         return outcome.status
 
     def _finish(self, task: TaskInfo, status: str, reason: str) -> str:
         with session_scope(self.ctx.database_url) as session:
             repo.finish_task(session, task_id=task.id, status=status, reason=reason[:4000])
         log.warning("task %s (%s) %s: %s", task.id, task.kind, status, reason)
+        self._after(task, status, None)
         return status
+
+    def _after(self, task: TaskInfo, status: str, outcome: Outcome | None) -> None:
+        try:
+            pipeline.after_terminal(self.ctx, task, status, outcome)
+        except Exception:  # the task's status is committed; a follow-up that failed is logged, not hidden
+            log.exception("follow-ups of task %s (%s) failed", task.id, task.kind)
 
 
 def run_task(task_id: str, ctx: Context) -> str:

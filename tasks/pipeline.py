@@ -1,15 +1,97 @@
 """What happens between tasks: follow-ups after a task reaches its terminal status.
 
-:func:`after_terminal` is called by the attempt loop once a task has its terminal status (committed), for
-every kind and every status.
+The PR pipeline is a chain of tasks linked by ``parent_id``, each follow-up the child of the task whose
+outcome caused it, so ``switchyard tasks show`` can walk it from any of its tasks:
+
+    pr_impl (round 1)                      submitted with pipeline on (the default; --no-pipeline turns it off)
+    └── pr_review                          on a provider other than the implementer's (avoid_providers)
+        ├── request_changes → pr_impl (round 2, same branch, the comments as feedback)
+        │                     └── pr_review → …   at most [kinds.pr_impl] review_rounds re-implementations
+        └── approve → pr_integ             when [kinds.pr_review] auto_integrate (the default)
+
+A ``comment`` verdict, or ``request_changes`` once the rounds are used up, ends the chain without merging.
+Follow-up ids are derived from the task that causes them (uuid5), so a task whose follow-ups ran twice
+(a redelivery) enqueues each of them once. Besides the chain, every terminal task settles the tasks that
+depend on it (:mod:`tasks.dependencies`) and brings its plan's result up to date (:mod:`tasks.plans`).
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from store import repo
+from store.db import session_scope
+from tasks import dependencies
 from tasks.context import Context
 from tasks.kinds.base import Outcome, TaskInfo
+from tasks.kinds.review import render_feedback
+from tasks.plans import update_plan
+
+log = logging.getLogger(__name__)
+
+
+def follow_up_id(task_id: str, step: str) -> str:
+    return str(uuid.uuid5(uuid.UUID(task_id), step))
 
 
 def after_terminal(ctx: Context, task: TaskInfo, status: str, outcome: Outcome | None) -> None:
-    """Enqueue what follows ``task`` (reviews, re-implementations, dependents) and update its parent."""
+    """Enqueue what follows ``task`` (reviews, re-implementations, integrations), settle the tasks that
+    depend on it, and update its plan. Safe to call more than once for the same task."""
+    if status == "succeeded" and outcome is not None:
+        request = next_step(ctx, task, outcome.data)
+        if request is not None:
+            step, payload = request
+            submit_once(ctx, payload, follow_up_id(task.id, step))
+    dependencies.on_finished(ctx, task.id)
+    if task.kind == "plan":
+        update_plan(ctx, task.id)
+    if task.request.parent_id:
+        update_plan(ctx, task.request.parent_id)
+
+
+def next_step(ctx: Context, task: TaskInfo, data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """Pure given the fleet: the follow-up a succeeded task asks for, as (step name, request), or None."""
+    request = task.request
+    common = {
+        "environment": task.environment,
+        "stage": task.stage,
+        "branch": data.get("branch") or request.branch,
+        "title": request.title,
+        "description": request.description,
+        "parent_id": task.id,
+        "depth": request.depth,
+    }
+    if task.kind == "pr_impl" and request.pipeline and common["branch"]:
+        author = data.get("author")
+        review = {"kind": "pr_review", "review_of": task.id, "round": request.round, "implementer": author}
+        return "review", {**common, **review, "avoid_providers": [author] if author else []}
+    if task.kind != "pr_review" or request.review_of is None:
+        return None
+    verdict = data.get("verdict")
+    if verdict == "request_changes" and request.round <= ctx.fleet.kind("pr_impl").review_rounds:
+        feedback = render_feedback(verdict, str(data.get("summary", "")), list(data.get("comments", [])))
+        again = {"kind": "pr_impl", "round": request.round + 1, "feedback": feedback[: ctx.fleet.limits.max_text_chars]}
+        return "implement", {**common, **again}
+    first_stage = ctx.fleet.environments.stages[0]
+    if verdict == "approve" and ctx.fleet.kind("pr_review").auto_integrate and task.stage == first_stage:
+        return "integrate", {**common, "kind": "pr_integ", "implementer": request.implementer}
     return None
+
+
+def submit_once(ctx: Context, request: dict[str, Any], task_id: str) -> bool:
+    """Submit ``request`` as ``task_id`` unless a task with that id exists; True when this call did it."""
+    from tasks.submit import submit  # noqa: PLC0415 -- tasks.submit imports the app, whose tasks import this module
+
+    with session_scope(ctx.database_url) as session:
+        if repo.get_task(session, task_id) is not None:
+            return False
+    try:
+        submit({k: v for k, v in request.items() if v is not None}, context=ctx, task_id=task_id)
+    except IntegrityError:  # another process submitted it at the same moment
+        return False
+    log.info("follow-up %s (%s) of task %s enqueued", task_id, request["kind"], request.get("parent_id"))
+    return True

@@ -40,6 +40,17 @@ class SubmitRequest(BaseModel):
     # wait for a provider or budget (deferred with a countdown until then), seconds from submission
     avoid_providers: list[str] = Field(default_factory=list, max_length=8)
     deadline_s: int | None = Field(default=None, ge=0, le=7 * 24 * 3600)
+    # the PR pipeline (tasks/pipeline.py): a pr_impl with ``pipeline`` is reviewed, sent back at most
+    # [kinds.pr_impl] review_rounds times, then integrated; ``round`` counts implementations on one branch
+    pipeline: bool = True
+    round: int = Field(default=1, ge=1, le=20)
+    feedback: str = ""  # the review comments a re-implementation must address
+    review_of: str | None = Field(default=None, max_length=36)  # pr_review: the pr_impl task it reviews
+    implementer: str | None = Field(default=None, max_length=32)  # pr_integ: who may resolve a conflict
+    # task graphs (plans, --depends-on): run only after these tasks succeeded, on a branch made from theirs
+    depends_on: list[str] = Field(default_factory=list, max_length=100)
+    base_branches: list[str] = Field(default_factory=list, max_length=100)
+    plan_key: str | None = Field(default=None, max_length=32)
 
 
 def parse_request(data: SubmitRequest | dict[str, Any]) -> SubmitRequest:
@@ -76,9 +87,15 @@ def check_against_fleet(request: SubmitRequest, fleet: Fleet) -> None:
         raise InputError(
             f"pr_integ merges into the {envs.stages[0]!r} stage; later stages receive changes by promotion"
         )
-    unknown = sorted(set(request.avoid_providers) - set(fleet.providers))
+    named = [*request.avoid_providers, *([request.implementer] if request.implementer else [])]
+    unknown = sorted(set(named) - set(fleet.providers))
     if unknown:
-        raise InputError(f"avoid_providers names unknown providers {unknown}; known: {', '.join(fleet.providers)}")
+        raise InputError(f"unknown providers {unknown} named; known: {', '.join(fleet.providers)}")
+    max_depth = fleet.kind("plan").max_depth
+    if request.kind == "plan" and request.depth > max_depth:
+        raise InputError(
+            f"plans may nest {max_depth} levels deep ([kinds.plan] max_depth); this one is {request.depth}"
+        )
     limit = fleet.limits.max_text_chars
     for name in ("title", "description", "goal"):
         value = getattr(request, name) or ""

@@ -14,15 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from kombu.exceptions import OperationalError
+from sqlalchemy.orm import Session
 
 from celeryconfig import task_name
 from environments.git import branch_exists, check_branch_name
 from environments.layout import repo_dir
+from store import pipeline as rows
 from store import repo
 from store.db import session_scope
 from store.migrate import ensure_schema
 from store.models import Environment
 from switchyard.errors import InputError, ServiceUnavailable
+from tasks import dependencies
 from tasks.app import app_for
 from tasks.context import Context, get_context
 from tasks.schemas import SubmitRequest, check_against_fleet, parse_request
@@ -57,6 +60,7 @@ def submit(
             check_branch(Path(env.path).parent, req.environment, req.branch or "")
         if req.parent_id and repo.get_task(session, req.parent_id) is None:
             raise InputError(f"parent task {req.parent_id!r} does not exist")
+        check_dependencies(session, task_id, req.depends_on)
         repo.create_task(
             session,
             task_id=task_id,
@@ -68,8 +72,28 @@ def submit(
             payload=req.model_dump(mode="json"),
             parent_id=req.parent_id,
         )
-    _enqueue(ctx, task_id, req.kind, group.queue)
+        rows.add_dependencies(session, task_id=task_id, depends_on=req.depends_on)
+        if req.depends_on:
+            rows.hold_task(session, task_id=task_id, waiting_for=req.depends_on)
+    if req.depends_on:  # held: released (and enqueued) now if its dependencies finished meanwhile, else later
+        dependencies.settle(ctx, task_id)
+    else:
+        _enqueue(ctx, task_id, req.kind, group.queue)
     return task_id
+
+
+def check_dependencies(session: Session, task_id: str, depends_on: list[str]) -> None:
+    """Every dependency must exist and not be the task itself (so no cycle can be made by submitting)."""
+    if task_id in depends_on:
+        raise InputError(f"task {task_id} cannot depend on itself")
+    for dependency in depends_on:
+        if repo.get_task(session, dependency) is None:
+            raise InputError(f"depends_on names task {dependency!r}, which does not exist; see: switchyard tasks list")
+
+
+def enqueue(ctx: Context, task_id: str, kind: str) -> None:
+    """Send the message of an existing task (one that was held for its dependencies) to its group's queue."""
+    _enqueue(ctx, task_id, kind, ctx.fleet.group_for_kind(kind).queue)
 
 
 BRANCH_KINDS = ("pr_review", "pr_integ")

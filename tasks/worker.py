@@ -18,7 +18,7 @@ from store import repo
 from store.db import session_scope
 from switchyard.fleet import KINDS
 from tasks.app import app
-from tasks.attempt import run_task
+from tasks.attempt import Deferred, run_task
 from tasks.context import get_context
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ def execute(celery_task: Task, task_id: str) -> str:
     ctx = get_context()
     try:
         return run_task(task_id, ctx)
+    except Deferred as wait:  # no provider or budget now, or waiting for another task: run again later
+        raise celery_task.retry(countdown=wait.countdown_s, max_retries=None) from None
     except OperationalError as exc:
         log.warning("database unavailable while running %s; retrying in %ss", task_id, DB_RETRY_COUNTDOWN_S)
         raise celery_task.retry(countdown=DB_RETRY_COUNTDOWN_S, max_retries=DB_MAX_RETRIES, exc=exc) from None
@@ -47,7 +49,9 @@ def execute(celery_task: Task, task_id: str) -> str:
 
 def _register(kind: str) -> Any:
     # delivery options (acks_late, reject_on_worker_lost) come from celeryconfig, for every task alike
-    @app.task(name=task_name(kind), bind=True)  # type: ignore[untyped-decorator]
+    # max_retries=None: a deferral (waiting for a provider, a budget, an earlier merge) ends at the task's
+    # deadline, decided by the attempt loop, not at Celery's default of three retries
+    @app.task(name=task_name(kind), bind=True, max_retries=None)  # type: ignore[untyped-decorator]
     def run(self: Task, task_id: str) -> str:
         return execute(self, task_id)
 

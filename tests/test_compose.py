@@ -103,3 +103,11 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_exactly_one_beat_runs_the_periodic_upkeep(fleet: Fleet) -> None:
+    services = compose_document(fleet)["services"]
+    beats = [name for name, s in services.items() if "beat" in s.get("command", [])]
+    assert beats == ["beat"]
+    assert services["beat"]["command"][:4] == ["celery", "-A", "tasks.app", "beat"]
+    assert "migrate" in services["beat"]["depends_on"]

@@ -49,15 +49,50 @@ def ports(env: dict[str, str]) -> list[int]:
     return [int(env[f"SWITCHYARD_{name}_PORT"]) for name in names]
 
 
+def check_pipeline(env: dict[str, str], tasks: list[dict[str, Any]]) -> None:
+    """In every environment: implement → review by another provider → integrate, then promoted to staging."""
+    by_id = {t["id"]: t for t in tasks}
+    workspace = Path(env["SWITCHYARD_HOME"]) / "development" / "demo" / "workspace"
+    for name in ("dev1", "dev2", "dev3", "dev4", "dev5"):
+        integ = next(t for t in tasks if t["kind"] == "pr_integ" and t["environment"] == name)
+        review = by_id[integ["parent_id"]]
+        impl = by_id[review["parent_id"]]
+        assert (review["kind"], impl["kind"]) == ("pr_review", "pr_impl")
+        assert review["provider"] != impl["provider"]
+        tips = [git(workspace, "rev-parse", f"env/{name}{suffix}") for suffix in ("", "-qa", "-staging")]
+        assert len(set(tips)) == 1, tips  # promoted through qa to staging
+        detail = cli_json(env, "tasks", "show", integ["id"])
+        assert detail["merges"][0]["status"] == "merged"
+
+
+def check_drill(env: dict[str, str], tasks: list[dict[str, Any]]) -> None:
+    """Claude failed every call during the drill: the five reviews ran on Ollama, and say why."""
+    drill = [t for t in tasks if t["kind"] == "pr_review" and t["parent_id"] is None]
+    assert len(drill) == 5 and {t["provider"] for t in drill} == {"ollama"}
+    for task in drill:
+        attempts = cli_json(env, "tasks", "show", task["id"])["attempts"]
+        reasons = " ".join(f"{a['error_class'] or ''} {a['route_note'] or ''}" for a in attempts)
+        assert "claude" in reasons or any(a["provider"] == "claude" for a in attempts), attempts
+
+
+def git(workspace: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(workspace / ".repo"), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
     env = demo_env(tmp_path / "home")
     run = cli(env, "demo", "--keep-running", timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Results per environment" in run.stdout and "Cost per provider" in run.stdout
+    assert "Tasks that fell back, and why" in run.stdout
     try:
         tasks = cli_json(env, "tasks", "list")
-        assert len(tasks) >= 25
+        assert len(tasks) >= 40
         assert {t["status"] for t in tasks} == {"succeeded"}
+        check_pipeline(env, tasks)
+        check_drill(env, tasks)
         assert {t["environment"] for t in tasks} == {"dev1", "dev2", "dev3", "dev4", "dev5"}
         assert {t["group"] for t in tasks} == GROUPS
         assert all(t["provider"] and t["model"] and isinstance(t["cost_usd"], float) for t in tasks)
@@ -81,4 +116,4 @@ def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert not list(run_dir.glob("*.pid*"))
     assert not any(port_open("127.0.0.1", port) for port in ports(env))
-    assert len(cli_json(env, "tasks", "list")) >= 70
+    assert len(cli_json(env, "tasks", "list")) >= 80

@@ -1,20 +1,34 @@
-"""Git work a task does, against real git in tmp_path: extract and apply diffs, merge, review."""
+"""Git work a task does, against real git in tmp_path: extract and apply diffs, commit in-place edits, merge
+(checked, with conflicts resolved or refused), review."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from environments.checks import CheckResult
 from environments.git import rev_parse, run_git, status_porcelain
-from environments.merge import MergeInfo, env_lock, merge_into_environment, review_diff, truncate
-from environments.patch import apply_and_commit, extract_diff
+from environments.merge import (
+    Conflict,
+    MergeInfo,
+    advance,
+    bring_in,
+    env_lock,
+    integrate,
+    merge_into_environment,
+    review_diff,
+    truncate,
+)
+from environments.patch import apply_and_commit, commit_worktree, extract_diff
 from environments.sample import make_sample_repo
 from environments.workspace import init_workspace
 from environments.worktrees import task_worktree
-from switchyard.errors import GitError, InputError, MergeConflict, NotFound, PatchRejected
+from providers.sim_answers import union_resolution
+from switchyard.errors import CheckFailed, GitError, InputError, MergeConflict, NotFound, PatchRejected
 
 NEW_FILE_DIFF = """\
 diff --git a/app/colors.py b/app/colors.py
@@ -235,3 +249,87 @@ def test_three_way_apply_when_context_moved_on(task: Path) -> None:
     info = apply_and_commit(task, diff, message="friend")
     text = greeting.read_text()
     assert '"friend"' in text and "kindly" in text and info.files == ["app/greeting.py"]
+
+
+# --- integrate: a merge in its own worktree, checked, then moved in one step ------------------------------
+
+
+def _check(passed: bool) -> Callable[[Path], CheckResult]:
+    def check(worktree: Path) -> CheckResult:
+        assert (worktree / "app" / "feature_1.py").is_file()  # runs on the merged tree
+        return CheckResult("make test", passed, 0 if passed else 2, 0.1, "ok" if passed else "FAILED test_x")
+
+    return check
+
+
+def test_integrate_runs_the_check_on_the_merged_tree_and_moves_the_branch(workspace: Path) -> None:
+    before = rev_parse("env/dev1", cwd=workspace / ".repo")
+    moves: list[tuple[str, str]] = []
+    info = integrate(
+        workspace, "dev1", "feature/sample-1", work_id="i-1", message="m", check=_check(True),
+        before_move=lambda old, new: moves.append((old, new)),
+    )  # fmt: skip
+    assert moves == [(before, info.sha)] and info.base == before and info.check is not None
+    assert rev_parse("env/dev1", cwd=workspace / ".repo") == info.sha
+    assert (workspace / "dev1" / "app" / "feature_1.py").is_file()  # the environment's worktree follows
+    assert status_porcelain(cwd=workspace / "dev1") == ""
+    assert not (workspace / ".tasks" / "i-1").exists()
+
+
+def test_integrate_refuses_when_the_check_fails_and_keeps_the_worktree(workspace: Path) -> None:
+    before = rev_parse("env/dev1", cwd=workspace / ".repo")
+    with pytest.raises(CheckFailed, match=r"the check 'make test' failed .*\(exit 2\).*FAILED test_x"):
+        integrate(workspace, "dev1", "feature/sample-1", work_id="i-2", message="m", check=_check(False))
+    assert rev_parse("env/dev1", cwd=workspace / ".repo") == before
+    assert (workspace / ".tasks" / "i-2" / "app" / "feature_1.py").is_file()  # kept for inspection
+
+
+def test_integrate_resolves_a_conflict_or_refuses_a_bad_resolution(workspace: Path) -> None:
+    branch = _conflicting_branch(workspace)
+    before = rev_parse("env/dev1", cwd=workspace / ".repo")
+    seen: list[Conflict] = []
+
+    def keep_markers(conflict: Conflict) -> dict[str, str]:
+        seen.append(conflict)
+        return dict(conflict.texts)
+
+    with pytest.raises(MergeConflict, match=r"still has conflict markers in app/greeting\.py"):
+        integrate(workspace, "dev1", branch, work_id="i-3", message="m", resolve=keep_markers)
+    assert seen[0].files == ["app/greeting.py"] and "<<<<<<< " in seen[0].texts["app/greeting.py"]
+    assert rev_parse("env/dev1", cwd=workspace / ".repo") == before
+
+    def both(conflict: Conflict) -> dict[str, str]:
+        return {name: union_resolution(text) for name, text in conflict.texts.items()}
+
+    info = integrate(workspace, "dev1", branch, work_id="i-3", message="resolved", resolve=both)
+    assert info.conflicts == ["app/greeting.py"]
+    text = (workspace / "dev1" / "app" / "greeting.py").read_text()
+    assert '"there"' in text and '"everyone"' in text and "=======" not in text
+
+
+def test_advance_refuses_a_branch_that_moved_meanwhile(workspace: Path) -> None:
+    repo = workspace / ".repo"
+    old, other = rev_parse("env/dev2", cwd=repo), rev_parse("feature/sample-2", cwd=repo)
+    with pytest.raises(GitError, match="update-ref"):
+        advance(workspace, "env/dev2", other, rev_parse("feature/sample-3", cwd=repo))
+    assert rev_parse("env/dev2", cwd=repo) == old
+
+
+def test_commit_worktree_commits_in_place_edits_or_rejects_none(task: Path) -> None:
+    base = rev_parse("HEAD", cwd=task)
+    with pytest.raises(PatchRejected, match="the agent changed nothing"):
+        commit_worktree(task, base=base, message="nothing")
+    (task / "NOTES.md").write_text("one\ntwo\n")
+    (task / "README.md").unlink()
+    info = commit_worktree(task, base=base, message="agent work")
+    assert sorted(info.files) == ["NOTES.md", "README.md"] and info.insertions == 2 and info.deletions > 0
+    assert status_porcelain(cwd=task) == ""
+
+
+def test_bring_in_merges_the_other_bases(task: Path) -> None:
+    assert bring_in(task, ["feature/sample-1", "feature/sample-2"], message="bases") == [
+        "feature/sample-1",
+        "feature/sample-2",
+    ]
+    assert (task / "app" / "feature_1.py").is_file() and (task / "app" / "feature_2.py").is_file()
+    assert bring_in(task, ["feature/sample-1"], message="again") == []

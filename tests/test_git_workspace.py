@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
@@ -10,9 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from environments.git import check_branch_name, rev_parse, run_git
+from environments.git import (
+    ahead_behind,
+    changed_files,
+    check_branch_name,
+    redact_url,
+    rev_parse,
+    run_git,
+    user_identity,
+)
+from environments.layout import METADATA_FILE, read_config
 from environments.sample import make_sample_repo
-from environments.workspace import EnvironmentInfo, init_workspace, list_environments
+from environments.workspace import EnvironmentInfo, ensure_workspace, init_workspace, list_environments
 from environments.worktrees import list_worktrees, remove_task_worktree, task_worktree
 from switchyard.errors import GitError, InputError, NotFound
 
@@ -202,3 +212,67 @@ def test_eight_threads_create_task_worktrees_at_once(workspace: Path) -> None:
     registered = list_worktrees(workspace / ".repo")
     for i in range(8):
         assert registered[(workspace / ".tasks" / f"par-{i}").resolve()] == f"task/par-{i}"
+
+
+def test_a_rerun_for_some_environments_keeps_the_others_and_their_settings(tmp_path: Path, sample: Path) -> None:
+    ws = tmp_path / "ws"
+    first = ensure_workspace(str(sample), ws, ["dev1", "dev2"], STAGES, base_port=8081, check_command="make test")
+    assert len(first.changes) == 1 + 2 * 3 and first.kept == []
+    report = ensure_workspace(
+        str(sample), ws, ["dev5"], STAGES, base_port=8081, check_command="true", ports={"dev5": 8085}
+    )
+    assert report.changes == [
+        f"dev5: working copy {ws.resolve() / 'dev5'} on env/dev5 (new branch from main)",
+        "dev5: branch env/dev5-qa at main",
+        "dev5: branch env/dev5-staging at main",
+    ]
+    assert [(e.name, e.port, e.check_command) for e in report.environments] == [
+        ("dev1", 8081, "make test"),
+        ("dev2", 8082, "make test"),
+        ("dev5", 8085, "true"),
+    ]
+    kept = ensure_workspace(str(sample), ws, ["dev1"], STAGES, base_port=8081, check_command="other")
+    assert kept.changes == [] and kept.environments[0].check_command == "make test"
+    replaced = ensure_workspace(
+        str(sample), ws, ["dev1"], STAGES, base_port=8081, check_command="other", replace_check=True
+    )
+    assert [e.check_command for e in replaced.environments] == ["other", "make test", "true"]
+
+
+def test_a_workspace_file_from_before_per_environment_settings_still_reads(tmp_path: Path, sample: Path) -> None:
+    ws = tmp_path / "ws"
+    init(sample, ws, ["dev1", "dev2"])
+    path = ws / METADATA_FILE
+    raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in {"ports", "check_commands"}}
+    path.write_text(json.dumps(raw))
+    assert [(e.port, e.check_command) for e in list_environments(ws)] == [(8081, "make test"), (8082, "make test")]
+    path.write_text(json.dumps({**raw, "surprise": 1}))
+    with pytest.raises(InputError, match="is not a workspace file Switchyard wrote"):
+        read_config(ws)
+
+
+def test_git_helpers_for_status(tmp_path: Path, sample: Path) -> None:
+    ws = tmp_path / "ws"
+    init(sample, ws, ["dev1"])
+    dev1 = ws / "dev1"
+    run_git(["mv", "README.md", "READ.md"], cwd=dev1)
+    (dev1 / "Makefile").write_text("changed\n")
+    (dev1 / "new dir").mkdir()
+    (dev1 / "new dir" / "a b.txt").write_text("x\n")
+    assert changed_files(cwd=dev1) == [(" M", "Makefile"), ("R ", "READ.md"), ("??", "new dir/a b.txt")]
+    assert changed_files(cwd=dev1, untracked=False) == [(" M", "Makefile"), ("R ", "READ.md")]
+    assert ahead_behind("env/dev1", "feature/sample-1", cwd=dev1) == (0, 1)
+    assert user_identity(cwd=dev1).name  # the user's, or Switchyard's when none is configured
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:ghp_secret@github.com/o/r.git", "https://***@github.com/o/r.git"),
+        ("https://github.com/o/r.git", "https://github.com/o/r.git"),
+        ("/srv/git/repo", "/srv/git/repo"),
+        ("git@github.com:o/r.git", "git@github.com:o/r.git"),
+    ],
+)
+def test_urls_are_shown_without_credentials(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

@@ -21,7 +21,10 @@ from store.models import Base
 from switchyard.errors import ServiceUnavailable
 
 REPO = Path(__file__).resolve().parent.parent
-TABLES = {"environments", "stages", "groups", "tasks", "attempts", "results", "spend"}
+TABLES = {"environments", "stages", "groups", "tasks", "attempts", "results", "spend", "breaker_transitions"}
+TABLES |= {"promotions"}  # environments/promote.py (migration 0005)
+TABLES |= {"budget_counters", "budget_overrides", "budget_alerts"}  # routing/ledger.py (migration 0002)
+TABLES |= {"task_deps", "reviews", "merges"}  # the PR pipeline (migration 0004)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

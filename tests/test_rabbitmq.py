@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, NO_PROVIDER_KEYS, free_port, require_service
+from conftest import IN_CI, NO_PROVIDER_KEYS, flushed_redis, free_port, require_service
 
 from environments.sample import make_sample_repo
 from store.db import session_scope
 from store.queries import task_detail
 from switchyard.cli.envs import init_environments
+from switchyard.errors import ConfigError
 from switchyard.settings import Settings
 from tasks.context import build_context
 from tasks.submit import submit
@@ -51,6 +52,7 @@ def test_tasks_run_over_amqp(amqp_url: str, tmp_path: Path) -> None:
         **NO_PROVIDER_KEYS,
         home=tmp_path / "home",
         broker_url=amqp_url,
+        state_url=flushed_redis(13),  # breakers and limits are shared through Redis whatever the broker
         simulate=True,
         simulator_port=free_port(),
         api_port=free_port(),
@@ -84,3 +86,10 @@ def test_tasks_run_over_amqp(amqp_url: str, tmp_path: Path) -> None:
         assert queue_depths(amqp_url, ctx.fleet) == {g.name: 0 for g in ctx.fleet.groups}
     finally:
         launcher.down(settings, on_event=lambda _: None)
+
+
+def test_a_rabbitmq_fleet_without_a_state_redis_is_refused_at_start(tmp_path: Path) -> None:
+    settings = Settings(**NO_PROVIDER_KEYS, home=tmp_path / "home", broker_url="amqp://guest:guest@127.0.0.1:5672//")
+    with pytest.raises(ConfigError, match="SWITCHYARD_STATE_URL"):
+        launcher.up(settings, build_context(settings).fleet, simulate=True, on_event=lambda _: None)
+    assert not list(settings.run_dir.glob("*.pid"))

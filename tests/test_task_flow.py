@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from sqlalchemy import func, select
 
 from environments.git import run_git
 from environments.sample import make_sample_repo
+from routing.state import transition_history
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Attempt, Spend, Task
-from store.queries import task_detail
+from store.queries import as_utc, task_detail
 from switchyard.cli.envs import init_environments
 from switchyard.settings import Settings
 from tasks.attempt import Runner
@@ -108,7 +110,10 @@ def test_every_kind_runs_to_success(fleet: Context, workspace: Path) -> None:
     ids = {
         "plan": submit({"kind": "plan", "environment": "dev1", "goal": "add a health endpoint"}, context=ctx),
         "dev_task": submit({"kind": "dev_task", "environment": "dev1", "title": "release notes"}, context=ctx),
-        "pr_impl": submit({"kind": "pr_impl", "environment": "dev1", "title": "greeting"}, context=ctx),
+        # pipeline off: its review and integration would move env/dev1 under the tests that follow
+        "pr_impl": submit(
+            {"kind": "pr_impl", "environment": "dev1", "title": "greeting", "pipeline": False}, context=ctx
+        ),
         "pr_review": submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/sample-1"}, context=ctx),
         "pr_integ": submit({"kind": "pr_integ", "environment": "dev1", "branch": "feature/sample-2"}, context=ctx),
     }
@@ -200,3 +205,35 @@ def test_a_finished_task_is_not_run_again(fleet: Context) -> None:
     calls = sim_calls(ctx, "ollama")
     assert Runner(ctx).run(task_id) == "finished already"
     assert sim_calls(ctx, "ollama") == calls
+
+
+def test_twenty_reviews_with_claude_down_all_succeed_on_the_next_rung(fleet: Context) -> None:
+    """Claude failing outright: every review succeeds on Ollama, and Claude sees at most the breaker's
+    threshold of calls (plus probes, none within the open interval): the breaker is shared by the workers."""
+    ctx = fleet
+    url = ctx.settings.effective_simulator_url
+    breakers = ctx.breakers()
+    breakers.reset("claude")
+    started = datetime.now(UTC)
+    httpx.post(f"{url}/_sim/providers/claude", json={"error_rate": 1.0, "error_status": 500}).raise_for_status()
+    before = sim_calls(ctx, "claude")
+    try:
+        branches = [f"feature/sample-{1 + i % 4}" for i in range(20)]
+        ids = [submit({"kind": "pr_review", "environment": "dev1", "branch": b}, context=ctx) for b in branches]
+        done = wait_terminal(ctx, ids, timeout=120)
+        claude_calls = sim_calls(ctx, "claude") - before
+        state = breakers.status(["claude"])["claude"]
+    finally:
+        httpx.post(f"{url}/_sim/providers/claude/heal").raise_for_status()
+        breakers.reset("claude")
+    assert [d["status"] for d in done.values()] == ["succeeded"] * 20
+    assert {d["provider"] for d in done.values()} == {"ollama"}
+    tried = [(a["provider"], a["status"], a["error_class"]) for d in done.values() for a in d["attempts"]]
+    assert state.state == "open", (state, claude_calls, tried)
+    history = transition_history(ctx.database_url, "claude")
+    probes = sum(1 for t in history if t["to"] == "half_open" and as_utc(t["at"]) > started)
+    assert 0 < claude_calls <= ctx.fleet.breaker.failure_threshold + probes
+    skipped = [d for d in done.values() if all(a["provider"] == "ollama" for a in d["attempts"])]
+    assert len(skipped) >= 10  # most never tried Claude: the router saw the open breaker before calling
+    notes = [a.get("route_note") or "" for d in skipped for a in d["attempts"]]
+    assert all("claude" in note and "open" in note for note in notes), notes

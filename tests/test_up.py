@@ -32,7 +32,7 @@ def test_ctrl_c_stops_the_whole_fleet(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the fleet did not come up"
             time.sleep(0.3)
         run_dir = tmp_path / "home" / "development" / "run"
-        assert len(list(run_dir.glob("*.pid"))) == 9  # broker, simulator, five workers, flower, api
+        assert len(list(run_dir.glob("*.pid"))) == 10  # broker, simulator, five workers, beat, flower, api
         assert all(port_open("127.0.0.1", port) for port in ports.values())
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=60) == 0, (tmp_path / "up.log").read_text()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query
 from fastapi import status as http
 from pydantic import BaseModel, ConfigDict, Field
 
+from routing.state import providers_view
 from store import costs as money
 from store import queries
 from switchyard.errors import NotFound
@@ -80,6 +81,13 @@ def costs(session: SessionDep, since: datetime | None = None) -> Row:
     return money.costs(session, since=since)
 
 
-@router.get("/budgets", tags=["costs"], summary="Each budget with its spend so far in the current window")
+@router.get("/budgets", tags=["costs"], summary="Each budget in force with its spend so far in the current window")
 def budgets(context: ContextDep, session: SessionDep) -> Row:
+    """The same rows as ``switchyard budget list --json``: the fleet file's budgets overlaid by overrides."""
     return {"budgets": money.budget_status(session, context.fleet)}
+
+
+@router.get("/breakers", tags=["providers"], summary="Each provider's breaker, failures, in-flight calls and rate")
+def breakers(context: ContextDep) -> Row:
+    """The same rows as ``switchyard status --providers --json``; 503 when the state Redis is away."""
+    return {"providers": providers_view(context.settings.effective_state_url, context.fleet)}

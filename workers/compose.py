@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from switchyard.fleet import Fleet, GroupConfig, load_fleet
 from switchyard.settings import DEFAULT_FLEET_FILE, REPO_ROOT
-from workers.services import WORKER_PREFIX, api_args, flower_args, worker_args, worker_node
+from workers.services import WORKER_PREFIX, api_args, beat_args, flower_args, worker_args, worker_node
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 HEADER = (
@@ -142,6 +143,8 @@ def compose_document(fleet: Fleet) -> dict[str, Any]:
     migrate["depends_on"] = _healthy("postgres")
     services: dict[str, Any] = {**_infrastructure(), "migrate": migrate}
     services.update({f"{WORKER_PREFIX}{g.name}": worker_service(fleet, g) for g in fleet.groups})
+    # one beat for the whole fleet (the sweeper of dead holds); two would send every periodic task twice
+    services["beat"] = _app_service(fleet, ["celery", *beat_args(Path("/data/celerybeat-schedule"))])
     services.update(_monitoring(fleet))
     volumes: dict[str, Any] = {"pgdata": {}, "redisdata": {}, "switchyard-data": {}}
     return {"name": "switchyard", "services": services, "volumes": volumes}

@@ -35,6 +35,7 @@ from workers.services import (
     HttpReady,
     RedisReady,
     ServiceSpec,
+    Started,
     build_specs,
     select,
 )
@@ -88,6 +89,7 @@ def up(
     in every failure, what was started is stopped again.
     """
     _refuse_if_running(settings)
+    settings.effective_state_url  # noqa: B018 -- fail at start, not on the first call: a RabbitMQ fleet needs one
     _report_stale(pidfiles.clean_stale(settings.run_dir), on_event)
     env = dict(os.environ if base_env is None else base_env)
     specs = select(build_specs(settings, fleet, simulate=simulate, base_env=env), services)
@@ -287,7 +289,9 @@ def _ready_now(children: list[RunningService], app: Celery | None) -> list[str]:
     return ready
 
 
-def _answers(ready: HttpReady | RedisReady | CeleryReady) -> bool:
+def _answers(ready: HttpReady | RedisReady | CeleryReady | Started) -> bool:
+    if isinstance(ready, Started):
+        return True
     if isinstance(ready, RedisReady):
         return broker.ping(ready.url) is None
     if isinstance(ready, HttpReady):

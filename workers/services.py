@@ -56,7 +56,12 @@ class CeleryReady:
     node: str
 
 
-Readiness = HttpReady | RedisReady | CeleryReady
+@dataclass(frozen=True)
+class Started:
+    """Ready once started: the process serves nothing to ask (celery beat); ``supervise`` notices if it exits."""
+
+
+Readiness = HttpReady | RedisReady | CeleryReady | Started
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,11 @@ def flower_args(host: str, port: int) -> list[str]:
     return ["-A", CELERY_APP, "flower", f"--address={host}", f"--port={port}"]
 
 
+def beat_args(schedule: Path) -> list[str]:
+    """Arguments after ``celery`` that run beat (the periodic upkeep, see celeryconfig's beat_schedule)."""
+    return ["-A", CELERY_APP, "beat", "-s", str(schedule), "--loglevel", "INFO"]
+
+
 def api_args(host: str, port: int) -> list[str]:
     """Arguments after ``python -m`` that run the status API."""
     return ["uvicorn", "web.app:create_app", "--factory", "--host", host, "--port", str(port)]
@@ -124,6 +134,9 @@ def child_env(settings: Settings, *, simulate: bool, base_env: Mapping[str, str]
         SWITCHYARD_FLEET_FILE=str(settings.fleet_file),
         SWITCHYARD_BROKER_URL=settings.effective_broker_url,
         SWITCHYARD_DATABASE_URL=settings.effective_database_url,
+        SWITCHYARD_STATE_URL=settings.effective_state_url,
+        SWITCHYARD_CLAUDE_CLI=settings.claude_cli,
+        SWITCHYARD_CODEX_CLI=settings.codex_cli,
         SWITCHYARD_SIMULATE="true" if simulate else "false",
         SWITCHYARD_SIMULATOR_URL=settings.effective_simulator_url,
         SWITCHYARD_HOST=settings.host,
@@ -155,7 +168,7 @@ def _secrets(settings: Settings) -> dict[str, str]:
 
 
 def build_specs(settings: Settings, fleet: Fleet, *, simulate: bool, base_env: Mapping[str, str]) -> list[ServiceSpec]:
-    """Every service of the local fleet, in start order: broker, simulator, workers, flower, api."""
+    """Every service of the local fleet, in start order: broker, simulator, workers, beat, flower, api."""
     env = child_env(settings, simulate=simulate, base_env=base_env)
     specs: list[ServiceSpec] = []
     if settings.embedded_broker:
@@ -163,7 +176,7 @@ def build_specs(settings: Settings, fleet: Fleet, *, simulate: bool, base_env: M
     if simulate:
         specs.append(_simulator_spec(settings, env))
     specs += [_worker_spec(settings, group, env) for group in fleet.groups]
-    specs += [_flower_spec(settings, env), _api_spec(settings, env)]
+    specs += [_beat_spec(settings, env), _flower_spec(settings, env), _api_spec(settings, env)]
     return specs
 
 
@@ -223,6 +236,19 @@ def _worker_spec(settings: Settings, group: GroupConfig, env: Mapping[str, str])
         match=f"-n {worker_node(group)}",
         log_file=_log(settings, name),
         stop_rank=0,
+    )
+
+
+def _beat_spec(settings: Settings, env: Mapping[str, str]) -> ServiceSpec:
+    schedule = settings.data_dir / "celerybeat-schedule"  # beat's own record of when each entry last ran
+    return ServiceSpec(
+        name="beat",
+        argv=(sys.executable, "-m", "celery", *beat_args(schedule)),
+        env=env,
+        ready=Started(),
+        match=f"beat -s {schedule}",
+        log_file=_log(settings, "beat"),
+        stop_rank=1,
     )
 
 

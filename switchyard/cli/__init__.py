@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from switchyard.cli import demo, envs, ops, work
+from switchyard.cli import breakers, budget, demo, envs, ops, simulator, work
 from switchyard.errors import InputError, SwitchyardError
 
 app = typer.Typer(
@@ -25,6 +25,9 @@ demo.register(app)
 app.add_typer(envs.env_app, name="env")
 app.add_typer(work.tasks_app, name="tasks")
 app.add_typer(ops.db_app, name="db")
+app.add_typer(budget.budget_app, name="budget")
+app.add_typer(simulator.simulator_app, name="simulator")
+app.add_typer(breakers.breaker_app, name="breaker")
 
 
 def main(argv: list[str] | None = None) -> int:

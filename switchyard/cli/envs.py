@@ -1,19 +1,27 @@
-"""Environments: ``env init`` and ``env list``."""
+"""Environments: ``env init``, ``env list``, ``env promote``, ``env clean-tasks``, and the git workflow
+commands of :mod:`switchyard.cli.envflow`."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session
 
-from environments.workspace import EnvironmentInfo, init_workspace
+from environments.leftovers import find_leftovers, remove_leftovers
+from environments.promote import promote
+from environments.workflow import select_environments
+from environments.workspace import EnvironmentInfo, WorkspaceReport, ensure_workspace
 from store import repo
 from store.db import session_scope
-from store.models import Environment
+from store.models import Environment, Stage
+from switchyard.cli import envflow, envrewrite
 from switchyard.cli.context import cli_context
+from switchyard.cli.envflow import JsonOpt, WorkspaceOpt, YesOpt, workspace_for
 from switchyard.cli.ops import prepare
-from switchyard.cli.render import console, print_json, table
+from switchyard.cli.render import console, err_console, print_json, table
 from switchyard.errors import InputError
 from tasks.context import Context
 
@@ -21,32 +29,58 @@ env_app = typer.Typer(help="Environments (git working copies) and their stages."
 
 
 def init_environments(
-    ctx: Context, repository: str, workspace: Path | None, names: list[str] | None
+    ctx: Context, repository: str, workspace: Path | None, names: list[str] | None, *, check: str | None = None
 ) -> list[EnvironmentInfo]:
     """Create or repair the environments' working copies and record them in SQL."""
+    return init_report(ctx, repository, workspace, names, check=check).environments
+
+
+def init_report(
+    ctx: Context, repository: str, workspace: Path | None, names: list[str] | None, *, check: str | None = None
+) -> WorkspaceReport:
+    """:func:`init_environments`, saying what was created or repaired (working copies, branches, SQL rows)."""
     fleet = ctx.fleet.environments
     chosen = names or fleet.names
     unknown = [n for n in chosen if n not in fleet.names]
     if unknown:
         raise InputError(f"unknown environments {unknown}; the fleet file defines {fleet.names}")
     root = (workspace or ctx.settings.workspace_dir).resolve()
-    infos = init_workspace(
-        repository, root, chosen, fleet.stages, base_port=fleet.base_port, check_command=fleet.check_command
+    report = ensure_workspace(
+        repository,
+        root,
+        chosen,
+        fleet.stages,
+        base_port=fleet.base_port,
+        check_command=check if check is not None else fleet.check_command,
+        ports={name: fleet.port_for(name) for name in chosen},
+        replace_check=check is not None,
     )
     prepare(ctx)
     with session_scope(ctx.database_url) as session:
-        for info in infos:
-            repo.upsert_environment(
-                session,
-                name=info.name,
-                path=str(info.path),
-                branch=info.branch,
-                port=info.port,
-                check_command=info.check_command,
-                repository=info.repository,
-                stages=list(info.stages),
-            )
-    return infos
+        for info in report.environments:
+            if info.name in chosen and not _recorded(session, info):
+                report.changes.append(f"{info.name}: recorded in SQL (port {info.port}, check {info.check_command!r})")
+                repo.upsert_environment(
+                    session,
+                    name=info.name,
+                    path=str(info.path),
+                    branch=info.branch,
+                    port=info.port,
+                    check_command=info.check_command,
+                    repository=info.repository,
+                    stages=list(info.stages),
+                )
+    return report
+
+
+def _recorded(session: Session, info: EnvironmentInfo) -> bool:
+    """True when the environment's SQL rows already say what ``info`` says (then they are left alone)."""
+    row = session.get(Environment, info.name)
+    if row is None:
+        return False
+    stages = session.query(Stage).filter(Stage.environment == info.name).order_by(Stage.position)
+    current = (row.path, row.branch, row.port, row.check_command, row.repository, [(s.name, s.branch) for s in stages])
+    return current == (str(info.path), info.branch, info.port, info.check_command, info.repository, info.stages)
 
 
 @env_app.command("init")
@@ -54,22 +88,63 @@ def env_init(
     repository: Annotated[str, typer.Option("--repo", help="Path or URL of the target repository.")],
     workspace: Annotated[Path | None, typer.Option("--workspace", help="Where the working copies go.")] = None,
     envs: Annotated[str | None, typer.Option("--envs", help="Comma-separated subset, e.g. dev1,dev2.")] = None,
+    check: Annotated[
+        str | None, typer.Option("--check", help="Check command for these environments, e.g. 'make test'.")
+    ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Create (or repair) one working copy per environment on env/<name>, with its stage branches."""
+    """Create or repair one working copy per environment on env/<name>, its stage branches and SQL rows.
+
+    Running it again recreates what is missing and leaves the rest alone (local commits and changes too)."""
     ctx = cli_context()
     names = [n.strip() for n in envs.split(",") if n.strip()] if envs else None
-    for info in init_environments(ctx, repository, workspace, names):
-        console.print(f"{info.name}: {info.path} on {info.branch} (port {info.port})")
+    report = init_report(ctx, repository, workspace, names, check=check)
+    if as_json:
+        print_json(
+            {
+                "environments": [_info_dict(info) for info in report.environments],
+                "changes": report.changes,
+                "kept": report.kept,
+            }
+        )
+        return
+    for info in report.environments:
+        console.print(f"{info.name}: {info.path} on {info.branch} (port {info.port}, check {info.check_command!r})")
+    for line in report.changes:
+        console.print(f"  made: {line}")
+    for line in report.kept:
+        console.print(f"  kept: {line}")
+    if not report.changes:
+        console.print("Nothing was missing; nothing changed.")
+
+
+def _info_dict(info: EnvironmentInfo) -> dict[str, object]:
+    return {
+        "name": info.name,
+        "path": str(info.path),
+        "branch": info.branch,
+        "port": info.port,
+        "check_command": info.check_command,
+        "repository": info.repository,
+        "stages": [{"stage": stage, "branch": branch} for stage, branch in info.stages],
+    }
 
 
 @env_app.command("list")
-def env_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def env_list(as_json: JsonOpt = False) -> None:
     """The environments recorded in SQL."""
     ctx = cli_context()
     prepare(ctx)
     with session_scope(ctx.database_url) as session:
         rows = [
-            {"name": e.name, "path": e.path, "branch": e.branch, "port": e.port, "repository": e.repository}
+            {
+                "name": e.name,
+                "path": e.path,
+                "branch": e.branch,
+                "port": e.port,
+                "repository": e.repository,
+                "check_command": e.check_command,
+            }
             for e in session.query(Environment).order_by(Environment.name)
         ]
     if as_json:
@@ -81,7 +156,72 @@ def env_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     console.print(
         table(
             "Environments",
-            ("name", "branch", "port", "path"),
-            ((r["name"], r["branch"], r["port"], r["path"]) for r in rows),
+            ("name", "branch", "port", "check", "path"),
+            ((r["name"], r["branch"], r["port"], r["check_command"], r["path"]) for r in rows),
         )
     )
+
+
+@env_app.command("promote")
+def env_promote(
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. dev1.")],
+    to: Annotated[str, typer.Option("--to", help="The stage to promote to: qa (from dev) or staging (from qa).")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the environment's check on the previous stage's tip; fast-forward the --to stage only if it passes."""
+    ctx = cli_context()
+    root = workspace_for(workspace)
+    result = promote(root, environment, to, database_url=ctx.database_url)
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        colour = "green" if result.ok else "red"
+        console.print(f"{environment}: {result.source_branch} -> {result.target_branch}: [{colour}]{result.status}[/]")
+        console.print(f"  {result.reason}", markup=False, highlight=False)
+        if result.check is not None and not result.check.passed:
+            console.print("  check output (tail):", markup=False)
+            sys.stdout.write(result.check.output[-2000:] + "\n")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@env_app.command("clean-tasks")
+def env_clean_tasks(
+    envs: envflow.EnvArgs = None,
+    yes: YesOpt = False,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove the worktrees failed tasks left under .tasks/ (of the environments named, or all); branches stay."""
+    ctx = cli_context()
+    root = workspace_for(workspace)
+    select_environments(root, envs or [])  # validates the names
+    found = find_leftovers(root, database_url=ctx.database_url, environments=envs or [])
+    for item in found:
+        what = "skipped: the task is still " + str(item.status) if item.active else "would remove"
+        err_console.print(
+            f"{what}: {item.path} ({item.environment or '?'}, {item.status or 'no task row'})",
+            markup=False,
+            highlight=False,
+        )
+    removable = [item for item in found if not item.active]
+    if removable:
+        envrewrite.confirm("clean-tasks", f"({len(removable)} task worktree(s))", yes)
+    removed = remove_leftovers(root, removable) if removable else []
+    if as_json:
+        print_json(
+            {
+                "removed": [item.as_dict() for item in removed],
+                "skipped": [item.as_dict() for item in found if item.active],
+            }
+        )
+        return
+    console.print(
+        f"Removed {len(removed)} task worktree(s); their branches are kept."
+        if removed
+        else "No task worktrees to remove."
+    )
+
+
+envflow.register(env_app)

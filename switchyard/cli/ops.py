@@ -94,9 +94,17 @@ def prepare(ctx: Context) -> None:
 def status(
     groups: Annotated[bool, typer.Option("--groups", help="Only the session groups.")] = False,
     envs: Annotated[bool, typer.Option("--envs", help="Only environments and stages.")] = False,
+    providers: Annotated[
+        bool, typer.Option("--providers", help="Only the providers: breakers, failures, in-flight calls, rates.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Live workers per group (Celery inspection), queue depth, and per environment/stage counts."""
+    if providers:
+        from switchyard.cli.breakers import show_providers
+
+        show_providers(as_json)
+        return
     from switchyard.status import environments_view, groups_view
 
     ctx = db_context()

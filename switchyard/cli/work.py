@@ -11,6 +11,7 @@ from store.db import session_scope
 from store.models import ACTIVE_STATUSES, TERMINAL_STATUSES
 from store.queries import list_tasks, resolve_task_id, task_detail
 from switchyard.cli.context import db_context
+from switchyard.cli.detail import show_detail
 from switchyard.cli.render import console, err_console, print_json, table, usd
 from switchyard.errors import InputError, NotFound
 from switchyard.fleet import KINDS
@@ -32,6 +33,16 @@ def submit(
     description: Annotated[str, typer.Option("--description")] = "",
     branch: Annotated[str | None, typer.Option("--branch", help="Branch to review or merge.")] = None,
     goal: Annotated[str | None, typer.Option("--goal", help="What a plan should achieve.")] = None,
+    depends_on: Annotated[
+        list[str] | None, typer.Option("--depends-on", help="Run after this task succeeded (repeatable; id or prefix).")
+    ] = None,
+    no_pipeline: Annotated[
+        bool, typer.Option("--no-pipeline", help="pr_impl only: do not review and integrate it afterwards.")
+    ] = False,
+    deadline: Annotated[
+        int | None, typer.Option("--deadline", help="Seconds it may wait for a provider or budget.")
+    ] = None,
+    avoid: Annotated[list[str] | None, typer.Option("--avoid", help="A provider not to use (repeatable).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a terminal status.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 600.0,
     as_json: JsonOpt = False,
@@ -48,6 +59,10 @@ def submit(
         "description": description,
         "branch": branch,
         "goal": goal,
+        "depends_on": resolve_ids(ctx, depends_on or []) or None,
+        "pipeline": False if no_pipeline else None,
+        "deadline_s": deadline,
+        "avoid_providers": avoid or None,
     }
     task_id = submit_task({k: v for k, v in request.items() if v not in (None, "")}, context=ctx)
     if not wait:
@@ -62,6 +77,24 @@ def submit(
         show_detail(detail)
     if detail["status"] != "succeeded":
         raise typer.Exit(1)
+
+
+def resolve_ids(ctx: Context, refs: list[str]) -> list[str]:
+    """Full task ids for ids or prefixes, as ``tasks show`` takes them."""
+    from tasks.submit import prepare_database
+
+    prepare_database(ctx.database_url)
+    found = []
+    with session_scope(ctx.database_url) as session:
+        for ref in refs:
+            try:
+                full = resolve_task_id(session, ref)
+            except ValueError as exc:
+                raise InputError(f"--depends-on: {exc}") from None
+            if full is None:
+                raise NotFound(f"--depends-on {ref}: no such task; list tasks with: switchyard tasks list")
+            found.append(full)
+    return found
 
 
 def wait_for(ctx: Context, task_id: str, timeout: float) -> dict[str, Any]:
@@ -116,7 +149,7 @@ def tasks_list(
 
 @tasks_app.command("show")
 def tasks_show(task_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False) -> None:
-    """One task with its attempts, result, parent and children."""
+    """One task with its attempts, results, reviews, merges and the chain it belongs to."""
     ctx = db_context()
     with session_scope(ctx.database_url) as session:
         try:
@@ -139,47 +172,3 @@ def check_filters(ctx: Context, *, env: str | None, status: str | None, kind: st
     for option, (value, allowed) in known.items():
         if value is not None and value not in allowed:
             raise InputError(f"{option} {value!r} is not one of: {', '.join(allowed)}")
-
-
-def show_detail(detail: dict[str, Any]) -> None:
-    for key in (
-        "id",
-        "kind",
-        "group",
-        "environment",
-        "stage",
-        "status",
-        "title",
-        "provider",
-        "model",
-        "reason",
-    ):
-        if detail.get(key):
-            console.print(f"[bold]{key}[/bold]: {detail[key]}")
-    console.print(f"[bold]cost[/bold]: {usd(detail.get('cost_usd'))}")
-    attempts = detail.get("attempts") or []
-    if attempts:
-        console.print(
-            table(
-                "Attempts",
-                ("#", "provider", "model", "status", "in", "out", "cost", "error"),
-                (
-                    (
-                        a.get("attempt"),
-                        a["provider"],
-                        a["model"],
-                        a["status"],
-                        a.get("input_tokens"),
-                        a.get("output_tokens"),
-                        usd(a.get("cost_usd")),
-                        a.get("error") or "",
-                    )
-                    for a in attempts
-                ),
-            )
-        )
-    result = detail.get("result")
-    if result:
-        console.print(f"[bold]result[/bold]: {result.get('summary')}")
-    for child in detail.get("children") or []:
-        console.print(f"  child {child['id']} {child['kind']} {child['status']}")

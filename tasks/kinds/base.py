@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -31,6 +32,7 @@ class TaskInfo:
     stage: str
     request: SubmitRequest
     workspace: Path
+    created_at: datetime | None = None
 
     @property
     def short_id(self) -> str:

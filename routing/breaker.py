@@ -1,0 +1,285 @@
+"""Per-provider circuit breakers and call limits, shared by every worker process and host through Redis.
+
+    closed ──(failure_threshold failures in a row)──▶ open ──(open_seconds)──▶ half_open
+       ▲                                               ▲                          │
+       └──────────────── probe succeeded ──────────────┼──────────────────────────┤
+                                                       └──── probe failed ────────┘
+    any state ──disable (401/403)──▶ disabled ──enable (an operator)──▶ closed
+
+Every try of a provider call first asks :meth:`Breakers.acquire` for a :class:`Permit`. One Lua script
+checks the breaker (and hands out the half-open probes: exactly ``half_open_probes``, however many processes
+ask at once), takes an in-flight slot (``max_in_flight``) and counts the call against ``requests_per_minute``
+(a sliding 60 s window), or answers a :class:`Denial` that says why and when to ask again. The call then
+ends with exactly one of :meth:`~Breakers.success`, :meth:`~Breakers.failure` or :meth:`~Breakers.release`
+(no verdict). A slot is a lease: a worker that dies mid-call frees it when the lease runs out.
+
+This module talks only to Redis. Transitions come back to ``on_transition`` (which records them in SQL, see
+:mod:`routing.state`); the last one also stays in Redis for ``switchyard status --providers``. When Redis
+cannot be reached every method raises :class:`~switchyard.errors.StateUnavailable`: nothing is called blind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis
+
+from routing import breaker_lua
+from routing.keys import provider_keys
+from routing.route import BreakerState, ProviderState
+from switchyard.errors import StateUnavailable
+from switchyard.fleet_models import BreakerPolicy, Fleet
+
+log = logging.getLogger(__name__)
+DenialReason = Literal["disabled", "open", "probing", "busy", "rate", "suspect"]
+BUSY_RETRY_S = 1.0  # slots and probes usually come back when a call ends, long before their lease expires
+LEASE_MARGIN_S = 30.0  # an in-flight slot outlives the provider timeout by this much before it is reclaimed
+OnTransition = Callable[["Transition"], None]
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    """Concurrency and rate of one provider across the fleet; ``lease_s`` bounds how long one call holds a slot."""
+
+    max_in_flight: int = 4
+    requests_per_minute: int | None = None
+    lease_s: float = 150.0
+
+
+@dataclass(frozen=True)
+class Permit:
+    """Leave to make one call. ``probe`` is true for the half-open probe; ``epoch`` ties the verdict to it."""
+
+    provider: str
+    id: str
+    epoch: int
+    probe: bool
+
+
+@dataclass(frozen=True)
+class Denial:
+    """No call now. ``retry_in_s`` is when asking again can work; None: not until an operator enables it."""
+
+    provider: str
+    reason: DenialReason
+    retry_in_s: float | None
+
+    @property
+    def message(self) -> str:
+        texts = {
+            "disabled": f"disabled; fix its credentials, then run `switchyard breaker enable {self.provider}`",
+            "open": "breaker open",
+            "probing": "breaker half-open and its probe is out",
+            "busy": "all in-flight slots taken",
+            "rate": "requests per minute reached",
+            "suspect": "failing: its last calls failed and the calls in flight could open the breaker",
+        }
+        when = "" if self.retry_in_s is None else f" (retry in {self.retry_in_s:.1f}s)"
+        return f"{self.provider}: {texts[self.reason]}{when}"
+
+
+@dataclass(frozen=True)
+class Transition:
+    provider: str
+    from_state: str
+    to_state: str
+    cause: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class BreakerStatus:
+    """Everything known about one provider's shared state, for the router, `status` and the API."""
+
+    provider: str
+    state: BreakerState
+    failures: int
+    retry_in_s: float
+    probe_free: bool
+    in_flight: int
+    limits: ProviderLimits
+    calls_last_minute: int
+    last_transition: Transition | None
+    last_failure: str | None
+
+    def provider_state(self) -> ProviderState:
+        return ProviderState(
+            name=self.provider,
+            breaker=self.state,
+            probe_free=self.probe_free,
+            retry_in_s=self.retry_in_s,
+            in_flight=self.in_flight,
+            max_in_flight=self.limits.max_in_flight,
+            calls_last_minute=self.calls_last_minute,
+            requests_per_minute=self.limits.requests_per_minute,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        last = self.last_transition
+        return {
+            "provider": self.provider,
+            "state": self.state,
+            "failures": self.failures,
+            "retry_in_s": round(self.retry_in_s, 3),
+            "probe_free": self.probe_free,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.limits.max_in_flight,
+            "calls_last_minute": self.calls_last_minute,
+            "requests_per_minute": self.limits.requests_per_minute,
+            "last_transition": None
+            if last is None
+            else {"from": last.from_state, "to": last.to_state, "cause": last.cause, "at": last.at.isoformat()},
+            "last_failure": self.last_failure,
+        }
+
+
+def limits_from_fleet(fleet: Fleet) -> dict[str, ProviderLimits]:
+    lease = fleet.limits.provider_timeout_s + LEASE_MARGIN_S
+    return {name: ProviderLimits(p.max_in_flight, p.requests_per_minute, lease) for name, p in fleet.providers.items()}
+
+
+def _at(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class Breakers:
+    """The breakers and limits of every provider, over a Redis client the caller made (one per process)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        policy: BreakerPolicy,
+        limits: Mapping[str, ProviderLimits],
+        *,
+        on_transition: OnTransition | None = None,
+    ) -> None:
+        self.client, self.policy, self.limits = client, policy, dict(limits)
+        self.on_transition = on_transition
+        self._acquire = client.register_script(breaker_lua.ACQUIRE)
+        self._verdict = client.register_script(breaker_lua.VERDICT)
+        self._operate = client.register_script(breaker_lua.OPERATE)
+        self._read = client.register_script(breaker_lua.READ)
+
+    @classmethod
+    def from_fleet(cls, client: redis.Redis, fleet: Fleet, *, on_transition: OnTransition | None = None) -> Breakers:
+        return cls(client, fleet.breaker, limits_from_fleet(fleet), on_transition=on_transition)
+
+    def limits_for(self, provider: str) -> ProviderLimits:
+        return self.limits.get(provider) or ProviderLimits()
+
+    def acquire(self, provider: str) -> Permit | Denial:
+        """A permit for one call of ``provider``, or why not now (atomic across every process)."""
+        limits, permit_id = self.limits_for(provider), uuid.uuid4().hex
+        args = [permit_id, self.policy.half_open_probes, limits.max_in_flight, limits.requests_per_minute or 0]
+        out = self._run(self._acquire, provider, [*args, int(limits.lease_s * 1000), self.policy.failure_threshold])
+        if out["ok"]:
+            return Permit(provider, permit_id, int(out["epoch"]), bool(out["probe"]))
+        reason: DenialReason = out["reason"]
+        retry = None if reason == "disabled" else max(float(out.get("retry_in_ms", 0)) / 1000, 0.0)
+        if reason in {"busy", "probing", "suspect"} and retry is not None:
+            retry = min(retry, BUSY_RETRY_S)
+        return Denial(provider, reason, retry)
+
+    def success(self, permit: Permit) -> None:
+        """The call answered: closes a half-open breaker (probe) and resets the failure count."""
+        self._end(permit, "success", "")
+
+    def failure(self, permit: Permit, cause: str) -> None:
+        """The call failed in a way that counts against the provider (timeout, connection, 5xx, 529)."""
+        self._end(permit, "failure", cause)
+
+    def release(self, permit: Permit) -> None:
+        """The call ended without a verdict on the provider's health: frees the slot (and a probe's turn)."""
+        self._end(permit, "release", "")
+
+    def disable(self, provider: str, cause: str) -> None:
+        """Stop every call to ``provider`` until :meth:`enable` (credentials refused: 401/403)."""
+        self._run(self._operate, provider, ["disable", cause])
+
+    def enable(self, provider: str, cause: str = "enabled by an operator") -> None:
+        self._run(self._operate, provider, ["enable", cause])
+
+    def reset(self, provider: str, cause: str = "reset by an operator") -> None:
+        """Back to closed with no failures, whatever the state (disabled included)."""
+        self._run(self._operate, provider, ["reset", cause])
+
+    def status(self, providers: Iterable[str]) -> dict[str, BreakerStatus]:
+        """Every named provider's state, read in one round trip."""
+        names = list(providers)
+        try:
+            try:
+                raw = self._read_all(names)
+            except redis.exceptions.NoScriptError:  # first use on this Redis (or after SCRIPT FLUSH)
+                self.client.script_load(breaker_lua.READ)
+                raw = self._read_all(names)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from None
+        return {name: self._status(name, json.loads(data)) for name, data in zip(names, raw, strict=True)}
+
+    def _read_all(self, names: list[str]) -> list[Any]:
+        # EVALSHA by hand: a pipeline given Script objects asks SCRIPT EXISTS first, one more round trip each time
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.evalsha(self._read.sha, 4, *provider_keys(name).as_list(), self.policy.half_open_probes)
+        result: list[Any] = pipe.execute()
+        return result
+
+    def snapshot(self, providers: Iterable[str]) -> dict[str, ProviderState]:
+        """The router's view (:class:`routing.route.ProviderState`) of every named provider."""
+        return {name: status.provider_state() for name, status in self.status(providers).items()}
+
+    def _status(self, name: str, out: dict[str, Any]) -> BreakerStatus:
+        last = out.get("last")
+        return BreakerStatus(
+            provider=name,
+            state=out["state"],
+            failures=int(out["failures"]),
+            retry_in_s=max(float(out["retry_in_ms"]) / 1000, 0.0),
+            probe_free=bool(out["probe_free"]),
+            in_flight=int(out["in_flight"]),
+            limits=self.limits_for(name),
+            calls_last_minute=int(out["calls_last_minute"]),
+            last_transition=self._transition(name, last) if last else None,
+            last_failure=out.get("last_failure"),
+        )
+
+    def _end(self, permit: Permit, verdict: str, cause: str) -> None:
+        args = [verdict, permit.id, permit.epoch, int(permit.probe), cause]
+        self._run(self._verdict, permit.provider, [*args, self.policy.failure_threshold, self._open_ms()])
+
+    def _open_ms(self) -> int:
+        return int(self.policy.open_seconds * 1000)
+
+    def _run(self, script: Any, provider: str, args: list[Any]) -> dict[str, Any]:
+        try:
+            out: dict[str, Any] = json.loads(script(keys=provider_keys(provider).as_list(), args=args))
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from None
+        if "transition" in out:
+            self._announce(self._transition(provider, out["transition"]))
+        return out
+
+    def _transition(self, provider: str, data: dict[str, Any]) -> Transition:
+        return Transition(provider, data["from"], data["to"], data["cause"], _at(float(data["at"])))
+
+    def _announce(self, transition: Transition) -> None:
+        if transition.to_state == "disabled":
+            log.warning("ALERT: provider %s disabled: %s", transition.provider, transition.cause)
+        else:
+            t = transition
+            log.info("provider %s breaker %s -> %s: %s", t.provider, t.from_state, t.to_state, t.cause)
+        if self.on_transition is not None:
+            self.on_transition(transition)
+
+
+def _unavailable(exc: redis.RedisError) -> StateUnavailable:
+    return StateUnavailable(
+        f"the shared provider state (Redis) did not answer ({type(exc).__name__}: {exc}); "
+        "no provider is called until it does"
+    )

@@ -1,0 +1,41 @@
+"""Every Redis key Switchyard's shared routing state uses, in one place.
+
+The state Redis (``settings.effective_state_url``, by default the broker) holds, per provider:
+
+    switchyard:{claude}:breaker     hash: state, failures, epoch, open_until, last transition (from, to, cause, at)
+    switchyard:{claude}:inflight    sorted set: permit id -> lease expiry (ms, Redis time); calls in flight
+    switchyard:{claude}:calls       sorted set: permit id -> start (ms); calls of the last 60 s (requests/minute)
+    switchyard:{claude}:probes      sorted set: permit id -> lease expiry (ms); half-open probes out
+
+The provider name is a hash tag (``{claude}``), so all keys of one provider live in one cluster slot and a
+single Lua script may touch them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "switchyard"
+
+
+@dataclass(frozen=True)
+class ProviderKeys:
+    """The keys of one provider, in the order the breaker scripts take them as ``KEYS``."""
+
+    breaker: str
+    inflight: str
+    calls: str
+    probes: str
+
+    def as_list(self) -> list[str]:
+        return [self.breaker, self.inflight, self.calls, self.probes]
+
+
+def provider_keys(provider: str) -> ProviderKeys:
+    base = f"{PREFIX}:{{{provider}}}"
+    return ProviderKeys(
+        breaker=f"{base}:breaker",
+        inflight=f"{base}:inflight",
+        calls=f"{base}:calls",
+        probes=f"{base}:probes",
+    )

@@ -1,0 +1,378 @@
+"""The budget ledger: hold the most an attempt may cost against every budget that applies, atomically, then
+settle the hold to the real cost or release it.
+
+    hold     one transaction: the spend row (held) and every applicable counter raised by the amount, each
+             only while it stays within its cap; any counter at its cap refuses the whole hold
+             (:class:`BudgetRefused`) and nothing changes
+    settle   the real cost replaces the held amount on the same counters (the windows the hold was made
+             in, even after they rolled over); a settle after a release still records the real cost
+    release  the hold goes back (the call failed without charge, or never happened)
+    sweep    releases holds whose worker died: still held after their task ended, or older than a limit
+
+All of them are idempotent on (task id, attempt): a second hold returns the first without counting again
+(a released hold is held anew), a second settle or release changes nothing. The budgets in force are read
+on every call (the fleet file overlaid by ``switchyard budget set``), so an override applies on the next hold.
+
+The ledger fails closed: when the database cannot be read or written, :class:`LedgerUnavailable` is raised
+and the router refuses; nothing is ever allowed because the ledger could not say. Reaching a budget's alert
+line records one alert per budget and window and logs one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from routing.budgets import (
+    Alert,
+    Budget,
+    CounterKey,
+    applicable,
+    as_utc,
+    check_override,
+    counter_keys,
+    effective,
+    state,
+    window_bounds,
+)
+from routing.route import BudgetState
+from store import budgets as sql
+from store.budgets import Ending, OverrideRow, SpendRow
+from store.db import get_engine
+from store.migrate import masked
+from switchyard.errors import BudgetRefused, InputError, LedgerUnavailable, NotFound
+from switchyard.fleet_models import Fleet
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+Crossing = tuple[CounterKey, Budget, int]
+Applicable = dict[tuple[str, str, str], Budget]
+Counters = tuple[dict[CounterKey, Budget], list[list[str]]]  # in lock order, and as the spend row keeps them
+KNOWN_COUNTERS = 4096  # counters remembered as existing (one per budget and window); forgotten all at once past it
+PLACES = 256  # (overrides, place, hour) -> counters, remembered; forgotten all at once past it
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The money held for one attempt. ``reused``: (task, attempt) had this hold already, nothing was counted
+    now; ``state`` ``settled`` means the attempt was charged already, so it must not call the provider again."""
+
+    task_id: str
+    attempt: int
+    provider: str
+    model: str
+    held_micros: int
+    state: str
+    budgets: tuple[str, ...]
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class _Place:
+    """The scopes a hold counts in (besides ``all``)."""
+
+    provider: str
+    group: str
+    environment: str
+    stage: str
+
+    def columns(self) -> dict[str, str]:
+        return {"provider": self.provider, "group": self.group, "environment": self.environment, "stage": self.stage}
+
+
+class _CounterGone(Exception):
+    """A counter remembered as existing is not in the database: the hold is rolled back and made again."""
+
+
+def _hold_of(row: SpendRow, task_id: str, attempt: int) -> Hold:
+    labels = tuple(CounterKey.from_json(key).label for key in row.budget_keys or [])
+    return Hold(task_id, attempt, row.provider, row.model, row.held_micros, row.state, labels, reused=True)
+
+
+class Ledger:
+    """The ledger of one database for one fleet. Cheap to build: engines are per process (:mod:`store.db`)."""
+
+    def __init__(self, database_url: str, fleet: Fleet, *, now: Clock = utcnow) -> None:
+        self.database_url = database_url
+        self.fleet = fleet
+        self.now = now
+        # Counters are never deleted, so one seen in a committed hold is not looked up again; a hold that finds
+        # one missing after all (a database made anew under the same URL) forgets them and holds again.
+        self._known: set[CounterKey] = set()
+        # The overrides are read on every hold (so `budget set` applies to the next one); the counters they
+        # make a place count against are worked out once per distinct set of overrides and hour.
+        self._places: dict[tuple[tuple[OverrideRow, ...], _Place, datetime], Counters] = {}
+
+    # --- reading ---------------------------------------------------------------------------------------
+
+    def effective_budgets(self) -> list[Budget]:
+        with self._transaction("read the budgets") as conn:
+            return self._in_force(conn)
+
+    def budgets(
+        self, *, environment: str, stage: str, group: str, provider: str | None = None, now: datetime | None = None
+    ) -> list[BudgetState]:
+        """The budgets a call from this place counts against, with what their current windows hold.
+
+        ``provider`` None gives the provider-scoped budgets of every provider of the fleet at once (each state's
+        ``target`` names its provider), so a router can read one snapshot before choosing among them."""
+        now = now or self.now()
+        providers = (provider,) if provider is not None else tuple(self.fleet.providers)
+        with self._transaction("read the budgets") as conn:
+            found = applicable(
+                self._in_force(conn), environment=environment, stage=stage, group=group, providers=providers
+            )
+            keys = counter_keys(found, now)
+            used = sql.used(conn, keys)
+        return [state(key, budget, used[key], now) for key, budget in keys.items()]
+
+    def alerts(self, *, since: datetime | None = None) -> list[Alert]:
+        """The alerts recorded, oldest first (``since``: only those recorded from then on)."""
+        with self._transaction("read the alerts") as conn:
+            return sql.alerts(conn, since=since)
+
+    # --- holding and settling --------------------------------------------------------------------------
+
+    def hold(
+        self,
+        *,
+        task_id: str,
+        attempt: int,
+        provider: str,
+        model: str,
+        group: str,
+        environment: str,
+        stage: str,
+        micros: int,
+    ) -> Hold:
+        """Hold ``micros`` against every budget that applies, or raise :class:`BudgetRefused` (nothing held)."""
+        if micros < 0:
+            raise InputError(f"a hold is zero or more micro-dollars, not {micros}")
+        place = _Place(provider, group, environment, stage)
+        try:
+            return self._hold(task_id, attempt, model, place, micros)
+        except _CounterGone:  # a counter this ledger saw is not there (its database was made anew): look again
+            self._known.clear()
+            return self._hold(task_id, attempt, model, place, micros)
+
+    def _hold(self, task_id: str, attempt: int, model: str, place: _Place, micros: int) -> Hold:
+        now = self.now()
+        with self._transaction("hold", task_id=task_id) as conn:
+            keys, as_json = self._counters(conn, place, now)
+            if not self._known.issuperset(keys):  # before the spend row: a new counter starts from the rows before it
+                sql.ensure_counters(conn, keys)
+            row = {"task_id": task_id, "attempt": attempt, "model": model, **place.columns(), "held_micros": micros}
+            row.update(budget_keys=as_json, created_at=now, settled_at=None)
+            reused = self._insert_or_reuse(conn, row)
+            if reused is not None:
+                return reused
+            crossed = self._raise_counters(conn, keys, micros, now)
+            recorded = self._record_alerts(conn, crossed, task_id, now)
+        self._remember(keys)
+        self._warn(recorded)
+        return Hold(task_id, attempt, place.provider, model, micros, "held", tuple(key.label for key in keys))
+
+    def settle(self, *, task_id: str, attempt: int, charged_micros: int, price_version: str | None) -> None:
+        """Replace the held amount by the real cost on the counters the hold raised. A second call does nothing."""
+        if charged_micros < 0:
+            raise InputError(f"a charge is zero or more micro-dollars, not {charged_micros}")
+        now = self.now()
+        settled = Ending("settled", charged_micros, now, price_version)
+        with self._transaction("settle", task_id=task_id) as conn:
+            row = sql.end_held(conn, task_id=task_id, attempt=attempt, ending=settled)
+            held = 0 if row is None else row.held_micros
+            row = row or self._settle_unheld(conn, task_id, attempt, settled)
+            if row is None:  # settled already
+                return
+            after = self._move(row, conn, used_delta=charged_micros - held, held_delta=-held)
+            crossed = self._crossed_by_charge(conn, row, after) if charged_micros > held else []
+            recorded = self._record_alerts(conn, crossed, task_id, now)
+        self._warn(recorded)
+
+    def release(self, *, task_id: str, attempt: int, reason: str) -> bool:
+        """Give the hold back (charged 0). False when there was no hold still held (nothing changed)."""
+        released = Ending("released", 0, self.now())
+        with self._transaction("release", task_id=task_id) as conn:
+            row = sql.end_held(conn, task_id=task_id, attempt=attempt, ending=released)
+            if row is None:
+                return False
+            self._move(row, conn, used_delta=-row.held_micros, held_delta=-row.held_micros)
+        log.info("released the hold of task %s attempt %s: %s", task_id, attempt, reason)
+        return True
+
+    def sweep(self, *, older_than: timedelta) -> int:
+        """Release holds still held whose task ended or that are older than ``older_than``; how many."""
+        with self._transaction("find stale holds") as conn:
+            stale = sql.stale_holds(conn, created_before=self.now() - older_than)
+        reason = f"swept: its task ended, or it was held for more than {older_than.total_seconds():.0f}s"
+        return sum(self.release(task_id=task_id, attempt=attempt, reason=reason) for task_id, attempt in stale)
+
+    # --- operators' overrides --------------------------------------------------------------------------
+
+    def set_budget(
+        self,
+        *,
+        scope: str,
+        window: str,
+        cap_usd: float,
+        target: str = "*",
+        alert_usd: float | None = None,
+        action: str | None = None,
+    ) -> Budget:
+        """Add or replace the budget (scope, target, window), in force from the next hold. An alert or action
+        left out keeps the current budget's (an alert only while it is still at or under the new cap)."""
+        checked = check_override(
+            self.fleet,
+            scope=scope,
+            target=target,
+            window=window,
+            cap_usd=cap_usd,
+            alert_usd=alert_usd,
+            action=action or "block",
+        )
+        with self._transaction("save the budget") as conn:
+            current = next((b for b in self._in_force(conn) if b.key == checked.key), None)
+            if current is not None and alert_usd is None and (current.alert_micros or 0) <= checked.cap_micros:
+                checked = replace(checked, alert_micros=current.alert_micros)
+            if current is not None and action is None:
+                checked = replace(checked, action=current.action)
+            sql.upsert_override(conn, budget=checked, now=self.now())
+        return checked
+
+    # --- inside a transaction --------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, doing: str, *, task_id: str | None = None) -> Iterator[Connection]:
+        """A Core connection in one transaction (on SQLite from ``BEGIN IMMEDIATE``, see :mod:`store.db`)."""
+        try:
+            with get_engine(self.database_url).begin() as conn:
+                yield conn
+        except IntegrityError as exc:  # the spend row names a task that is not there
+            raise NotFound(f"cannot {doing} for task {task_id!r}: no such task") from exc
+        except SQLAlchemyError as exc:
+            raise LedgerUnavailable(
+                f"the budget ledger ({masked(self.database_url)}) could not {doing}: {type(exc).__name__}; "
+                "nothing is spent until it answers"
+            ) from exc
+
+    def _in_force(self, conn: Connection) -> list[Budget]:
+        return effective(self.fleet.budgets, sql.overrides(conn))
+
+    def _applicable(self, conn: Connection, place: _Place) -> Applicable:
+        """The budgets in force now (overrides read in this transaction) that count a call from ``place``."""
+        return self._applicable_with(sql.override_rows(conn), place)
+
+    def _applicable_with(self, overrides: tuple[OverrideRow, ...], place: _Place) -> Applicable:
+        budgets = effective(self.fleet.budgets, sql.budgets_of(overrides))
+        return applicable(
+            budgets, environment=place.environment, stage=place.stage, group=place.group, providers=[place.provider]
+        )
+
+    def _counters(self, conn: Connection, place: _Place, now: datetime) -> Counters:
+        """The counters a hold from ``place`` raises at ``now`` (overrides read in this transaction), with their
+        JSON for the spend row. Worked out once per set of overrides, place and UTC hour: every window (hour,
+        day, month) stays the same within an hour."""
+        memo = (sql.override_rows(conn), place, window_bounds("hour", now)[0])
+        found = self._places.get(memo)
+        if found is None:
+            if len(self._places) >= PLACES:
+                self._places.clear()
+            keys = counter_keys(self._applicable_with(memo[0], place), now)
+            found = self._places[memo] = (keys, [key.to_json() for key in keys])
+        return found
+
+    def _remember(self, keys: Iterable[CounterKey]) -> None:
+        if len(self._known) >= KNOWN_COUNTERS:
+            self._known.clear()
+        self._known.update(keys)
+
+    def _insert_or_reuse(self, conn: Connection, row: dict[str, Any]) -> Hold | None:
+        """Insert the hold's spend row: None when it is a new (or renewed) hold, the hold already there if not."""
+        if sql.insert_hold(conn, row=row):
+            return None
+        task_id, attempt = row["task_id"], row["attempt"]
+        existing = sql.locked_spend(conn, task_id=task_id, attempt=attempt)  # the twin that committed first
+        if existing is None:
+            raise NotFound(f"the hold of task {task_id!r} attempt {attempt} vanished while it was made; hold again")
+        if existing.state != "released":
+            return _hold_of(existing, task_id, attempt)
+        sql.set_spend(conn, existing.id, **row, state="held", charged_micros=0, price_version=None)
+        return None
+
+    def _settle_unheld(self, conn: Connection, task_id: str, attempt: int, settled: Ending) -> SpendRow | None:
+        """Settle a hold that is not held any more: None when it was settled already; a released one records
+        the real cost (nothing is held to give back)."""
+        row = sql.locked_spend(conn, task_id=task_id, attempt=attempt)
+        if row is None:
+            raise NotFound(f"task {task_id!r} attempt {attempt} has no hold to settle; hold before calling")
+        if row.state == "settled":
+            return None
+        values = {"charged_micros": settled.charged_micros, "price_version": settled.price_version}
+        sql.set_spend(conn, row.id, state="settled", settled_at=settled.at, **values)
+        return row
+
+    def _raise_counters(
+        self, conn: Connection, keys: dict[CounterKey, Budget], micros: int, now: datetime
+    ) -> list[Crossing]:
+        if micros == 0:  # a free call spends nothing: it passes even a budget that is already full
+            return []
+        after = sql.add_within_caps(conn, {key: budget.cap_micros for key, budget in keys.items()}, micros=micros)
+        refused = [key for key in keys if key not in after]  # keys are sorted: the first one that refused
+        if refused:
+            raise self._refusal(conn, refused[0], keys[refused[0]], micros, now)
+        return [(key, budget, after[key]) for key, budget in keys.items()]
+
+    def _refusal(self, conn: Connection, key: CounterKey, budget: Budget, micros: int, now: datetime) -> BudgetRefused:
+        used = sql.counter(conn, key)
+        if used is None:
+            raise _CounterGone(key.label)
+        return BudgetRefused(
+            budget=key.label,
+            cap_micros=budget.cap_micros,
+            used_micros=used,
+            amount_micros=micros,
+            action=budget.action,
+            window_ends_in_s=max(0.0, (window_bounds(key.window, now)[1] - as_utc(now)).total_seconds()),
+        )
+
+    def _move(self, row: SpendRow, conn: Connection, *, used_delta: int, held_delta: int) -> dict[CounterKey, int]:
+        keys = [CounterKey.from_json(key) for key in row.budget_keys or []]
+        return sql.move_counters(conn, keys, used_delta=used_delta, held_delta=held_delta)
+
+    def _crossed_by_charge(self, conn: Connection, row: SpendRow, after: dict[CounterKey, int]) -> list[Crossing]:
+        """A charge above its hold can reach an alert line too; the budgets now in force say where it is."""
+        in_force = self._applicable(conn, _Place(row.provider, row.group, row.environment, row.stage))
+        found = [(key, in_force.get((key.scope, key.target, key.window)), used) for key, used in after.items()]
+        return [(key, budget, used) for key, budget, used in found if budget is not None]
+
+    def _record_alerts(self, conn: Connection, crossed: list[Crossing], task_id: str, now: datetime) -> list[Crossing]:
+        """Alerts for the counters at or past their alert line; only those recorded now (once per window)."""
+        return [
+            (key, budget, used)
+            for key, budget, used in crossed
+            if budget.alert_micros is not None
+            and used >= budget.alert_micros
+            and sql.record_alert(conn, key, budget=budget, used_micros=used, task_id=task_id, now=now)
+        ]
+
+    def _warn(self, recorded: list[Crossing]) -> None:
+        for key, budget, used in recorded:
+            log.warning(
+                "budget %s reached its alert line: $%.6f used of $%.6f (alert at $%.6f) in the window from %s",
+                key.label,
+                used / 1e6,
+                budget.cap_micros / 1e6,
+                (budget.alert_micros or 0) / 1e6,
+                key.window_start.isoformat(),
+            )

@@ -1,0 +1,153 @@
+"""The thin layer around :func:`routing.route.choose_route`: gather the inputs, decide, hold the money.
+
+``Router.route`` reads every provider's shared state (breaker, in-flight calls, request rate) and the budgets
+that apply, asks the pure function for a route, and holds the route's maximum cost in the ledger, atomically
+across every budget. A snapshot can go stale between reading and holding; the hold then refuses and the
+router chooses again with fresh numbers, so a stale read can cost a retry but never money. When the ledger or
+the shared state cannot be reached the router refuses with a short retry (fails closed): nothing is called
+without a hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from typing import Protocol
+
+from providers.registry import available, cli_available
+from routing.route import BudgetState, ProviderState, Refusal, Route, RouteRequest, candidates, choose_route
+from switchyard.errors import BudgetRefused, ServiceUnavailable
+from switchyard.fleet import Fleet
+from switchyard.settings import Settings
+
+log = logging.getLogger(__name__)
+HOLD_RACES = 3  # a hold refused because others spent first: choose again this many times
+UNAVAILABLE_RETRY_S = 5.0  # the ledger or shared state is away: try again this soon (fail closed meanwhile)
+
+
+class LedgerPort(Protocol):
+    def budgets(
+        self, *, environment: str, stage: str, group: str, provider: str | None = None
+    ) -> list[BudgetState]: ...
+
+    def hold(
+        self,
+        *,
+        task_id: str,
+        attempt: int,
+        provider: str,
+        model: str,
+        group: str,
+        environment: str,
+        stage: str,
+        micros: int,
+    ) -> object: ...
+
+    def settle(self, *, task_id: str, attempt: int, charged_micros: int, price_version: str | None) -> None: ...
+
+    def release(self, *, task_id: str, attempt: int, reason: str) -> bool: ...
+
+
+class StatePort(Protocol):
+    def snapshot(self, providers: Sequence[str]) -> Mapping[str, ProviderState]: ...
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an attempt's money is counted: the task and attempt, and the scopes its budgets match."""
+
+    task_id: str
+    attempt: int
+    group: str
+    environment: str
+    stage: str
+
+
+@dataclass
+class Router:
+    settings: Settings
+    fleet: Fleet
+    ledger: LedgerPort
+    state: StatePort
+    today: Callable[[], date] = lambda: datetime.now(UTC).date()
+    budget_snapshot_s: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    _budgets: dict[tuple[str, str, str], tuple[float, list[BudgetState]]] = field(default_factory=dict, repr=False)
+
+    def provider_states(self, names: Iterable[str]) -> dict[str, ProviderState]:
+        """Shared state (Redis) plus what only this host knows: credentials and installed CLIs."""
+        names = list(names)
+        shared = self.state.snapshot(names)
+        states = {}
+        for name in names:
+            base = shared.get(name) or ProviderState(name=name)
+            states[name] = replace(
+                base,
+                unusable=available(name, self.settings),
+                cli_available=cli_available(name, self.settings),
+            )
+        return states
+
+    def budget_states(self, request: RouteRequest) -> list[BudgetState]:
+        """Every budget this attempt could count against, whichever provider it goes to (one read).
+
+        Cached for ``budget_snapshot_s``: the hold re-checks every cap atomically, so a stale snapshot can
+        cost a refused hold (which drops the cache and chooses again), never money."""
+        key = (request.environment, request.stage, request.group)
+        now = self.clock()
+        cached = self._budgets.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        states = self.ledger.budgets(environment=request.environment, stage=request.stage, group=request.group)
+        self._budgets[key] = (now + self.budget_snapshot_s, states)
+        return states
+
+    def route(self, request: RouteRequest, place: Place, *, only: str | None = None) -> Route | Refusal:
+        """Choose and hold, or say why not. The returned route's maximum cost is held in the ledger.
+
+        ``only`` pins the provider (a handler's follow-up question to a named provider): the same checks of
+        breaker, limits and budgets apply, but no other provider is considered."""
+        fleet = self.fleet if only is None else pinned(self.fleet, request.group, only)
+        for _ in range(HOLD_RACES):
+            try:
+                choice = self._choose(request, fleet)
+                if isinstance(choice, Route):
+                    self._hold(choice, place)
+                return choice
+            except BudgetRefused as exc:
+                self._budgets.clear()
+                log.info("hold for %s attempt %s refused, choosing again: %s", place.task_id, place.attempt, exc)
+                continue
+            except ServiceUnavailable as exc:
+                return Refusal("no_provider", f"routing state unavailable (failing closed): {exc}", UNAVAILABLE_RETRY_S)
+        return Refusal("budget_exhausted", "budgets filled up while choosing (other attempts held first)", 1.0)
+
+    def _choose(self, request: RouteRequest, fleet: Fleet) -> Route | Refusal:
+        names = [name for name, _ in candidates(fleet, fleet.group(request.group), request.kind)]
+        providers = self.provider_states(names)
+        budgets = self.budget_states(request)
+        return choose_route(request, fleet, providers, budgets, self.today())
+
+    def _hold(self, route: Route, place: Place) -> None:
+        self.ledger.hold(
+            task_id=place.task_id,
+            attempt=place.attempt,
+            provider=route.provider,
+            model=route.model,
+            group=place.group,
+            environment=place.environment,
+            stage=place.stage,
+            micros=route.max_cost_micros,
+        )
+
+
+def pinned(fleet: Fleet, group: str, provider: str) -> Fleet:
+    """``fleet`` with ``group``'s ladder reduced to ``provider`` and no free fallback: a route to that one only."""
+    if provider not in fleet.providers:
+        raise ValueError(f"unknown provider {provider!r}")
+    groups = [g.model_copy(update={"ladder": [provider]}) if g.name == group else g for g in fleet.groups]
+    kinds = {kind: fleet.kind(kind).model_copy(update={"free_fallback": False}) for kind in fleet.group(group).kinds}
+    return fleet.model_copy(update={"groups": groups, "kinds": {**fleet.kinds, **kinds}})

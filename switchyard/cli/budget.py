@@ -1,0 +1,97 @@
+"""Budgets: ``budget list`` and ``budget set``.
+
+``budget set`` stores an operator's budget in SQL, over the fleet file's: the next hold of any worker reads
+it, so it takes effect without a restart. ``budget list --json`` prints what ``GET /api/budgets`` answers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from routing.budgets import ACTIONS, SCOPES, WINDOWS, Budget
+from routing.ledger import Ledger
+from store.costs import budget_status
+from store.db import session_scope
+from switchyard.cli.context import db_context
+from switchyard.cli.render import console, print_json, table, usd
+from tasks.context import Context
+
+budget_app = typer.Typer(help="Budgets: caps per scope and window, and what they hold now.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+COLUMNS = ("scope", "target", "window", "cap", "alert", "action", "used", "remaining", "source")
+
+
+def budget_rows(ctx: Context) -> dict[str, Any]:
+    """Every effective budget with its current window: the body of ``budget list --json`` and the API."""
+    with session_scope(ctx.database_url) as session:
+        return {"budgets": budget_status(session, ctx.fleet)}
+
+
+@budget_app.command("list")
+def budget_list(as_json: JsonOpt = False) -> None:
+    """Every budget in force (fleet file and overrides) with what its current window holds."""
+    ctx = db_context()
+    data = budget_rows(ctx)
+    if as_json:
+        print_json(data)
+        return
+    show(data["budgets"], "Budgets (current windows, UTC)")
+
+
+@budget_app.command("set")
+def budget_set(
+    scope: Annotated[str, typer.Option("--scope", help=f"One of: {', '.join(SCOPES)}.")],
+    window: Annotated[str, typer.Option("--window", help=f"One of: {', '.join(WINDOWS)}.")],
+    cap: Annotated[float, typer.Option("--cap", help="Cap in US dollars per window (0 stops paid calls).")],
+    target: Annotated[str, typer.Option("--target", help="A name of the scope, or '*' for each one.")] = "*",
+    alert: Annotated[float | None, typer.Option("--alert", help="Alert line in US dollars (<= cap).")] = None,
+    action: Annotated[str | None, typer.Option("--action", help=f"At the cap: {' or '.join(ACTIONS)}.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add or replace a budget; it applies from the next hold, without a restart."""
+    ctx = db_context()
+    budget = Ledger(ctx.database_url, ctx.fleet).set_budget(
+        scope=scope, target=target, window=window, cap_usd=cap, alert_usd=alert, action=action
+    )
+    rows = [row for row in budget_rows(ctx)["budgets"] if _is_of(row, budget)]
+    if as_json:
+        print_json({"set": _budget_json(budget), "budgets": rows})
+        return
+    show(rows, f"Budget set: {budget.scope} {budget.target} {budget.window}")
+
+
+def _is_of(row: dict[str, Any], budget: Budget) -> bool:
+    same_target = budget.target == "*" or row["target"] == budget.target
+    return (row["scope"], row["window"], row["source"]) == (budget.scope, budget.window, "override") and same_target
+
+
+def _budget_json(budget: Budget) -> dict[str, Any]:
+    return {
+        "scope": budget.scope,
+        "target": budget.target,
+        "window": budget.window,
+        "cap_usd": budget.cap_micros / 1e6,
+        "alert_usd": None if budget.alert_micros is None else budget.alert_micros / 1e6,
+        "action": budget.action,
+        "source": budget.source,
+    }
+
+
+def show(rows: list[dict[str, Any]], title: str) -> None:
+    cells = (
+        (
+            r["scope"],
+            r["target"],
+            r["window"],
+            usd(r["cap_usd"]),
+            usd(r["alert_usd"]) or "-",
+            r["action"],
+            usd(r["used_usd"]),
+            usd(r["remaining_usd"]),
+            r["source"],
+        )
+        for r in rows
+    )
+    console.print(table(title, COLUMNS, cells))

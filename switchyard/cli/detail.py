@@ -1,0 +1,120 @@
+"""``switchyard tasks show``: one task for people, with the pipeline chain it belongs to.
+
+The chain is printed as a tree from its root (the task asked about is marked ``◀``), each task with its
+status, provider and outcome, and its dependencies by short id; then the task's attempts and results per
+(environment, stage), and the chain's reviews (verdict and comments) and merges (commit and check).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchyard.cli.render import console, table, usd
+
+Row = dict[str, Any]
+HEADER = ("id", "kind", "group", "environment", "stage", "status", "title", "provider", "model", "reason")
+
+
+def show_detail(detail: Row) -> None:
+    for key in HEADER:
+        if detail.get(key):
+            console.print(f"[bold]{key}[/bold]: {detail[key]}")
+    console.print(f"[bold]cost[/bold]: {usd(detail.get('cost_usd'))}")
+    payload = detail.get("payload") or {}
+    for key in ("branch", "round", "review_of", "implementer", "base_branches"):
+        if payload.get(key) and not (key == "round" and payload[key] == 1):
+            console.print(f"[bold]{key}[/bold]: {payload[key]}")
+    for key, label in (("depends_on", "depends on"), ("dependents", "needed by")):
+        if detail.get(key):
+            console.print(f"[bold]{label}[/bold]: " + ", ".join(_short(t) for t in detail[key]))
+    _attempts(detail.get("attempts") or [])
+    _results(detail)
+    _chain(detail.get("chain") or [])
+    _reviews(detail.get("reviews") or [])
+    _merges(detail.get("merges") or [])
+
+
+def _short(task: Row) -> str:
+    return f"{task['id'][:8]} {task['kind']} {task['status']}"
+
+
+def _attempts(attempts: list[Row]) -> None:
+    if not attempts:
+        return
+    columns = ("#", "provider", "model", "status", "in", "out", "cost", "error")
+    rows = (
+        (
+            a.get("attempt"),
+            a["provider"],
+            a["model"],
+            a["status"],
+            a.get("input_tokens"),
+            a.get("output_tokens"),
+            usd(a.get("cost_usd")),
+            a.get("error") or "",
+        )
+        for a in attempts
+    )
+    console.print(table("Attempts", columns, rows))
+
+
+def _results(detail: Row) -> None:
+    results = detail.get("results") or ([detail["result"]] if detail.get("result") else [])
+    for result in results:
+        console.print(
+            f"[bold]result[/bold] ({result['environment']}/{result['stage']}): {result.get('summary')}", soft_wrap=True
+        )
+
+
+def _chain(chain: list[Row]) -> None:
+    if len(chain) < 2:
+        return
+    console.print("[bold]Chain[/bold]")
+    for node in chain:
+        deps = f" after {', '.join(d[:8] for d in node['depends_on'])}" if node["depends_on"] else ""
+        mark = "  ◀" if node["this"] else ""
+        who = f" [{node['provider']}]" if node.get("provider") else ""
+        line = f"{'  ' * node['depth']}{node['id'][:8]} {node['kind']} {node['status']}{who}{deps}"
+        summary = f": {node['summary'][:100]}" if node["summary"] else ""
+        console.print(line + summary + mark, markup=False, highlight=False, soft_wrap=True)
+
+
+def _reviews(reviews: list[Row]) -> None:
+    if not reviews:
+        return
+    rows = (
+        (r["task_id"][:8], r["round"], r["reviewer"], r["verdict"], r["branch"], r["summary"][:120]) for r in reviews
+    )
+    console.print(table("Reviews", ("task", "round", "reviewer", "verdict", "branch", "summary"), rows))
+    for review in reviews:
+        for comment in review["comments"]:
+            console.print(
+                f"  {review['task_id'][:8]} {comment['file']}:{comment['line']}: {comment['body']}", markup=False
+            )
+
+
+def _merges(merges: list[Row]) -> None:
+    if not merges:
+        return
+    columns = ("task", "branch", "target", "status", "merge commit", "check", "conflicts")
+    rows = (
+        (
+            m["task_id"][:8],
+            m["branch"],
+            m["target"],
+            m["status"],
+            (m["merge_sha"] or "")[:10],
+            _check(m),
+            ", ".join(m["conflict_files"]) + (f" (by {m['resolved_by']})" if m["resolved_by"] else ""),
+        )
+        for m in merges
+    )
+    console.print(table("Merges", columns, rows))
+
+
+def _check(merge: Row) -> str:
+    check = merge.get("check") or {}
+    if not check:
+        return ""
+    verdict = "passed" if check.get("passed") else f"failed (exit {check.get('exit_code')})"
+    return f"{check.get('command')}: {verdict}"

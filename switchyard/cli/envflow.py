@@ -1,0 +1,223 @@
+"""The git workflow on environments: ``switchyard env status|sync|feature|commit|push|pull|log|clean|diff|
+rebase|reset [ENV]... [--all]``.
+
+Which environments: the ones named, or ``--all``. The read-only commands (status, log, diff) run on every
+environment when none is named, like the seed's script; the commands that change something need names or
+``--all``, so a forgotten argument never touches five working copies. An unknown name stops the command
+before anything runs, with the list of known ones.
+
+The destructive commands (clean, rebase, reset) show what they will do and how to undo it, then ask; with
+stdin not a terminal they refuse unless ``--yes``. Exit code 1 when a command was refused or failed in any
+environment (each environment's line says why); 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import date
+from functools import partial
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from environments import upstream, workflow
+from environments.workflow import Outcome
+from environments.workspace import EnvironmentInfo
+from store.db import session_scope
+from store.models import Environment
+from switchyard.cli.context import cli_context
+from switchyard.cli.ops import prepare
+from switchyard.cli.render import console, print_json, table
+from switchyard.errors import InputError
+
+EnvArgs = Annotated[list[str] | None, typer.Argument(metavar="[ENV]...", help="Environments, e.g. dev1 dev2.")]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every environment of the workspace.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", help="The workspace (default: the one `env init` recorded, or the settings')."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    from switchyard.cli import envrewrite
+
+    for name, command in (
+        ("status", status), ("sync", sync), ("feature", feature), ("commit", commit), ("push", push), ("pull", pull),
+        ("log", log), ("diff", diff), ("clean", envrewrite.clean), ("rebase", envrewrite.rebase),
+        ("reset", envrewrite.reset),
+    ):  # fmt: skip
+        app.command(name)(command)
+
+
+def workspace_for(workspace: Path | None) -> Path:
+    """--workspace; else SWITCHYARD_WORKSPACE; else where ``env init`` put the environments; else the default."""
+    ctx = cli_context()
+    if workspace is not None:
+        return workspace.resolve()
+    if ctx.settings.workspace is not None:
+        return ctx.settings.workspace_dir
+    prepare(ctx)
+    with session_scope(ctx.database_url) as session:
+        roots = {Path(row.path).parent for row in session.query(Environment)}
+    return roots.pop() if len(roots) == 1 else ctx.settings.workspace_dir
+
+
+def chosen(
+    command: str, workspace: Path, names: list[str] | None, every: bool, *, writes: bool
+) -> list[EnvironmentInfo]:
+    if names and every:
+        raise InputError("name environments or pass --all, not both")
+    if not names and not every and writes:
+        raise InputError(f"name the environments to {command} (e.g. dev1 dev2), or pass --all for every one")
+    return workflow.select_environments(workspace, names or [])
+
+
+def outcomes_for(
+    command: str,
+    names: list[str] | None,
+    every: bool,
+    workspace: Path | None,
+    action: Callable[[Path, EnvironmentInfo], Outcome],
+    *,
+    writes: bool,
+) -> list[Outcome]:
+    root = workspace_for(workspace)
+    infos = chosen(command, root, names, every, writes=writes)
+    return workflow.run_each(command, infos, lambda info: action(root, info))
+
+
+def finish(outcomes: list[Outcome]) -> None:
+    if not all(outcome.ok for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+def report(command: str, outcomes: list[Outcome], as_json: bool) -> None:
+    if as_json:
+        print_json([outcome.as_dict() for outcome in outcomes])
+    else:
+        rows = ((o.environment, "ok" if o.ok else "[red]refused[/red]", escape(o.message)) for o in outcomes)
+        console.print(table(command, ("env", "result", "message"), rows))
+        for outcome in outcomes:
+            if outcome.undo:
+                console.print(f"{outcome.environment}: to undo: {outcome.undo}", soft_wrap=True, markup=False)
+    finish(outcomes)
+
+
+def status(
+    names: EnvArgs = None, every: AllOpt = False, workspace: WorkspaceOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Branch, ahead/behind its base, and uncommitted files (all environments when none is named)."""
+    outcomes = outcomes_for("status", names, every, workspace, workflow.status, writes=False)
+    if as_json:
+        print_json([outcome.as_dict() for outcome in outcomes])
+        return finish(outcomes)
+    columns = ("env", "branch", "ahead", "behind", "base", "uncommitted")
+    rows = [
+        (o.environment, o.details["branch"] or "(detached)", o.details["ahead"], o.details["behind"],
+         o.details["base"], len(o.details["dirty"]))
+        if o.ok
+        else (o.environment, f"[red]{escape(o.message)}[/red]", "", "", "", "")
+        for o in outcomes
+    ]  # fmt: skip
+    console.print(table("Environments", columns, rows))
+    return finish(outcomes)
+
+
+def sync(
+    names: EnvArgs = None, every: AllOpt = False, workspace: WorkspaceOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Fetch origin and fast-forward env/<name> to origin's base branch; refuses when they have diverged."""
+    root = workspace_for(workspace)
+    infos = chosen("sync", root, names, every, writes=True)
+    upstream.fetch_origin(root)  # once, for every environment
+    report("sync", workflow.run_each("sync", infos, lambda info: upstream.sync(root, info, fetch=False)), as_json)
+
+
+def feature(
+    args: Annotated[list[str], typer.Argument(metavar="[ENV]... NAME", help="Environments, then the feature name.")],
+    every: AllOpt = False,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create and switch to feature/<env>/<YYYYMMDD>-<NAME>, starting at env/<env>."""
+    if len(args) == 1 and not every:
+        raise InputError(f"name the environments, then the feature: e.g. switchyard env feature dev1 {args[0]}")
+    name, today = args[-1], date.today()
+    root = workspace_for(workspace)
+    infos = chosen("feature", root, args[:-1], every, writes=True)
+    for info in infos:  # a bad name stops the command before any environment changes
+        workflow.feature_branch_name(info.name, name, today)
+    outcomes = workflow.run_each("feature", infos, lambda info: workflow.feature(root, info, name=name, today=today))
+    report("feature", outcomes, as_json)
+
+
+def commit(
+    names: EnvArgs = None,
+    message: Annotated[str, typer.Option("--message", "-m", help="The commit message.")] = "",
+    every: AllOpt = False,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Commit every change (new, changed and deleted files); refuses when there is nothing to commit."""
+    if not message.strip():
+        raise InputError("the commit message is empty; pass -m 'what changed'")
+    action = partial(workflow.commit, message=message)
+    report("commit", outcomes_for("commit", names, every, workspace, action, writes=True), as_json)
+
+
+def push(
+    names: EnvArgs = None, every: AllOpt = False, workspace: WorkspaceOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Push the checked-out branch to origin (the source repository) under the same name."""
+    report("push", outcomes_for("push", names, every, workspace, upstream.push, writes=True), as_json)
+
+
+def pull(
+    names: EnvArgs = None, every: AllOpt = False, workspace: WorkspaceOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Fetch origin and fast-forward the checked-out branch to origin's branch of the same name."""
+    report("pull", outcomes_for("pull", names, every, workspace, upstream.pull, writes=True), as_json)
+
+
+def log(
+    names: EnvArgs = None,
+    count: Annotated[int, typer.Option("-n", help="How many commits.")] = 10,
+    every: AllOpt = False,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The last commits of the checked-out branch (all environments when none is named)."""
+    workflow.check_count(count)
+    outcomes = outcomes_for("log", names, every, workspace, partial(workflow.log, count=count), writes=False)
+    if as_json:
+        print_json([outcome.as_dict() for outcome in outcomes])
+        return finish(outcomes)
+    for o in outcomes:
+        rows = ((c["sha"][:12], c["date"][:19], c["author"], c["subject"]) for c in o.details.get("commits", []))
+        console.print(table(f"{o.environment}: {escape(o.message)}", ("commit", "date", "author", "subject"), rows))
+    return finish(outcomes)
+
+
+def diff(
+    names: EnvArgs = None,
+    stat: Annotated[bool, typer.Option("--stat", help="Only the summary of changed files.")] = False,
+    every: AllOpt = False,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Uncommitted changes against HEAD (all environments when none is named)."""
+    outcomes = outcomes_for("diff", names, every, workspace, partial(workflow.diff, stat=stat), writes=False)
+    if as_json:
+        print_json([outcome.as_dict() for outcome in outcomes])
+        return finish(outcomes)
+    for o in outcomes:
+        console.print(f"[bold]{o.environment}[/bold]: {escape(o.message)}")
+        sys.stdout.write(o.details.get("text", ""))
+        for name in o.details.get("untracked", []):
+            console.print(f"  untracked: {name}", markup=False)
+    return finish(outcomes)
