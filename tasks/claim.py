@@ -19,6 +19,7 @@ from routing.route import Route
 from store import repo
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Environment, Result, Task
+from store.queries import as_utc
 from tasks.context import Context
 from tasks.kinds.base import Answer, Outcome, TaskInfo
 from tasks.schemas import SubmitRequest
@@ -45,7 +46,7 @@ def _info(ctx: Context, session: Session, row: Task) -> TaskInfo:
     workspace = Path(env.path).parent if env else ctx.settings.workspace_dir
     request = SubmitRequest.model_validate(row.payload)
     return TaskInfo(
-        row.id, row.kind, row.group, row.environment, row.stage, request, workspace, created_at=row.created_at
+        row.id, row.kind, row.group, row.environment, row.stage, request, workspace, created_at=as_utc(row.created_at)
     )
 
 
