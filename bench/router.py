@@ -12,13 +12,17 @@ so machine noise hits all three alike:
 - **litellm**: ``litellm.Router`` with the same models and fallback (Claude → Ollama), calling the same
   simulator; its added latency is its total minus the direct baseline (LiteLLM gives no inner timing).
 
-Prints p50 and p99 of each and the ratios. Target (issue 3): Switchyard's added p50 under 1 ms and under a
-third of LiteLLM's. LiteLLM is an optional extra: ``pip install -e '.[bench]'``.
+Prints p50 and p99 of each and the ratios, then where Switchyard's added time goes, step by step, in the same
+attempts: the real ledger, breakers and router are subclassed only to time their calls (snapshot, hold,
+acquire, verdict, settle); the pure choice, the host checks and the retry loop are what is left of the spans
+around them. Target (issue 3): Switchyard's added p50 under 1 ms and under a third of LiteLLM's. LiteLLM is an
+optional extra: ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import subprocess
@@ -28,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anthropic
 import httpx
@@ -38,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 
 from providers.base import ProviderRequest  # noqa: E402 -- after the path setup, so the bench runs from a checkout
 from providers.claude import ClaudeProvider  # noqa: E402
+from routing.breaker import Breakers  # noqa: E402
 from routing.guard import guarded_call  # noqa: E402
 from routing.ledger import Ledger  # noqa: E402
 from routing.route import Route, RouteRequest  # noqa: E402
 from routing.router import Place, Router  # noqa: E402
-from routing.state import breakers_for  # noqa: E402
+from routing.state import connect_state, record_transition  # noqa: E402
 from store.db import session_scope  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.repo import create_task  # noqa: E402
@@ -52,6 +57,7 @@ from switchyard.settings import Settings  # noqa: E402
 PROMPT = "Review this change:\n```diff\n+def health():\n+    return 'ok'\n```\n"
 SYSTEM = "You are a careful code reviewer working in a Switchyard fleet.\nTask kind: pr_review\n"
 MODEL = "claude-sonnet-5"
+T = TypeVar("T")
 
 
 def start_simulator(port: int) -> subprocess.Popen[bytes]:
@@ -81,17 +87,88 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Stopwatch:
+    """Seconds spent per step of one attempt, summed when a step runs more than once (the guard's tries)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+
+    def add(self, step: str, seconds: float) -> None:
+        self.spent[step] = self.spent.get(step, 0.0) + seconds
+
+    def time(self, step: str, fn: Callable[[], T]) -> T:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.add(step, time.perf_counter() - t0)
+
+
+class TimedLedger(Ledger):
+    """The real ledger, timing each call it gets (the router's hold, the attempt's settle)."""
+
+    watch = Stopwatch()
+
+    def hold(self, **hold: Any) -> Any:
+        return self.watch.time("hold (SQL)", lambda: super(TimedLedger, self).hold(**hold))
+
+    def settle(self, **settle: Any) -> None:
+        self.watch.time("settle (SQL)", lambda: super(TimedLedger, self).settle(**settle))
+
+
+class TimedBreakers(Breakers):
+    """The real shared breakers, timing the router's snapshot and the guard's permit and verdict."""
+
+    watch = Stopwatch()
+
+    def snapshot(self, providers: Any) -> Any:
+        return self.watch.time("breaker snapshot (Redis)", lambda: super(TimedBreakers, self).snapshot(providers))
+
+    def acquire(self, provider: str) -> Any:
+        return self.watch.time("breaker acquire (Redis)", lambda: super(TimedBreakers, self).acquire(provider))
+
+    def success(self, permit: Any) -> None:
+        self.watch.time("breaker verdict (Redis)", lambda: super(TimedBreakers, self).success(permit))
+
+
+class TimedRouter(Router):
+    watch = Stopwatch()
+
+    def provider_states(self, names: Any) -> Any:
+        return self.watch.time("provider states", lambda: super(TimedRouter, self).provider_states(names))
+
+    def budget_states(self, request: RouteRequest) -> Any:
+        return self.watch.time("budget snapshot", lambda: super(TimedRouter, self).budget_states(request))
+
+
+STEPS = (  # in the order an attempt runs them; the unmeasured ones are what is left of the spans around them
+    "breaker snapshot (Redis)",
+    "host checks (keys, CLIs)",
+    "budget snapshot (cached 1 s)",
+    "choose (pure)",
+    "hold (SQL)",
+    "breaker acquire (Redis)",
+    "breaker verdict (Redis)",
+    "retry loop (tenacity)",
+    "settle (SQL)",
+    "rest (request, bookkeeping)",
+)
+
+
 class Switchyard:
     """The router's per-attempt work around one Claude call, as the attempt loop does it."""
 
     def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
         self.fleet = load_fleet(ROOT / "switchyard.toml", "development")
         upgrade(database_url)
-        self.ledger = Ledger(database_url, self.fleet)
-        self.breakers = breakers_for(redis_url, self.fleet, database_url=database_url)
+        self.watch = Stopwatch()
+        TimedLedger.watch = TimedBreakers.watch = TimedRouter.watch = self.watch
+        self.ledger = TimedLedger(database_url, self.fleet)
+        record = functools.partial(record_transition, database_url)
+        self.breakers = TimedBreakers.from_fleet(connect_state(redis_url), self.fleet, on_transition=record)
         for name in self.fleet.providers:
             self.breakers.reset(name)
-        self.router = Router(settings, self.fleet, self.ledger, self.breakers)
+        self.router = TimedRouter(settings, self.fleet, self.ledger, self.breakers)
         self.provider = ClaudeProvider(base_url=settings.effective_simulator_url, api_key="bench", timeout=30)
         self.database_url = database_url
 
@@ -110,25 +187,42 @@ class Switchyard:
             )
         return task_id
 
-    def attempt(self, task_id: str) -> tuple[float, float]:
-        """(total seconds, seconds inside the provider call) for one routed attempt."""
+    def attempt(self, task_id: str) -> tuple[float, float, dict[str, float]]:
+        """(total seconds, seconds inside the provider call, seconds per step) for one routed attempt."""
+        self.watch.spent = {}
+        watch = self.watch
         request = RouteRequest("pr_review", "pr_review", "dev1", "dev", len(SYSTEM) + len(PROMPT))
-        inner = [0.0]
         started = time.perf_counter()
-        route = self.router.route(request, Place(task_id, 1, "pr_review", "dev1", "dev"))
+        route = watch.time("route", lambda: self.router.route(request, Place(task_id, 1, "pr_review", "dev1", "dev")))
         assert isinstance(route, Route), route
         call = ProviderRequest(model=route.model, system=SYSTEM, prompt=PROMPT, max_output_tokens=256)
-
-        def timed() -> Any:
-            t0 = time.perf_counter()
-            try:
-                return self.provider.call(call)
-            finally:
-                inner[0] += time.perf_counter() - t0
-
-        guarded_call(self.breakers, route.provider, timed, self.fleet.retry)
+        timed = functools.partial(watch.time, "call", functools.partial(self.provider.call, call))
+        watch.time("guard", lambda: guarded_call(self.breakers, route.provider, timed, self.fleet.retry))
         self.ledger.settle(task_id=task_id, attempt=1, charged_micros=1000, price_version="bench")
-        return time.perf_counter() - started, inner[0]
+        total = time.perf_counter() - started
+        return total, watch.spent["call"], steps_of(watch.spent, total)
+
+
+def steps_of(spent: dict[str, float], total: float) -> dict[str, float]:
+    """Every step of :data:`STEPS`, the derived ones computed from the spans they are left of."""
+    got = spent
+    snapshot, states = got.get("breaker snapshot (Redis)", 0.0), got.get("provider states", 0.0)
+    budgets, hold = got.get("budget snapshot", 0.0), got.get("hold (SQL)", 0.0)
+    acquire, verdict = got.get("breaker acquire (Redis)", 0.0), got.get("breaker verdict (Redis)", 0.0)
+    settle = got.get("settle (SQL)", 0.0)
+    steps = {
+        "breaker snapshot (Redis)": snapshot,
+        "host checks (keys, CLIs)": states - snapshot,
+        "budget snapshot (cached 1 s)": budgets,
+        "choose (pure)": got["route"] - states - budgets - hold,
+        "hold (SQL)": hold,
+        "breaker acquire (Redis)": acquire,
+        "breaker verdict (Redis)": verdict,
+        "retry loop (tenacity)": got["guard"] - got["call"] - acquire - verdict,
+        "settle (SQL)": settle,
+    }
+    steps["rest (request, bookkeeping)"] = total - got["call"] - sum(steps.values())
+    return steps
 
 
 def litellm_router(url: str) -> Callable[[], Any]:
@@ -186,12 +280,13 @@ def main() -> int:
             )
 
         results: dict[str, list[float]] = {"direct": [], "switchyard": [], "switchyard_inner": [], "litellm": []}
+        steps: dict[str, list[float]] = {step: [] for step in STEPS}
         tasks = [ours.new_task() for _ in range(args.calls + args.warmup)]
         for i, task_id in enumerate(tasks):
             t0 = time.perf_counter()
             direct()
             d = time.perf_counter() - t0
-            total, inner = ours.attempt(task_id)
+            total, inner, spent = ours.attempt(task_id)
             lt = 0.0
             if lite is not None:
                 t0 = time.perf_counter()
@@ -202,7 +297,10 @@ def main() -> int:
                 results["switchyard"].append(total)
                 results["switchyard_inner"].append(total - inner)
                 results["litellm"].append(lt)
+                for step, seconds in spent.items():
+                    steps[step].append(seconds)
         report(results, lite is not None, args.calls, database_url.split(":")[0])
+        report_steps(steps, results["switchyard_inner"])
     finally:
         sim.terminate()
         sim.wait(10)
@@ -237,6 +335,17 @@ def report(results: dict[str, list[float]], with_litellm: bool, calls: int, data
     verdict = "meets" if inner50 * ms < 1.0 else "misses"
     mean = statistics.mean(results["switchyard_inner"]) * ms
     print(f"switchyard added p50 {inner50 * ms:.3f} ms {verdict} the 1 ms target (mean {mean:.3f} ms)")
+
+
+def report_steps(steps: dict[str, list[float]], added: list[float]) -> None:
+    """Where switchyard's added time goes, per step of the attempt (p50 and p99 of each, in microseconds)."""
+    us = 1e6
+    print(f"\nswitchyard added time per step (same attempts) {'p50 us':>9} {'p99 us':>9}")
+    for step, values in steps.items():
+        print(f"  {step:44} {pct(values, 0.5) * us:9.1f} {pct(values, 0.99) * us:9.1f}")
+    total = sum(pct(values, 0.5) for values in steps.values())
+    print(f"  {'sum of the step p50s':44} {total * us:9.1f}")
+    print(f"  {'added, p50 of the attempts':44} {pct(added, 0.5) * us:9.1f}")
 
 
 if __name__ == "__main__":

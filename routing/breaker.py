@@ -108,18 +108,6 @@ class BreakerStatus:
     last_transition: Transition | None
     last_failure: str | None
 
-    def provider_state(self) -> ProviderState:
-        return ProviderState(
-            name=self.provider,
-            breaker=self.state,
-            probe_free=self.probe_free,
-            retry_in_s=self.retry_in_s,
-            in_flight=self.in_flight,
-            max_in_flight=self.limits.max_in_flight,
-            calls_last_minute=self.calls_last_minute,
-            requests_per_minute=self.limits.requests_per_minute,
-        )
-
     def as_dict(self) -> dict[str, Any]:
         last = self.last_transition
         return {
@@ -165,6 +153,7 @@ class Breakers:
         self._verdict = client.register_script(breaker_lua.VERDICT)
         self._operate = client.register_script(breaker_lua.OPERATE)
         self._read = client.register_script(breaker_lua.READ)
+        self._keys: dict[tuple[str, ...], list[str]] = {}  # the READ script's KEYS per list of providers
 
     @classmethod
     def from_fleet(cls, client: redis.Redis, fleet: Fleet, *, on_transition: OnTransition | None = None) -> Breakers:
@@ -211,28 +200,41 @@ class Breakers:
 
     def status(self, providers: Iterable[str]) -> dict[str, BreakerStatus]:
         """Every named provider's state, read in one round trip."""
-        names = list(providers)
-        try:
-            try:
-                raw = self._read_all(names)
-            except redis.exceptions.NoScriptError:  # first use on this Redis (or after SCRIPT FLUSH)
-                self.client.script_load(breaker_lua.READ)
-                raw = self._read_all(names)
-        except redis.RedisError as exc:
-            raise _unavailable(exc) from None
-        return {name: self._status(name, json.loads(data)) for name, data in zip(names, raw, strict=True)}
-
-    def _read_all(self, names: list[str]) -> list[Any]:
-        # EVALSHA by hand: a pipeline given Script objects asks SCRIPT EXISTS first, one more round trip each time
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.evalsha(self._read.sha, 4, *provider_keys(name).as_list(), self.policy.half_open_probes)
-        result: list[Any] = pipe.execute()
-        return result
+        return {name: self._status(name, out) for name, out in self._read_all(tuple(providers), whole=True)}
 
     def snapshot(self, providers: Iterable[str]) -> dict[str, ProviderState]:
-        """The router's view (:class:`routing.route.ProviderState`) of every named provider."""
-        return {name: status.provider_state() for name, status in self.status(providers).items()}
+        """The router's view (:class:`routing.route.ProviderState`) of every named provider, in one round trip.
+
+        The router reads it before every attempt, so it is built straight from the script's answer."""
+        return {name: self._provider_state(name, out) for name, out in self._read_all(tuple(providers), whole=False)}
+
+    def _read_all(self, names: tuple[str, ...], *, whole: bool) -> list[tuple[str, dict[str, Any]]]:
+        if not names:
+            return []
+        keys = self._keys.get(names)
+        if keys is None:
+            if len(self._keys) >= 64:  # a few lists of providers in practice (one per group and kind)
+                self._keys.clear()
+            keys = self._keys[names] = [key for name in names for key in provider_keys(name).as_list()]
+        try:
+            # redis-py's Script runs EVALSHA, and loads the script on first use (or after SCRIPT FLUSH)
+            raw = self._read(keys=keys, args=[self.policy.half_open_probes, int(whole)])
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from None
+        return list(zip(names, json.loads(raw), strict=True))
+
+    def _provider_state(self, name: str, out: dict[str, Any]) -> ProviderState:
+        limits = self.limits_for(name)
+        return ProviderState(
+            name=name,
+            breaker=out["state"],
+            probe_free=bool(out["probe_free"]),
+            retry_in_s=max(float(out["retry_in_ms"]) / 1000, 0.0),
+            in_flight=int(out["in_flight"]),
+            max_in_flight=limits.max_in_flight,
+            calls_last_minute=int(out["calls_last_minute"]),
+            requests_per_minute=limits.requests_per_minute,
+        )
 
     def _status(self, name: str, out: dict[str, Any]) -> BreakerStatus:
         last = out.get("last")

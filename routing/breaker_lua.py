@@ -155,29 +155,38 @@ return cjson.encode(out)
 """
 )
 
-# ARGV: half-open probes. Read only: an open breaker whose interval passed reads as half-open.
-READ = (
-    PRELUDE
-    + """
-local probes_max = tonumber(ARGV[1])
-local now = now_ms()
-local f = redis.call('HMGET', h, 'state', 'failures', 'open_until', 'last_from', 'last_to', 'last_cause',
-  'last_at', 'last_failure')
-local out = {state = f[1] or 'closed', failures = tonumber(f[2] or '0'), retry_in_ms = 0, probe_free = true}
-if out.state == 'open' then
-  local until_ms = tonumber(f[3] or '0')
-  if now >= until_ms then
-    out.state = 'half_open'
-  else
-    out.retry_in_ms = until_ms - now
+# KEYS: every provider's four keys, one provider after the other. ARGV: half-open probes, and 1 for the whole
+# status (last transition and failure) or 0 for the router's snapshot. Read only: an open breaker whose
+# interval passed reads as half-open. One call reads every provider the router considers (one round trip per
+# attempt); answers a JSON array in the order of the providers. (On a Redis Cluster the providers' keys would
+# live in different slots: this would then be one call per provider.)
+READ = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local probes_max, whole = tonumber(ARGV[1]), ARGV[2] == '1'
+local function read(h, inflight, calls, probes)
+  local f = redis.call('HMGET', h, 'state', 'failures', 'open_until', 'last_from', 'last_to', 'last_cause',
+    'last_at', 'last_failure')
+  local out = {state = f[1] or 'closed', failures = tonumber(f[2] or '0'), retry_in_ms = 0, probe_free = true}
+  if out.state == 'open' then
+    local until_ms = tonumber(f[3] or '0')
+    if now >= until_ms then
+      out.state = 'half_open'
+    else
+      out.retry_in_ms = until_ms - now
+    end
+  elseif out.state == 'half_open' then
+    out.probe_free = redis.call('ZCOUNT', probes, string.format('(%d', now), '+inf') < probes_max
   end
-elseif out.state == 'half_open' then
-  out.probe_free = redis.call('ZCOUNT', probes, string.format('(%d', now), '+inf') < probes_max
+  if whole and f[5] then out.last = {from = f[4], to = f[5], cause = f[6], at = tonumber(f[7])} end
+  if whole and f[8] then out.last_failure = f[8] end
+  out.in_flight = redis.call('ZCOUNT', inflight, string.format('(%d', now), '+inf')
+  out.calls_last_minute = redis.call('ZCOUNT', calls, string.format('(%d', now - 60000), '+inf')
+  return cjson.encode(out)
 end
-if f[5] then out.last = {from = f[4], to = f[5], cause = f[6], at = tonumber(f[7])} end
-if f[8] then out.last_failure = f[8] end
-out.in_flight = redis.call('ZCOUNT', inflight, string.format('(%d', now), '+inf')
-out.calls_last_minute = redis.call('ZCOUNT', calls, string.format('(%d', now - 60000), '+inf')
-return cjson.encode(out)
+local answers = {}
+for i = 1, #KEYS, 4 do
+  answers[#answers + 1] = read(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3])
+end
+return '[' .. table.concat(answers, ',') .. ']'
 """
-)

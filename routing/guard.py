@@ -16,10 +16,13 @@ when the breaker or a limit refused a try) and never starts over: the caller mov
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import Generic, Literal, TypeVar
+
+from tenacity import Retrying
 
 from providers.http_errors import DOWN_STATUSES
 from routing.breaker import Breakers, Denial, Permit
@@ -71,10 +74,17 @@ def guarded_call(
     :class:`~switchyard.errors.StateUnavailable` when the shared state cannot be reached (fail closed).
     """
     tries = _Tries(breakers, provider, fn, policy.attempts)
-    for attempt in retrying(policy, sleep=sleep):
+    for attempt in _retrying(policy, sleep):
         with attempt:
             return tries.one(attempt.retry_state.attempt_number)
     raise AssertionError("tenacity re-raises the last error when it stops")  # pragma: no cover
+
+
+@functools.lru_cache(maxsize=32)
+def _retrying(policy: RetryPolicy, sleep: Callable[[float], None]) -> Retrying:
+    """One tenacity ``Retrying`` per policy and sleep, shared by every call: tenacity keeps the state of a run
+    (statistics, the current try) per thread, and building one costs as much as a run of it."""
+    return retrying(policy, sleep=sleep)
 
 
 class _Tries(Generic[T]):

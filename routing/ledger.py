@@ -21,7 +21,7 @@ line records one alert per budget and window and logs one warning.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -54,8 +54,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 Crossing = tuple[CounterKey, Budget, int]
 Applicable = dict[tuple[str, str, str], Budget]
-Counters = tuple[dict[CounterKey, Budget], list[list[str]]]  # in lock order, and as the spend row keeps them
-KNOWN_COUNTERS = 4096  # counters remembered as existing (one per budget and window); forgotten all at once past it
 PLACES = 256  # (overrides, place, hour) -> counters, remembered; forgotten all at once past it
 
 
@@ -91,6 +89,21 @@ class _Place:
         return {"provider": self.provider, "group": self.group, "environment": self.environment, "stage": self.stage}
 
 
+@dataclass
+class _Counters:
+    """The counters a hold from one place raises in one hour, worked out once (see :meth:`Ledger._counters`).
+
+    ``seen``: every one of them existed when a hold that raised them committed. Counters are never deleted, so
+    later holds do not look them up again; a hold that finds one missing after all (its database was made
+    anew under the same URL) forgets what it saw and holds again."""
+
+    budgets: dict[CounterKey, Budget]  # in lock order
+    caps: dict[CounterKey, int]
+    as_json: list[list[str]]  # as the spend row keeps them
+    labels: tuple[str, ...]
+    seen: bool = False
+
+
 class _CounterGone(Exception):
     """A counter remembered as existing is not in the database: the hold is rolled back and made again."""
 
@@ -107,12 +120,9 @@ class Ledger:
         self.database_url = database_url
         self.fleet = fleet
         self.now = now
-        # Counters are never deleted, so one seen in a committed hold is not looked up again; a hold that finds
-        # one missing after all (a database made anew under the same URL) forgets them and holds again.
-        self._known: set[CounterKey] = set()
         # The overrides are read on every hold (so `budget set` applies to the next one); the counters they
         # make a place count against are worked out once per distinct set of overrides and hour.
-        self._places: dict[tuple[tuple[OverrideRow, ...], _Place, datetime], Counters] = {}
+        self._places: dict[tuple[tuple[OverrideRow, ...], _Place, datetime], _Counters] = {}
 
     # --- reading ---------------------------------------------------------------------------------------
 
@@ -163,25 +173,25 @@ class Ledger:
         try:
             return self._hold(task_id, attempt, model, place, micros)
         except _CounterGone:  # a counter this ledger saw is not there (its database was made anew): look again
-            self._known.clear()
+            self._places.clear()
             return self._hold(task_id, attempt, model, place, micros)
 
     def _hold(self, task_id: str, attempt: int, model: str, place: _Place, micros: int) -> Hold:
         now = self.now()
         with self._transaction("hold", task_id=task_id) as conn:
-            keys, as_json = self._counters(conn, place, now)
-            if not self._known.issuperset(keys):  # before the spend row: a new counter starts from the rows before it
-                sql.ensure_counters(conn, keys)
+            counters = self._counters(conn, place, now)
+            if not counters.seen:  # before the spend row: a new counter starts from the rows before it
+                sql.ensure_counters(conn, counters.budgets)
             row = {"task_id": task_id, "attempt": attempt, "model": model, **place.columns(), "held_micros": micros}
-            row.update(budget_keys=as_json, created_at=now, settled_at=None)
+            row.update(budget_keys=counters.as_json, created_at=now, settled_at=None)
             reused = self._insert_or_reuse(conn, row)
             if reused is not None:
                 return reused
-            crossed = self._raise_counters(conn, keys, micros, now)
+            crossed = self._raise_counters(conn, counters, micros, now)
             recorded = self._record_alerts(conn, crossed, task_id, now)
-        self._remember(keys)
+        counters.seen = True
         self._warn(recorded)
-        return Hold(task_id, attempt, place.provider, model, micros, "held", tuple(key.label for key in keys))
+        return Hold(task_id, attempt, place.provider, model, micros, "held", counters.labels)
 
     def settle(self, *, task_id: str, attempt: int, charged_micros: int, price_version: str | None) -> None:
         """Replace the held amount by the real cost on the counters the hold raised. A second call does nothing."""
@@ -279,23 +289,20 @@ class Ledger:
             budgets, environment=place.environment, stage=place.stage, group=place.group, providers=[place.provider]
         )
 
-    def _counters(self, conn: Connection, place: _Place, now: datetime) -> Counters:
-        """The counters a hold from ``place`` raises at ``now`` (overrides read in this transaction), with their
-        JSON for the spend row. Worked out once per set of overrides, place and UTC hour: every window (hour,
-        day, month) stays the same within an hour."""
+    def _counters(self, conn: Connection, place: _Place, now: datetime) -> _Counters:
+        """The counters a hold from ``place`` raises at ``now`` (overrides read in this transaction). Worked out
+        once per set of overrides, place and UTC hour: every window (hour, day, month) stays the same within an
+        hour."""
         memo = (sql.override_rows(conn), place, window_bounds("hour", now)[0])
         found = self._places.get(memo)
         if found is None:
             if len(self._places) >= PLACES:
                 self._places.clear()
             keys = counter_keys(self._applicable_with(memo[0], place), now)
-            found = self._places[memo] = (keys, [key.to_json() for key in keys])
+            caps = {key: budget.cap_micros for key, budget in keys.items()}
+            labels = tuple(key.label for key in keys)
+            found = self._places[memo] = _Counters(keys, caps, [key.to_json() for key in keys], labels)
         return found
-
-    def _remember(self, keys: Iterable[CounterKey]) -> None:
-        if len(self._known) >= KNOWN_COUNTERS:
-            self._known.clear()
-        self._known.update(keys)
 
     def _insert_or_reuse(self, conn: Connection, row: dict[str, Any]) -> Hold | None:
         """Insert the hold's spend row: None when it is a new (or renewed) hold, the hold already there if not."""
@@ -322,16 +329,14 @@ class Ledger:
         sql.set_spend(conn, row.id, state="settled", settled_at=settled.at, **values)
         return row
 
-    def _raise_counters(
-        self, conn: Connection, keys: dict[CounterKey, Budget], micros: int, now: datetime
-    ) -> list[Crossing]:
+    def _raise_counters(self, conn: Connection, counters: _Counters, micros: int, now: datetime) -> list[Crossing]:
         if micros == 0:  # a free call spends nothing: it passes even a budget that is already full
             return []
-        after = sql.add_within_caps(conn, {key: budget.cap_micros for key, budget in keys.items()}, micros=micros)
-        refused = [key for key in keys if key not in after]  # keys are sorted: the first one that refused
-        if refused:
-            raise self._refusal(conn, refused[0], keys[refused[0]], micros, now)
-        return [(key, budget, after[key]) for key, budget in keys.items()]
+        after = sql.add_within_caps(conn, counters.caps, micros=micros)
+        if len(after) < len(counters.caps):  # the first one (in lock order) that refused
+            key = next(key for key in counters.caps if key not in after)
+            raise self._refusal(conn, key, counters.budgets[key], micros, now)
+        return [(key, budget, after[key]) for key, budget in counters.budgets.items()]
 
     def _refusal(self, conn: Connection, key: CounterKey, budget: Budget, micros: int, now: datetime) -> BudgetRefused:
         used = sql.counter(conn, key)

@@ -76,6 +76,8 @@ class Router:
     budget_snapshot_s: float = 1.0
     clock: Callable[[], float] = time.monotonic
     _budgets: dict[tuple[str, str, str], tuple[float, list[BudgetState]]] = field(default_factory=dict, repr=False)
+    _usable: dict[str, str | None] = field(default_factory=dict, repr=False)
+    _candidates: dict[tuple[str, str], tuple[Fleet, list[str]]] = field(default_factory=dict, repr=False)
 
     def provider_states(self, names: Iterable[str]) -> dict[str, ProviderState]:
         """Shared state (Redis) plus what only this host knows: credentials and installed CLIs."""
@@ -85,11 +87,15 @@ class Router:
         for name in names:
             base = shared.get(name) or ProviderState(name=name)
             states[name] = replace(
-                base,
-                unusable=available(name, self.settings),
-                cli_available=cli_available(name, self.settings),
+                base, unusable=self._unusable(name), cli_available=cli_available(name, self.settings)
             )
         return states
+
+    def _unusable(self, name: str) -> str | None:
+        """:func:`available` for ``name``: it depends on the settings only, which never change, so asked once."""
+        if name not in self._usable:
+            self._usable[name] = available(name, self.settings)
+        return self._usable[name]
 
     def budget_states(self, request: RouteRequest) -> list[BudgetState]:
         """Every budget this attempt could count against, whichever provider it goes to (one read).
@@ -126,10 +132,21 @@ class Router:
         return Refusal("budget_exhausted", "budgets filled up while choosing (other attempts held first)", 1.0)
 
     def _choose(self, request: RouteRequest, fleet: Fleet) -> Route | Refusal:
-        names = [name for name, _ in candidates(fleet, fleet.group(request.group), request.kind)]
-        providers = self.provider_states(names)
+        providers = self.provider_states(self._names(request, fleet))
         budgets = self.budget_states(request)
         return choose_route(request, fleet, providers, budgets, self.today())
+
+    def _names(self, request: RouteRequest, fleet: Fleet) -> list[str]:
+        """The providers a route for ``request`` may take, in order; worked out once per group and kind for
+        the router's fleet (fleets are immutable)."""
+        key = (request.group, request.kind)
+        cached = self._candidates.get(key)
+        if cached is not None and cached[0] is fleet:
+            return cached[1]
+        names = [name for name, _ in candidates(fleet, fleet.group(request.group), request.kind)]
+        if fleet is self.fleet:
+            self._candidates[key] = (fleet, names)
+        return names
 
     def _hold(self, route: Route, place: Place) -> None:
         self.ledger.hold(

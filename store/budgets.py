@@ -7,9 +7,11 @@ counter is raised by a conditional ``UPDATE … SET used = used + m WHERE … AN
 PostgreSQL the UPDATE takes the row lock and re-checks the condition on the row as the previous holder
 committed it; on SQLite the transaction holds the database's write lock from ``BEGIN IMMEDIATE`` on.
 
-Every hold and settle runs these statements, so they are SQLAlchemy Core statements built once with bound
-parameters (their compiled form is cached) and they read plain rows: building expressions, or loading ORM
-objects into a session, costs more than running the statements on SQLite.
+Every hold and settle runs the statements of the hot path (the overrides, the spend row's insert and end, the
+counters' raise and move), so they are SQLAlchemy Core statements built once with bound parameters and run
+through :mod:`store.prepared` on the transaction's cursor, reading plain rows: building expressions, loading
+ORM objects, or SQLAlchemy's work per execution costs more than SQLite takes to run them. The rest (new
+counters, alerts, overrides written, the sweeper) runs through ``Connection.execute``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     CursorResult,
-    Executable,
     Table,
     and_,
     bindparam,
@@ -35,27 +36,24 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import MultipleResultsFound
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import UpdateBase
 
 from routing.budgets import Action, Alert, Budget, CounterKey, as_utc, label, window_bounds
 from store.models import TERMINAL_STATUSES, BudgetAlert, BudgetCounter, BudgetOverride, Spend, Task
+from store.prepared import run
 from switchyard.fleet_models import Scope, Window
 
-Db = Connection | Session  # the ledger runs on a Core connection; read-only callers may pass a session
 OverrideRow = tuple[str, str, str, int, int | None, str]  # scope, target, window, cap, alert, action
 _COUNTERS, _SPEND, _OVERRIDES = (cast(Table, model.__table__) for model in (BudgetCounter, Spend, BudgetOverride))
 _C, _S, _O = _COUNTERS.c, _SPEND.c, _OVERRIDES.c
-_INSERTS: dict[tuple[str, str], Executable] = {}  # (dialect, table) -> INSERT … ON CONFLICT DO NOTHING RETURNING
+_INSERTS: dict[tuple[str, str], UpdateBase] = {}  # (dialect, table) -> INSERT … ON CONFLICT DO NOTHING RETURNING
 
 
-def _dialect(db: Db) -> str:
-    return db.dialect.name if isinstance(db, Connection) else db.get_bind().dialect.name
-
-
-def _insert_ignoring_conflicts(db: Db, table: Table, rows: list[dict[str, Any]]) -> int:
-    """``INSERT … ON CONFLICT DO NOTHING``; how many rows went in (counted by RETURNING: psycopg reports no
-    rowcount for it)."""
-    dialect = _dialect(db)
+def _insert(dialect: str, table: Table) -> UpdateBase:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING <key>`` into ``table`` (RETURNING counts the rows that went
+    in: psycopg reports no rowcount for it), built once per dialect."""
     statement = _INSERTS.get((dialect, table.name))
     if statement is None:
         insert: postgresql.Insert | sqlite.Insert
@@ -66,10 +64,15 @@ def _insert_ignoring_conflicts(db: Db, table: Table, rows: list[dict[str, Any]])
         else:
             raise NotImplementedError(f"the ledger supports sqlite and postgresql, not {dialect}")
         statement = _INSERTS[(dialect, table.name)] = insert.on_conflict_do_nothing().returning(*table.primary_key)
-    return len(db.execute(statement, rows[0] if len(rows) == 1 else rows).all())  # one row: no executemany
+    return statement
 
 
-_BULK: dict[tuple[str, int], Executable] = {}  # (add | move, how many counters) -> one UPDATE for them all
+def _insert_ignoring_conflicts(db: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
+    """Insert ``rows``, skipping those whose key is taken; how many went in."""
+    return len(db.execute(_insert(db.dialect.name, table), rows).all())
+
+
+_BULK: dict[tuple[str, int], UpdateBase] = {}  # (add | move, how many counters) -> one UPDATE for them all
 
 
 def _key(suffix: int | str = "") -> ColumnElement[bool]:
@@ -113,7 +116,7 @@ def _params(key: CounterKey, *, suffix: str = "", **more: int) -> dict[str, Any]
 # --- counters ------------------------------------------------------------------------------------------
 
 
-def ensure_counters(db: Db, keys: Iterable[CounterKey]) -> None:
+def ensure_counters(db: Connection, keys: Iterable[CounterKey]) -> None:
     """Create the counters ``keys`` that do not exist yet, each starting from the spend rows already in its
     window (a budget added mid-window, or spend the ledger did not count, still counts).
 
@@ -125,7 +128,7 @@ def ensure_counters(db: Db, keys: Iterable[CounterKey]) -> None:
         _insert_ignoring_conflicts(db, _COUNTERS, rows)
 
 
-def _seed(db: Db, key: CounterKey) -> dict[str, int]:
+def _seed(db: Connection, key: CounterKey) -> dict[str, int]:
     end = window_bounds(key.window, key.window_start)[1]
     held = case((_S.state == "held", _S.held_micros), else_=0)
     query = select(func.coalesce(func.sum(_S.charged_micros), 0), func.coalesce(func.sum(held), 0))
@@ -140,7 +143,7 @@ def _key_columns(key: CounterKey) -> dict[str, Any]:
     return {"scope": key.scope, "target": key.target, "window": key.window, "window_start": key.window_start}
 
 
-def add_within_caps(db: Db, caps: Mapping[CounterKey, int], *, micros: int) -> dict[CounterKey, int]:
+def add_within_caps(db: Connection, caps: Mapping[CounterKey, int], *, micros: int) -> dict[CounterKey, int]:
     """Raise each counter of ``caps`` by ``micros`` where it stays within its cap: the new value of each one
     raised. A counter missing from the answer refused (or does not exist), and the caller rolls back.
 
@@ -149,36 +152,35 @@ def add_within_caps(db: Db, caps: Mapping[CounterKey, int], *, micros: int) -> d
     (no deadlocks between holds), stopping at the first refusal."""
     if not caps:
         return {}
-    if _dialect(db) == "sqlite":
+    if db.dialect.name == "sqlite":
         params = _bulk_params(caps, k_micros=micros)
         params.update({f"k_cap{i}": cap for i, cap in enumerate(caps.values())})
-        return _by_key(caps, db.execute(_bulk("add", len(caps)), params))
+        return _by_key(caps, run(db, _bulk("add", len(caps)), params))
     raised = {}
     for key, cap in sorted(caps.items()):
-        value = db.execute(_ADD, _params(key, k_micros=micros, k_cap=cap)).scalar_one_or_none()
+        value = _one(run(db, _ADD, _params(key, k_micros=micros, k_cap=cap)))
         if value is None:
             break
-        raised[key] = int(value)
+        raised[key] = int(value[0])
     return raised
 
 
-def move_counters(db: Db, keys: Sequence[CounterKey], *, used_delta: int, held_delta: int) -> dict[CounterKey, int]:
+def move_counters(
+    db: Connection, keys: Sequence[CounterKey], *, used_delta: int, held_delta: int
+) -> dict[CounterKey, int]:
     """Apply a settlement or a release to the counters the hold raised; the new value of each (0 when the
     counter is not there). One statement on SQLite, one per counter in key order on PostgreSQL."""
     if not keys:
         return {}
-    if _dialect(db) == "sqlite":
+    if db.dialect.name == "sqlite":
         params = _bulk_params(keys, k_used=used_delta, k_held=held_delta)
-        found = _by_key(keys, db.execute(_bulk("move", len(keys)), params))
+        found = _by_key(keys, run(db, _bulk("move", len(keys)), params))
         return {key: found.get(key, 0) for key in keys}
-    moved = {
-        key: db.execute(_MOVE, _params(key, k_used=used_delta, k_held=held_delta)).scalar_one_or_none()
-        for key in sorted(keys)
-    }
-    return {key: int(value or 0) for key, value in moved.items()}
+    moved = {key: _one(run(db, _MOVE, _params(key, k_used=used_delta, k_held=held_delta))) for key in sorted(keys)}
+    return {key: 0 if value is None else int(value[0]) for key, value in moved.items()}
 
 
-def _bulk(kind: str, count: int) -> Executable:
+def _bulk(kind: str, count: int) -> UpdateBase:
     """``UPDATE budget_counters … WHERE <counter 0> OR <counter 1> …`` for ``count`` counters (``add``: each
     only within its cap ``k_cap<i>``), built once per kind and count."""
     statement = _BULK.get((kind, count))
@@ -213,13 +215,13 @@ def _by_key(keys: Iterable[CounterKey], rows: Iterable[Any]) -> dict[CounterKey,
     return {named[(scope, target, window)]: int(value) for scope, target, window, value in rows}
 
 
-def counter(db: Db, key: CounterKey) -> int | None:
+def counter(db: Connection, key: CounterKey) -> int | None:
     """What the counter ``key`` holds, or None when it was never created."""
-    found = db.execute(_GET, _params(key)).scalar_one_or_none()
-    return None if found is None else int(found)
+    found = _one(run(db, _GET, _params(key)))
+    return None if found is None else int(found[0])
 
 
-def used(db: Db, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
+def used(db: Connection, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
     """What each counter holds now; a counter never written counts 0."""
     return {key: counter(db, key) or 0 for key in keys}
 
@@ -227,9 +229,9 @@ def used(db: Db, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
 # --- overrides and alerts ------------------------------------------------------------------------------
 
 
-def override_rows(db: Db) -> tuple[OverrideRow, ...]:
+def override_rows(db: Connection) -> tuple[OverrideRow, ...]:
     """The operators' overrides as plain rows, oldest first: one small query, cheap enough for every hold."""
-    return tuple(cast(OverrideRow, tuple(row)) for row in db.execute(_OVERRIDES_IN_ORDER))
+    return tuple(cast(OverrideRow, row) for row in run(db, _OVERRIDES_IN_ORDER))
 
 
 def budgets_of(rows: Sequence[OverrideRow]) -> list[Budget]:
@@ -239,11 +241,12 @@ def budgets_of(rows: Sequence[OverrideRow]) -> list[Budget]:
     ]
 
 
-def overrides(db: Db) -> list[Budget]:
-    return budgets_of(override_rows(db))
+def overrides(db: Connection | Session) -> list[Budget]:
+    """The operators' overrides as budgets (``db``: a connection, or a session and its transaction)."""
+    return budgets_of(override_rows(db.connection() if isinstance(db, Session) else db))
 
 
-def upsert_override(db: Db, *, budget: Budget, now: datetime) -> None:
+def upsert_override(db: Connection, *, budget: Budget, now: datetime) -> None:
     values = {
         "scope": budget.scope,
         "target": budget.target,
@@ -260,7 +263,9 @@ def upsert_override(db: Db, *, budget: Budget, now: datetime) -> None:
         db.execute(update(_OVERRIDES).where(*where).values(**values))  # a racing insert won: ours is last
 
 
-def record_alert(db: Db, key: CounterKey, *, budget: Budget, used_micros: int, task_id: str, now: datetime) -> bool:
+def record_alert(
+    db: Connection, key: CounterKey, *, budget: Budget, used_micros: int, task_id: str, now: datetime
+) -> bool:
     """Record that ``key`` reached its alert line; False when this window already has its alert."""
     row = {
         **_key_columns(key),
@@ -273,7 +278,7 @@ def record_alert(db: Db, key: CounterKey, *, budget: Budget, used_micros: int, t
     return _insert_ignoring_conflicts(db, cast(Table, BudgetAlert.__table__), [row]) == 1
 
 
-def alerts(db: Db, *, since: datetime | None = None) -> list[Alert]:
+def alerts(db: Connection, *, since: datetime | None = None) -> list[Alert]:
     table = cast(Table, BudgetAlert.__table__)
     statement = select(table).order_by(table.c.created_at, table.c.id)
     if since is not None:
@@ -329,14 +334,21 @@ _END_HELD = (  # settle or release a hold still held; RETURNING gives what it he
 )
 
 
+def _one(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    """The one row a statement on a unique key answers, or None."""
+    if len(rows) > 1:
+        raise MultipleResultsFound(f"{len(rows)} rows where one was expected")
+    return rows[0] if rows else None
+
+
 def _spend_row(found: Any) -> SpendRow | None:
     return None if found is None else SpendRow(*found)
 
 
-def locked_spend(db: Db, *, task_id: str, attempt: int) -> SpendRow | None:
+def locked_spend(db: Connection, *, task_id: str, attempt: int) -> SpendRow | None:
     """The spend row of (task, attempt), locked until the transaction ends (PostgreSQL; SQLite holds its
     write lock already)."""
-    return _spend_row(db.execute(_LOCKED_SPEND, {"k_task": task_id, "k_attempt": attempt}).one_or_none())
+    return _spend_row(_one(run(db, _LOCKED_SPEND, {"k_task": task_id, "k_attempt": attempt})))
 
 
 @dataclass(frozen=True)
@@ -349,24 +361,24 @@ class Ending:
     price_version: str | None = None
 
 
-def end_held(db: Db, *, task_id: str, attempt: int, ending: Ending) -> SpendRow | None:
+def end_held(db: Connection, *, task_id: str, attempt: int, ending: Ending) -> SpendRow | None:
     """Move the hold of (task, attempt) from ``held`` to ``ending`` in one statement; the row as it was held,
     or None when there is no hold still held (none at all, settled or released)."""
     params = {"k_task": task_id, "k_attempt": attempt, "k_state": ending.state, "k_charged": ending.charged_micros}
-    found = db.execute(_END_HELD, {**params, "k_at": ending.at, "k_version": ending.price_version}).one_or_none()
-    return _spend_row(found)
+    return _spend_row(_one(run(db, _END_HELD, {**params, "k_at": ending.at, "k_version": ending.price_version})))
 
 
-def insert_hold(db: Db, *, row: dict[str, Any]) -> bool:
+def insert_hold(db: Connection, *, row: dict[str, Any]) -> bool:
     """Insert a ``held`` spend row; False when (task, attempt) has one already (a racing twin won)."""
-    return _insert_ignoring_conflicts(db, _SPEND, [{**row, "state": "held", "charged_micros": 0}]) == 1
+    values = {**row, "state": "held", "charged_micros": 0}
+    return len(run(db, _insert(db.dialect.name, _SPEND), values, columns=tuple(sorted(values)))) == 1
 
 
-def set_spend(db: Db, spend_id: int, **values: Any) -> None:
+def set_spend(db: Connection, spend_id: int, **values: Any) -> None:
     db.execute(update(_SPEND).where(_S.id == spend_id).values(**values))
 
 
-def stale_holds(db: Db, *, created_before: datetime) -> list[tuple[str, int]]:
+def stale_holds(db: Connection, *, created_before: datetime) -> list[tuple[str, int]]:
     """(task, attempt) of holds still ``held`` that are older than ``created_before`` or whose task ended."""
     tasks = cast(Table, Task.__table__)
     statement = (
