@@ -18,6 +18,7 @@ several turns with its own caching; there the maximum is the cap to hand to the 
 from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal
+from functools import lru_cache
 
 from routing.pricing import rates
 from switchyard.fleet_models import Price
@@ -33,6 +34,7 @@ def estimate_tokens(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN) + REQUEST_OVERHEAD_TOKENS
 
 
+@lru_cache(maxsize=4096)  # pure, and asked for every candidate of every attempt
 def max_cost_micros(prompt_chars: int, max_output_tokens: int, price: Price) -> int:
     """The most one call can cost in micro-dollars: the estimated prompt plus a full output, rounded up."""
     if max_output_tokens < 0:

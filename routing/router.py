@@ -74,15 +74,19 @@ class Router:
     state: StatePort
     today: Callable[[], date] = lambda: datetime.now(UTC).date()
     budget_snapshot_s: float = 1.0
+    state_snapshot_s: float = 0.25
     clock: Callable[[], float] = time.monotonic
     _budgets: dict[tuple[str, str, str], tuple[float, list[BudgetState]]] = field(default_factory=dict, repr=False)
+    _states: dict[tuple[str, ...], tuple[float, Mapping[str, ProviderState]]] = field(
+        default_factory=dict, repr=False
+    )
     _usable: dict[str, str | None] = field(default_factory=dict, repr=False)
     _candidates: dict[tuple[str, str], tuple[Fleet, list[str]]] = field(default_factory=dict, repr=False)
 
     def provider_states(self, names: Iterable[str]) -> dict[str, ProviderState]:
         """Shared state (Redis) plus what only this host knows: credentials and installed CLIs."""
         names = list(names)
-        shared = self.state.snapshot(names)
+        shared = self._shared(tuple(names))
         states = {}
         for name in names:
             base = shared.get(name) or ProviderState(name=name)
@@ -90,6 +94,22 @@ class Router:
                 base, unusable=self._unusable(name), cli_available=cli_available(name, self.settings)
             )
         return states
+
+    def _shared(self, names: tuple[str, ...]) -> Mapping[str, ProviderState]:
+        """The breakers' snapshot, cached for ``state_snapshot_s``. Like the budget snapshot it only guides the
+        choice: every try still takes a permit atomically in Redis (an open breaker or a full provider refuses
+        it there, and the attempt moves on), so a snapshot a moment old can cost a fallback, never a call."""
+        now = self.clock()
+        cached = self._states.get(names)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        shared = self.state.snapshot(names)
+        self._states[names] = (now + self.state_snapshot_s, shared)
+        return shared
+
+    def forget_state(self) -> None:
+        """Drop the cached breaker snapshot (a try was refused or failed: the next choice reads Redis)."""
+        self._states.clear()
 
     def _unusable(self, name: str) -> str | None:
         """:func:`available` for ``name``: it depends on the settings only, which never change, so asked once."""
@@ -120,6 +140,10 @@ class Router:
         for _ in range(HOLD_RACES):
             try:
                 choice = self._choose(request, fleet)
+                if isinstance(choice, Refusal) and (self._states or self._budgets):
+                    self.forget_state()  # never refuse (and defer a task) on a cached view: read it fresh
+                    self._budgets.clear()
+                    choice = self._choose(request, fleet)
                 if isinstance(choice, Route):
                     self._hold(choice, place)
                 return choice

@@ -153,6 +153,7 @@ class Runner:
                 if isinstance(exc, RequestRejected):
                     raise TaskFailed("failed", f"{decision.provider} rejected the request: {exc}") from None
                 excluded.add(decision.provider)
+                self._router.forget_state()
                 wait = recovery_wait(exc, self.ctx.fleet.limits.max_defer_countdown_s)
                 if wait is not None:
                     waits.append(wait)
