@@ -77,9 +77,7 @@ class Router:
     state_snapshot_s: float = 0.25
     clock: Callable[[], float] = time.monotonic
     _budgets: dict[tuple[str, str, str], tuple[float, list[BudgetState]]] = field(default_factory=dict, repr=False)
-    _states: dict[tuple[str, ...], tuple[float, Mapping[str, ProviderState]]] = field(
-        default_factory=dict, repr=False
-    )
+    _states: dict[tuple[str, ...], tuple[float, Mapping[str, ProviderState]]] = field(default_factory=dict, repr=False)
     _usable: dict[str, str | None] = field(default_factory=dict, repr=False)
     _candidates: dict[tuple[str, str], tuple[Fleet, list[str]]] = field(default_factory=dict, repr=False)
 
