@@ -288,49 +288,6 @@ def finish_attempt(
     return stored
 
 
-def record_charge(
-    session: Session,
-    *,
-    task_id: str,
-    attempt: int,
-    provider: str,
-    model: str,
-    group: str,
-    environment: str,
-    stage: str,
-    charged_micros: int,
-    price_version: str | None,
-) -> Spend:
-    """Charge (task, attempt) once. A second call returns the stored row; a ``held`` row is settled to
-    ``charged_micros``; a ``released`` or ``settled`` row is left as it is."""
-    now = utcnow()
-    row = {
-        "task_id": task_id,
-        "attempt": attempt,
-        "provider": provider,
-        "model": model,
-        "group": group,
-        "environment": environment,
-        "stage": stage,
-        "state": "settled",
-        "held_micros": 0,
-        "charged_micros": charged_micros,
-        "price_version": price_version,
-        "created_at": now,
-        "settled_at": now,
-    }
-    where = (Spend.task_id == task_id, Spend.attempt == attempt)
-    _require_task(session, task_id)
-    _upsert(session, Spend, row, keys=["task_id", "attempt"], update=[])
-    _changed(
-        session,
-        update(Spend)
-        .where(*where, Spend.state == "held")
-        .values(state="settled", charged_micros=charged_micros, price_version=price_version, settled_at=now),
-    )
-    return _one(session, Spend, *where)
-
-
 # --- results, environments, groups ---------------------------------------------------------------------
 
 

@@ -14,12 +14,14 @@ import pytest
 from sqlalchemy import func, select
 
 from providers.base import Usage
+from routing.ledger import Ledger
 from store import repo
 from store.db import dispose_all, session_scope
 from store.migrate import upgrade
 from store.models import Attempt, Environment, Group, Spend, Stage, Task
 from switchyard.errors import NotFound
 from switchyard.fleet import load_fleet
+from switchyard.settings import DEFAULT_FLEET_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,20 +67,15 @@ def begin(url: str, task_id: str = "t1", attempt: int = 1, provider: str = "clau
 
 
 def charge(url: str, micros: int, task_id: str = "t1", attempt: int = 1) -> Spend:
-    result: Spend = run(
-        url,
-        repo.record_charge,
-        task_id=task_id,
-        attempt=attempt,
-        provider="claude",
-        model="m",
-        group="pr_review",
-        environment="dev1",
-        stage="dev",
-        charged_micros=micros,
-        price_version="claude/m@1",
-    )
-    return result
+    """Charge (task, attempt) the way the attempt loop does: a hold (nothing to reserve here), then settle."""
+    ledger = Ledger(url, load_fleet(DEFAULT_FLEET_FILE))
+    place = {"provider": "claude", "model": "m", "group": "pr_review", "environment": "dev1", "stage": "dev"}
+    ledger.hold(task_id=task_id, attempt=attempt, micros=0, **place)
+    ledger.settle(task_id=task_id, attempt=attempt, charged_micros=micros, price_version="claude/m@1")
+    with session_scope(url) as session:
+        row = session.scalars(select(Spend).where(Spend.task_id == task_id, Spend.attempt == attempt)).one()
+        session.expunge(row)
+        return row
 
 
 def task(url: str, task_id: str = "t1") -> Task:
