@@ -13,6 +13,11 @@ ask at once), takes an in-flight slot (``max_in_flight``) and counts the call ag
 ends with exactly one of :meth:`~Breakers.success`, :meth:`~Breakers.failure` or :meth:`~Breakers.release`
 (no verdict). A slot is a lease: a worker that dies mid-call frees it when the lease runs out.
 
+On an attempt's path neither round trip is waited for alone (:mod:`routing.sent`): :meth:`Breakers.request`
+sends the permit's script before the ledger's hold and the permit is read after it, and
+:meth:`Breakers.send_success` sends the verdict of an answered call, read by :meth:`Breakers.flush` after the
+settle (or by the next call of this object). Redis applies both when they arrive, as a blocking call would.
+
 This module talks only to Redis. Transitions come back to ``on_transition`` (which records them in SQL, see
 :mod:`routing.state`); the last one also stays in Redis for ``switchyard status --providers``. When Redis
 cannot be reached every method raises :class:`~switchyard.errors.StateUnavailable`: nothing is called blind.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +39,7 @@ import redis
 from routing import breaker_lua
 from routing.keys import provider_keys
 from routing.route import BreakerState, ProviderState
+from routing.sent import Line, Sent
 from switchyard.errors import StateUnavailable
 from switchyard.fleet_models import BreakerPolicy, Fleet
 
@@ -82,6 +89,39 @@ class Denial:
         }
         when = "" if self.retry_in_s is None else f" (retry in {self.retry_in_s:.1f}s)"
         return f"{self.provider}: {texts[self.reason]}{when}"
+
+
+class PermitRequest:
+    """A permit asked for whose answer is not read yet: :meth:`take` reads it for the call; :meth:`cancel`
+    gives it back when no call will be made (the hold was refused, or the attempt stopped before calling)."""
+
+    def __init__(self, breakers: Breakers, provider: str, permit_id: str, sent: Sent) -> None:
+        self.breakers, self.provider, self._id, self._sent = breakers, provider, permit_id, sent
+        self._got: Permit | Denial | None = None
+        self._taken = False
+
+    def take(self) -> Permit | Denial:
+        """The permit (or why not), for the one call it is for; raises StateUnavailable when Redis is away."""
+        self._taken = True
+        return self._read()
+
+    def cancel(self) -> None:
+        """Release the permit if it was granted and not taken (a Redis that is away lets its lease expire)."""
+        if self._taken:
+            return
+        self._taken = True
+        try:
+            got = self._read()
+            if isinstance(got, Permit):
+                self.breakers.release(got)
+        except StateUnavailable as exc:
+            log.warning("could not give back an unused permit of %s (its lease expires): %s", self.provider, exc)
+
+    def _read(self) -> Permit | Denial:
+        if self._got is None:
+            answer = self.breakers._answer(self.provider, self._sent)
+            self._got = self.breakers._permit_of(self.provider, self._id, answer)
+        return self._got
 
 
 @dataclass(frozen=True)
@@ -154,6 +194,8 @@ class Breakers:
         self._operate = client.register_script(breaker_lua.OPERATE)
         self._read = client.register_script(breaker_lua.READ)
         self._keys: dict[tuple[str, ...], list[str]] = {}  # the READ script's KEYS per list of providers
+        self._line = Line(client)  # the permit and the verdict of a call, sent without waiting (routing.sent)
+        self._sent = threading.local()  # per thread: `unread`, the verdicts sent by send_success not read yet
 
     @classmethod
     def from_fleet(cls, client: redis.Redis, fleet: Fleet, *, on_transition: OnTransition | None = None) -> Breakers:
@@ -164,9 +206,17 @@ class Breakers:
 
     def acquire(self, provider: str) -> Permit | Denial:
         """A permit for one call of ``provider``, or why not now (atomic across every process)."""
+        return self.request(provider).take()
+
+    def request(self, provider: str) -> PermitRequest:
+        """Ask for a permit and return before Redis answers; :meth:`PermitRequest.take` reads the answer."""
+        self.flush()
         limits, permit_id = self.limits_for(provider), uuid.uuid4().hex
         args = [permit_id, self.policy.half_open_probes, limits.max_in_flight, limits.requests_per_minute or 0]
-        out = self._run(self._acquire, provider, [*args, int(limits.lease_s * 1000), self.policy.failure_threshold])
+        args += [int(limits.lease_s * 1000), self.policy.failure_threshold]
+        return PermitRequest(self, provider, permit_id, self._send(self._acquire, provider, args))
+
+    def _permit_of(self, provider: str, permit_id: str, out: dict[str, Any]) -> Permit | Denial:
         if out["ok"]:
             return Permit(provider, permit_id, int(out["epoch"]), bool(out["probe"]))
         reason: DenialReason = out["reason"]
@@ -174,6 +224,24 @@ class Breakers:
         if reason in {"busy", "probing", "suspect"} and retry is not None:
             retry = min(retry, BUSY_RETRY_S)
         return Denial(provider, reason, retry)
+
+    def send_success(self, permit: Permit) -> None:
+        """:meth:`success` without waiting for Redis: the answer is read by :meth:`flush` or the next call."""
+        sent = self._send(self._verdict, permit.provider, self._verdict_args(permit, "success", ""))
+        self._unread().append((permit.provider, sent))
+
+    def flush(self) -> None:
+        """Read the verdicts :meth:`send_success` left unread in this thread (their transitions are announced
+        now). A Redis that went away costs the record of the verdict, never the call's outcome: it is logged."""
+        unread = self._unread()
+        if not unread:
+            return
+        done, unread[:] = list(unread), []
+        for provider, sent in done:
+            try:
+                self._answer(provider, sent)
+            except StateUnavailable as exc:
+                log.warning("could not record a breaker verdict: %s", exc)
 
     def success(self, permit: Permit) -> None:
         """The call answered: closes a half-open breaker (probe) and resets the failure count."""
@@ -211,6 +279,7 @@ class Breakers:
     def _read_all(self, names: tuple[str, ...], *, whole: bool) -> list[tuple[str, dict[str, Any]]]:
         if not names:
             return []
+        self.flush()
         keys = self._keys.get(names)
         if keys is None:
             if len(self._keys) >= 64:  # a few lists of providers in practice (one per group and kind)
@@ -252,17 +321,44 @@ class Breakers:
         )
 
     def _end(self, permit: Permit, verdict: str, cause: str) -> None:
+        self._run(self._verdict, permit.provider, self._verdict_args(permit, verdict, cause))
+
+    def _verdict_args(self, permit: Permit, verdict: str, cause: str) -> list[Any]:
         args = [verdict, permit.id, permit.epoch, int(permit.probe), cause]
-        self._run(self._verdict, permit.provider, [*args, self.policy.failure_threshold, self._open_ms()])
+        return [*args, self.policy.failure_threshold, self._open_ms()]
 
     def _open_ms(self) -> int:
         return int(self.policy.open_seconds * 1000)
 
     def _run(self, script: Any, provider: str, args: list[Any]) -> dict[str, Any]:
+        self.flush()
         try:
-            out: dict[str, Any] = json.loads(script(keys=provider_keys(provider).as_list(), args=args))
+            raw = script(keys=provider_keys(provider).as_list(), args=args)
         except redis.RedisError as exc:
             raise _unavailable(exc) from None
+        return self._decoded(provider, raw)
+
+    def _unread(self) -> list[tuple[str, Sent]]:
+        unread: list[tuple[str, Sent]] | None = getattr(self._sent, "unread", None)
+        if unread is None:
+            unread = self._sent.unread = []
+        return unread
+
+    def _send(self, script: Any, provider: str, args: list[Any]) -> Sent:
+        try:
+            return self._line.send(script, provider_keys(provider).as_list(), args)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from None
+
+    def _answer(self, provider: str, sent: Sent) -> dict[str, Any]:
+        try:
+            raw = sent.answer()
+        except (redis.RedisError, OSError) as exc:
+            raise _unavailable(exc) from None
+        return self._decoded(provider, raw)
+
+    def _decoded(self, provider: str, raw: Any) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(raw)
         if "transition" in out:
             self._announce(self._transition(provider, out["transition"]))
         return out
@@ -280,7 +376,7 @@ class Breakers:
             self.on_transition(transition)
 
 
-def _unavailable(exc: redis.RedisError) -> StateUnavailable:
+def _unavailable(exc: Exception) -> StateUnavailable:
     return StateUnavailable(
         f"the shared provider state (Redis) did not answer ({type(exc).__name__}: {exc}); "
         "no provider is called until it does"

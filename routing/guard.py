@@ -10,6 +10,10 @@ the breaker depends on the error's class (:func:`verdict`):
     ProviderDown with 401/402/403                          disables the provider (an alert) until enabled
     RequestRejected (400/413/422), BadAnswer, anything else  the task's problem: no verdict, the slot is freed
 
+The first try can use a permit asked for earlier (:class:`~routing.breaker.PermitRequest`, which the router
+sends before its hold). A success's verdict is sent without waiting (:meth:`Breakers.send_success`); the caller
+reads it with :meth:`Breakers.flush` once its own bookkeeping is done, or the next breaker call does.
+
 When it gives up it raises (the provider's last error, or :class:`~switchyard.errors.ProviderUnavailable`
 when the breaker or a limit refused a try) and never starts over: the caller moves to the next rung.
 """
@@ -25,7 +29,7 @@ from typing import Generic, Literal, TypeVar
 from tenacity import Retrying
 
 from providers.http_errors import DOWN_STATUSES
-from routing.breaker import Breakers, Denial, Permit
+from routing.breaker import Breakers, Denial, Permit, PermitRequest
 from routing.retry import retrying
 from switchyard.errors import (
     ProviderDown,
@@ -66,6 +70,7 @@ def guarded_call(
     policy: RetryPolicy,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    permit: PermitRequest | None = None,
 ) -> T:
     """``fn()`` (one call of ``provider``) under ``policy``'s retries, each try under a breaker permit.
 
@@ -73,7 +78,9 @@ def guarded_call(
     :class:`ProviderUnavailable` when the breaker or a limit refuses a try (at once, no retry), and
     :class:`~switchyard.errors.StateUnavailable` when the shared state cannot be reached (fail closed).
     """
-    tries = _Tries(breakers, provider, fn, policy.attempts)
+    if permit is not None and permit.provider != provider:
+        raise ValueError(f"a permit for {permit.provider} cannot guard a call of {provider}")
+    tries = _Tries(breakers, provider, fn, policy.attempts, permit)
     for attempt in _retrying(policy, sleep):
         with attempt:
             return tries.one(attempt.retry_state.attempt_number)
@@ -90,12 +97,16 @@ def _retrying(policy: RetryPolicy, sleep: Callable[[float], None]) -> Retrying:
 class _Tries(Generic[T]):
     """The tries of one :func:`guarded_call`; remembers the last provider error for a refusal's message."""
 
-    def __init__(self, breakers: Breakers, provider: str, fn: Callable[[], T], attempts: int) -> None:
+    def __init__(
+        self, breakers: Breakers, provider: str, fn: Callable[[], T], attempts: int, first: PermitRequest | None
+    ) -> None:
         self.breakers, self.provider, self.fn, self.attempts = breakers, provider, fn, attempts
+        self.first = first
         self.last_error: ProviderError | None = None
 
     def one(self, number: int) -> T:
-        permit = self.breakers.acquire(self.provider)
+        first, self.first = self.first, None
+        permit = first.take() if first is not None else self.breakers.acquire(self.provider)
         if isinstance(permit, Denial):
             raise self._refused(permit, number)
         try:
@@ -107,7 +118,7 @@ class _Tries(Generic[T]):
         except BaseException:
             _quietly(self.breakers.release, permit)
             raise
-        _quietly(self.breakers.success, permit)
+        _quietly(self.breakers.send_success, permit)
         return result
 
     def _settle(self, permit: Permit, exc: ProviderError, *, last_try: bool) -> None:

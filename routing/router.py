@@ -6,6 +6,10 @@ across every budget. A snapshot can go stale between reading and holding; the ho
 router chooses again with fresh numbers, so a stale read can cost a retry but never money. When the ledger or
 the shared state cannot be reached the router refuses with a short retry (fails closed): nothing is called
 without a hold.
+
+The route it returns (:class:`Routed`) carries the breaker permit for its first try, asked for before the hold
+so that Redis answers while the ledger writes (:mod:`routing.sent`): the caller takes it for the call
+(:func:`routing.guard.guarded_call` does) or cancels it when no call follows.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from typing import Protocol
 
 from providers.registry import available, cli_available
+from routing.breaker import PermitRequest
 from routing.route import BudgetState, ProviderState, Refusal, Route, RouteRequest, candidates, choose_route
 from switchyard.errors import BudgetRefused, ServiceUnavailable
 from switchyard.fleet import Fleet
@@ -54,6 +59,23 @@ class LedgerPort(Protocol):
 class StatePort(Protocol):
     def snapshot(self, providers: Sequence[str]) -> Mapping[str, ProviderState]: ...
 
+    def request(self, provider: str) -> PermitRequest: ...
+
+
+@dataclass(frozen=True)
+class Routed(Route):
+    """A route whose maximum cost is held, with the permit asked for its first try (take it or cancel it)."""
+
+    permit: PermitRequest | None = field(default=None, compare=False, repr=False)
+
+    def cancel(self) -> None:
+        """No call will be made on this route: give its permit back (the hold is the caller's to release)."""
+        if self.permit is not None:
+            self.permit.cancel()
+
+
+_ROUTE_FIELDS = tuple(f.name for f in fields(Route))
+
 
 @dataclass(frozen=True)
 class Place:
@@ -81,29 +103,26 @@ class Router:
     _usable: dict[str, str | None] = field(default_factory=dict, repr=False)
     _candidates: dict[tuple[str, str], tuple[Fleet, list[str]]] = field(default_factory=dict, repr=False)
 
-    def provider_states(self, names: Iterable[str]) -> dict[str, ProviderState]:
-        """Shared state (Redis) plus what only this host knows: credentials and installed CLIs."""
-        names = list(names)
-        shared = self._shared(tuple(names))
+    def provider_states(self, names: Iterable[str]) -> Mapping[str, ProviderState]:
+        """Shared state (Redis) plus what only this host knows: credentials and installed CLIs.
+
+        Cached for ``state_snapshot_s``. Like the budget snapshot it only guides the choice: every try still
+        takes a permit atomically in Redis (an open breaker or a full provider refuses it there, and the
+        attempt moves on), so a snapshot a moment old can cost a fallback, never a call."""
+        key = tuple(names)
+        now = self.clock()
+        cached = self._states.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        shared = self.state.snapshot(key)
         states = {}
-        for name in names:
+        for name in key:
             base = shared.get(name) or ProviderState(name=name)
             states[name] = replace(
                 base, unusable=self._unusable(name), cli_available=cli_available(name, self.settings)
             )
+        self._states[key] = (now + self.state_snapshot_s, states)
         return states
-
-    def _shared(self, names: tuple[str, ...]) -> Mapping[str, ProviderState]:
-        """The breakers' snapshot, cached for ``state_snapshot_s``. Like the budget snapshot it only guides the
-        choice: every try still takes a permit atomically in Redis (an open breaker or a full provider refuses
-        it there, and the attempt moves on), so a snapshot a moment old can cost a fallback, never a call."""
-        now = self.clock()
-        cached = self._states.get(names)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        shared = self.state.snapshot(names)
-        self._states[names] = (now + self.state_snapshot_s, shared)
-        return shared
 
     def forget_state(self) -> None:
         """Drop the cached breaker snapshot (a try was refused or failed: the next choice reads Redis)."""
@@ -129,28 +148,36 @@ class Router:
         self._budgets[key] = (now + self.budget_snapshot_s, states)
         return states
 
-    def route(self, request: RouteRequest, place: Place, *, only: str | None = None) -> Route | Refusal:
+    def route(self, request: RouteRequest, place: Place, *, only: str | None = None) -> Routed | Refusal:
         """Choose and hold, or say why not. The returned route's maximum cost is held in the ledger.
 
         ``only`` pins the provider (a handler's follow-up question to a named provider): the same checks of
         breaker, limits and budgets apply, but no other provider is considered."""
         fleet = self.fleet if only is None else pinned(self.fleet, request.group, only)
         for _ in range(HOLD_RACES):
+            permit: PermitRequest | None = None
             try:
                 choice = self._choose(request, fleet)
                 if isinstance(choice, Refusal) and (self._states or self._budgets):
                     self.forget_state()  # never refuse (and defer a task) on a cached view: read it fresh
                     self._budgets.clear()
                     choice = self._choose(request, fleet)
-                if isinstance(choice, Route):
-                    self._hold(choice, place)
-                return choice
+                if isinstance(choice, Refusal):
+                    return choice
+                permit = self.state.request(choice.provider)  # Redis answers while the ledger holds
+                self._hold(choice, place)
+                return Routed(**{name: getattr(choice, name) for name in _ROUTE_FIELDS}, permit=permit)
             except BudgetRefused as exc:
+                _cancel(permit)
                 self._budgets.clear()
                 log.info("hold for %s attempt %s refused, choosing again: %s", place.task_id, place.attempt, exc)
                 continue
             except ServiceUnavailable as exc:
+                _cancel(permit)
                 return Refusal("no_provider", f"routing state unavailable (failing closed): {exc}", UNAVAILABLE_RETRY_S)
+            except BaseException:
+                _cancel(permit)
+                raise
         return Refusal("budget_exhausted", "budgets filled up while choosing (other attempts held first)", 1.0)
 
     def _choose(self, request: RouteRequest, fleet: Fleet) -> Route | Refusal:
@@ -181,6 +208,11 @@ class Router:
             stage=place.stage,
             micros=route.max_cost_micros,
         )
+
+
+def _cancel(permit: PermitRequest | None) -> None:
+    if permit is not None:
+        permit.cancel()
 
 
 def pinned(fleet: Fleet, group: str, provider: str) -> Fleet:

@@ -18,15 +18,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import build_provider
+from routing.breaker import PermitRequest
 from routing.pricing import cost_micros
 from routing.route import Refusal, Route, RouteRequest
-from routing.router import UNAVAILABLE_RETRY_S, Place, Router
+from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from store import repo
 from store.db import session_scope
 from switchyard.errors import (
@@ -48,7 +50,7 @@ from tasks.kinds.base import Answer, Outcome, Prompt, TaskInfo
 
 log = logging.getLogger(__name__)
 ProviderFactory = Callable[[str, Context, str], Provider]
-Guard = Callable[[str, Callable[[], ProviderResponse]], ProviderResponse]
+Guard = Callable[[str, Callable[[], ProviderResponse], PermitRequest | None], ProviderResponse]
 GATE_COUNTDOWN_S = 2.0  # waiting for another task (an earlier merge, a dependency): look again soon
 
 
@@ -202,7 +204,7 @@ class Runner:
 
     # --- one attempt -----------------------------------------------------------------------------------
 
-    def _attempt(self, task: TaskInfo, number: int, route: Route, prompt: Prompt) -> Outcome:
+    def _attempt(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> Outcome:
         answer = self._call(task, number, route, prompt)
         return self._judge(task, number, answer)
 
@@ -223,33 +225,10 @@ class Runner:
         self._mark(task, number, "succeeded" if outcome.status == "succeeded" else "failed", None)
         return outcome
 
-    def _call(self, task: TaskInfo, number: int, route: Route, prompt: Prompt) -> Answer:
-        handler = HANDLERS[task.kind]
-        workdir = handler.workdir(self.ctx, task) if route.transport == "cli" else None
-        request = ProviderRequest(
-            model=route.model,
-            system=prompt.system,
-            prompt=prompt.prompt,
-            max_output_tokens=self.ctx.fleet.kind(task.kind).max_output_tokens,
-            timeout_s=self.ctx.fleet.limits.provider_timeout_s,
-            metadata={"task_id": task.id, "kind": task.kind},
-            workdir=workdir,
-            environment=task.environment,
-            max_cost_usd=route.max_cost_micros / 1_000_000,
-        )
-        with session_scope(self.ctx.database_url) as session:
-            repo.begin_attempt(
-                session,
-                task_id=task.id,
-                attempt=number,
-                provider=route.provider,
-                model=route.model,
-                transport=route.transport,
-                route_note="; ".join(route.passed_over) or None,
-            )
-        provider = self.make_provider(route.provider, self.ctx, route.transport)
+    def _call(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> Answer:
+        request, provider = self._prepare(task, number, route, prompt)
         try:
-            response = self._guard(route.provider, lambda: provider.call(request))
+            response = self._guard(route.provider, lambda: provider.call(request), route.permit)
         except ProviderError as exc:
             ledger = self._router.ledger
             if isinstance(exc, HoldExceeded):  # the agent spent its hold before stopping: that money is gone
@@ -262,8 +241,53 @@ class Runner:
         finally:
             if self.make_provider is not default_factory:  # the default's clients live as long as the process
                 provider.close()
-        self._charge(task, number, route, response)
-        return Answer(response.text, route.provider, route.model, route.transport, workdir)
+        try:
+            self._charge(task, number, route, response)
+        finally:
+            self.ctx.breakers().flush()  # the success verdict, sent when the call answered, has arrived by now
+        return Answer(response.text, route.provider, route.model, route.transport, request.workdir)
+
+    def _prepare(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> tuple[ProviderRequest, Provider]:
+        """The provider request, the attempt's row (``calling``) and the client, before the call. When any of it
+        fails no call is made: the route's permit and hold go back at once (not when the lease runs out or the
+        sweeper comes), and a row already written is closed as failed."""
+        begun = False
+        try:
+            request = self._provider_request(task, route, prompt)
+            with session_scope(self.ctx.database_url) as session:
+                repo.begin_attempt(
+                    session,
+                    task_id=task.id,
+                    attempt=number,
+                    provider=route.provider,
+                    model=route.model,
+                    transport=route.transport,
+                    route_note="; ".join(route.passed_over) or None,
+                )
+            begun = True
+            return request, self.make_provider(route.provider, self.ctx, route.transport)
+        except BaseException as exc:
+            route.cancel()
+            with suppress(SwitchyardError):  # a ledger that is away leaves the hold to the sweeper
+                self._router.ledger.release(task_id=task.id, attempt=number, reason=f"no call: {type(exc).__name__}")
+            if begun and isinstance(exc, Exception):
+                self._mark(task, number, "failed", exc)
+            raise
+
+    def _provider_request(self, task: TaskInfo, route: Route, prompt: Prompt) -> ProviderRequest:
+        handler = HANDLERS[task.kind]
+        workdir = handler.workdir(self.ctx, task) if route.transport == "cli" else None
+        return ProviderRequest(
+            model=route.model,
+            system=prompt.system,
+            prompt=prompt.prompt,
+            max_output_tokens=self.ctx.fleet.kind(task.kind).max_output_tokens,
+            timeout_s=self.ctx.fleet.limits.provider_timeout_s,
+            metadata={"task_id": task.id, "kind": task.kind},
+            workdir=workdir,
+            environment=task.environment,
+            max_cost_usd=route.max_cost_micros / 1_000_000,
+        )
 
     def _charge(self, task: TaskInfo, number: int, route: Route, response: ProviderResponse) -> None:
         """Store the answer and its cost first, then settle the hold: a worker that dies in between leaves an

@@ -14,7 +14,7 @@ from switchyard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from providers.base import ProviderResponse
-    from routing.breaker import Breakers
+    from routing.breaker import Breakers, PermitRequest
     from routing.ledger import Ledger
     from routing.router import Router
 
@@ -59,14 +59,15 @@ class Context:
 
     def guard(
         self, *, sleep: Callable[[float], None]
-    ) -> Callable[[str, Callable[[], ProviderResponse]], ProviderResponse]:
-        """The guarded call (retries + breaker + limits) with this fleet's policy and ``sleep``."""
+    ) -> Callable[[str, Callable[[], ProviderResponse], PermitRequest | None], ProviderResponse]:
+        """The guarded call (retries + breaker + limits) with this fleet's policy and ``sleep``; its first try
+        takes the permit the router asked for, when there is one."""
         from routing.guard import guarded_call  # noqa: PLC0415
 
         breakers, policy = self.breakers(), self.fleet.retry
 
-        def call(provider: str, fn: Callable[[], ProviderResponse]) -> ProviderResponse:
-            return guarded_call(breakers, provider, fn, policy, sleep=sleep)
+        def call(provider: str, fn: Callable[[], ProviderResponse], permit: PermitRequest | None) -> ProviderResponse:
+            return guarded_call(breakers, provider, fn, policy, sleep=sleep, permit=permit)
 
         return call
 
