@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from routing.budgets import (
     Alert,
@@ -45,12 +45,13 @@ from routing.budgets import (
 from routing.route import BudgetState
 from store import budgets as sql
 from store.budgets import Ending, OverrideRow, SpendRow
-from store.db import get_engine
+from store.db import drop_held, get_engine, held_connection
 from store.migrate import masked
 from switchyard.errors import BudgetRefused, InputError, LedgerUnavailable, NotFound
 from switchyard.fleet_models import Fleet
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 Clock = Callable[[], datetime]
 Crossing = tuple[CounterKey, Budget, int]
 Applicable = dict[tuple[str, str, str], Budget]
@@ -171,7 +172,7 @@ class Ledger:
             raise InputError(f"a hold is zero or more micro-dollars, not {micros}")
         place = _Place(provider, group, environment, stage)
         try:
-            return self._hold(task_id, attempt, model, place, micros)
+            return self._again_if_dropped(lambda: self._hold(task_id, attempt, model, place, micros))
         except _CounterGone:  # a counter this ledger saw is not there (its database was made anew): look again
             self._places.clear()
             return self._hold(task_id, attempt, model, place, micros)
@@ -197,6 +198,9 @@ class Ledger:
         """Replace the held amount by the real cost on the counters the hold raised. A second call does nothing."""
         if charged_micros < 0:
             raise InputError(f"a charge is zero or more micro-dollars, not {charged_micros}")
+        self._again_if_dropped(lambda: self._settle(task_id, attempt, charged_micros, price_version))
+
+    def _settle(self, task_id: str, attempt: int, charged_micros: int, price_version: str | None) -> None:
         now = self.now()
         settled = Ending("settled", charged_micros, now, price_version)
         with self._transaction("settle", task_id=task_id) as conn:
@@ -212,6 +216,9 @@ class Ledger:
 
     def release(self, *, task_id: str, attempt: int, reason: str) -> bool:
         """Give the hold back (charged 0). False when there was no hold still held (nothing changed)."""
+        return self._again_if_dropped(lambda: self._release(task_id, attempt, reason))
+
+    def _release(self, task_id: str, attempt: int, reason: str) -> bool:
         released = Ending("released", 0, self.now())
         with self._transaction("release", task_id=task_id) as conn:
             row = sql.end_held(conn, task_id=task_id, attempt=attempt, ending=released)
@@ -264,17 +271,37 @@ class Ledger:
 
     @contextmanager
     def _transaction(self, doing: str, *, task_id: str | None = None) -> Iterator[Connection]:
-        """A Core connection in one transaction (on SQLite from ``BEGIN IMMEDIATE``, see :mod:`store.db`)."""
+        """A Core connection in one transaction (on SQLite from ``BEGIN IMMEDIATE``, see :mod:`store.db`): the
+        connection this thread keeps for the ledger (one from the pool when too many threads keep one). A kept
+        connection that failed is dropped for a new one."""
+        kept = None
         try:
-            with get_engine(self.database_url).begin() as conn:
-                yield conn
+            kept = held_connection(self.database_url)
+            if kept is None:
+                with get_engine(self.database_url).begin() as conn:
+                    yield conn
+            else:
+                with kept.begin():
+                    yield kept
         except IntegrityError as exc:  # the spend row names a task that is not there
             raise NotFound(f"cannot {doing} for task {task_id!r}: no such task") from exc
         except SQLAlchemyError as exc:
+            if kept is not None:
+                drop_held(self.database_url)
             raise LedgerUnavailable(
                 f"the budget ledger ({masked(self.database_url)}) could not {doing}: {type(exc).__name__}; "
                 "nothing is spent until it answers"
             ) from exc
+
+    def _again_if_dropped(self, fn: Callable[[], T]) -> T:
+        """``fn()``, once more when the kept connection turned out dead (the database restarted since the last
+        transaction): holds, settles and releases are idempotent on (task, attempt), so a second run is safe."""
+        try:
+            return fn()
+        except LedgerUnavailable as exc:
+            if isinstance(exc.__cause__, DBAPIError) and exc.__cause__.connection_invalidated:
+                return fn()
+            raise
 
     def _in_force(self, conn: Connection) -> list[Budget]:
         return effective(self.fleet.budgets, sql.overrides(conn))

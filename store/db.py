@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, PoolProxiedConnection, create_engine, event
+from sqlalchemy import Connection, Engine, PoolProxiedConnection, create_engine, event
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 _engines: dict[tuple[int, str], Engine] = {}
+# (pid, url) -> the connection each thread keeps (see held_connection), at most KEEP_MAX per process and URL:
+# a worker's threads (compose runs at most 6 per pool) with room to spare in the engine's pool
+KEEP_MAX = 8
+_kept: dict[tuple[int, str], dict[threading.Thread, Connection]] = {}
+_kept_lock = threading.Lock()
 IMMEDIATE_DRIVER = "switchyard"  # SQLite URLs are opened as sqlite+switchyard: ImmediateSQLiteDialect
 
 
@@ -78,7 +85,50 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
+def held_connection(url: str) -> Connection | None:
+    """The connection this thread keeps open for ``url``, for short transactions on a hot path (the budget
+    ledger's holds and settles): no pool checkout, reset and pre-ping per transaction. None once
+    :data:`KEEP_MAX` threads of this process keep one: the others use the pool, which stays the engine's.
+
+    A worker's thread pool keeps its threads, so each keeps its connection; a thread that ended gives its
+    connection back when the next one is kept. Made anew for a new engine (after fork, or after
+    :func:`dispose_all`) or after :func:`drop_held`. A forked child never touches a connection its parent
+    kept (they are keyed by pid): closing it would close the parent's socket too."""
+    engine = get_engine(url)
+    me = threading.current_thread()
+    kept = _kept.get((os.getpid(), url))
+    conn = None if kept is None else kept.get(me)
+    if conn is not None and conn.engine is engine and not conn.closed and not conn.invalidated:
+        return conn
+    with _kept_lock:
+        kept = _kept.setdefault((os.getpid(), url), {})
+        for thread in [thread for thread in kept if thread is me or not thread.is_alive()]:
+            _close(kept.pop(thread))
+        if len(kept) >= KEEP_MAX:
+            return None
+        conn = kept[me] = engine.connect()
+    return conn
+
+
+def drop_held(url: str) -> None:
+    """Close this thread's kept connection for ``url`` (it failed: the next transaction gets a new one)."""
+    with _kept_lock:
+        conn = _kept.get((os.getpid(), url), {}).pop(threading.current_thread(), None)
+    if conn is not None:
+        _close(conn)
+
+
+def _close(conn: Connection) -> None:
+    with suppress(SQLAlchemyError):
+        conn.close()
+
+
 def dispose_all() -> None:
+    """Close every engine of this process, and the connections its threads kept (see held_connection)."""
+    with _kept_lock:
+        for key in [key for key in _kept if key[0] == os.getpid()]:
+            for conn in _kept.pop(key).values():
+                _close(conn)
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()

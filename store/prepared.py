@@ -16,6 +16,7 @@ every value an INSERT binds is passed), rows read as tuples.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,9 +92,14 @@ def _execute(conn: Connection, sql: str, args: Sequence[Any] | Mapping[str, Any]
         cursor.execute(sql, args)
         return list(cursor.fetchall()) if cursor.description is not None else []
     except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, args, exc, dbapi.Error) from exc
+        # as Connection.execute would: a lost connection is invalidated (and the error says so)
+        lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(sql, args, exc, dbapi.Error, connection_invalidated=lost) from exc
     finally:
-        cursor.close()
+        with suppress(dbapi.Error):  # a lost connection cannot close its cursor either
+            cursor.close()
 
 
 def _rows(prepared: Prepared, rows: list[Any]) -> list[tuple[Any, ...]]:

@@ -1,20 +1,23 @@
 """The ledger's fast path against real databases: statements run on the driver's cursor convert values and
-wrap errors exactly as SQLAlchemy does, and counters the ledger remembers as existing are made again when
-they are gone (a database made anew under the same URL), on SQLite and PostgreSQL."""
+wrap errors exactly as SQLAlchemy does, counters the ledger remembers as existing are made again when
+they are gone (a database made anew under the same URL), on SQLite and PostgreSQL, and the connection the
+ledger keeps is replaced when the database drops it."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from conftest import REPO
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from routing.ledger import Ledger
 from store import repo
-from store.db import dispose_all, get_engine, session_scope
+from store.db import KEEP_MAX, dispose_all, get_engine, held_connection, session_scope
 from store.migrate import ensure_schema
 from store.models import BudgetCounter, Spend
 from store.prepared import run
@@ -74,3 +77,58 @@ def test_a_counter_gone_from_under_the_ledger_is_made_again(url: str) -> None:
     assert used_today(url) == 150_000  # made again from the spend rows, then raised once
     ledger.settle(task_id="a", attempt=1, charged_micros=10_000, price_version=None)
     assert used_today(url) == 60_000
+
+
+def test_a_kept_connection_the_database_dropped_is_replaced_without_a_refusal(postgres_url: str) -> None:
+    """The ledger keeps one connection per thread (no pool checkout or pre-ping per hold); when PostgreSQL
+    drops it (a restart, an administrator), the next settle finds it dead, takes a new one and still settles:
+    once, because settling is idempotent on (task, attempt)."""
+    url = postgres_url
+    ensure_schema(url)
+    with session_scope(url) as session:
+        repo.create_task(
+            session, task_id="a", kind="pr_review", group="pr_review", environment="dev1", stage="dev", title="",
+            payload={},
+        )  # fmt: skip
+    ledger = Ledger(url, FLEET, now=lambda: AT)
+    ledger.hold(task_id="a", attempt=1, micros=100_000, **PLACE)
+    kept = held_connection(url)
+    backend = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    kept.rollback()
+    admin = url.replace("postgresql+psycopg", "postgresql").rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s)", [backend]).fetchone() == (True,)
+
+    ledger.settle(task_id="a", attempt=1, charged_micros=40_000, price_version="v1")
+
+    assert held_connection(url) is not kept
+    assert used_today(url) == 40_000
+    ledger.settle(task_id="a", attempt=1, charged_micros=40_000, price_version="v1")
+    assert used_today(url) == 40_000
+
+
+def test_threads_keep_a_connection_each_up_to_a_limit_and_give_it_back_when_they_end(sqlite_url: str) -> None:
+    ensure_schema(sqlite_url)
+    count = KEEP_MAX + 3
+    gate = threading.Barrier(count)
+    got: list[Connection | None] = [None] * count
+
+    def keep(i: int) -> None:
+        got[i] = held_connection(sqlite_url)
+        assert held_connection(sqlite_url) is got[i]  # the same one on every call of the thread
+        gate.wait(timeout=10)
+
+    threads = [threading.Thread(target=keep, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    kept = [conn for conn in got if conn is not None]
+    assert len(kept) == KEEP_MAX  # the others used the pool
+    assert all(not conn.closed for conn in kept)
+
+    mine = held_connection(sqlite_url)  # a new thread keeps one: those of the threads that ended are closed
+    assert mine is not None
+    assert all(conn.closed for conn in kept)
+    dispose_all()
+    assert mine.closed
