@@ -13,6 +13,7 @@ single Lua script may touch them all.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 PREFIX = "switchyard"
@@ -31,6 +32,7 @@ class ProviderKeys:
         return [self.breaker, self.inflight, self.calls, self.probes]
 
 
+@functools.lru_cache(maxsize=256)  # a handful of providers, asked for on every permit and verdict
 def provider_keys(provider: str) -> ProviderKeys:
     base = f"{PREFIX}:{{{provider}}}"
     return ProviderKeys(

@@ -176,10 +176,16 @@ def _transient(state: ProviderState) -> list[_Why]:
 
 def applies(budget: BudgetState, request: RouteRequest, provider: str) -> bool:
     """Whether ``budget`` counts an attempt of ``request`` on ``provider`` ("*" matches every target)."""
-    if budget.scope == "all" or budget.target == "*":
+    scope, target = budget.scope, budget.target
+    if scope == "all" or target == "*":
         return True
-    scoped = {"environment": request.environment, "stage": request.stage, "group": request.group}
-    return budget.target == scoped.get(budget.scope, provider)
+    if scope == "environment":
+        return target == request.environment
+    if scope == "stage":
+        return target == request.stage
+    if scope == "group":
+        return target == request.group
+    return target == provider
 
 
 def _over(budget: BudgetState, cost: int, free: bool) -> bool:
@@ -271,6 +277,8 @@ def choose_route(
     for name, rung in candidates(fleet, ask.group, request.kind):
         result = _assess(ask, name, rung, providers.get(name))
         if isinstance(result, Route):
+            if not refused:  # the first candidate: nothing passed over, nothing degraded
+                return result
             degraded = any(why.budget == "degrade" for _, whys in refused for why in whys)
             return replace(result, degraded=degraded, passed_over=tuple(passed_over))
         refused.append((name, result))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -99,6 +99,9 @@ class ModelConfig(_Strict):
             first = min(p.effective for p in self.prices)
             raise ConfigError(f"model {self.name!r} has no price before {first}; add one effective by {day}")
         return max(in_force, key=lambda p: p.effective)
+
+
+_DEFAULT_KIND = KindConfig()  # frozen, so one instance serves every kind left out of a fleet file
 
 
 class ProviderConfig(_Strict):
@@ -213,7 +216,8 @@ class Fleet(_Strict):
         raise ConfigError(f"unknown group {name!r}; known: {', '.join(g.name for g in self.groups)}")
 
     def kind(self, kind: str) -> KindConfig:
-        return next((config for name, config in self.kinds.items() if name == kind), KindConfig())
+        """The kind's settings; the defaults for a kind the fleet file does not configure."""
+        return self.kinds.get(cast("Kind", kind), _DEFAULT_KIND)  # any name: an unknown one gets the defaults
 
     def model_for(self, group: GroupConfig, provider: str) -> str:
         return group.models.get(provider) or self.providers[provider].default_model
