@@ -29,66 +29,31 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import redis
 
 from routing import breaker_lua
 from routing.keys import provider_keys
-from routing.route import BreakerState, ProviderState
+from routing.permits import (
+    BUSY_RETRY_S,
+    BreakerStatus,
+    Denial,
+    DenialReason,
+    OnTransition,
+    Permit,
+    ProviderLimits,
+    Transition,
+    limits_from_fleet,
+)
+from routing.route import ProviderState
 from routing.sent import Line, Sent
 from switchyard.errors import StateUnavailable
 from switchyard.fleet_models import BreakerPolicy, Fleet
 
 log = logging.getLogger(__name__)
-DenialReason = Literal["disabled", "open", "probing", "busy", "rate", "suspect"]
-BUSY_RETRY_S = 1.0  # slots and probes usually come back when a call ends, long before their lease expires
-LEASE_MARGIN_S = 30.0  # an in-flight slot outlives the provider timeout by this much before it is reclaimed
-OnTransition = Callable[["Transition"], None]
-
-
-@dataclass(frozen=True)
-class ProviderLimits:
-    """Concurrency and rate of one provider across the fleet; ``lease_s`` bounds how long one call holds a slot."""
-
-    max_in_flight: int = 4
-    requests_per_minute: int | None = None
-    lease_s: float = 150.0
-
-
-@dataclass(frozen=True)
-class Permit:
-    """Leave to make one call. ``probe`` is true for the half-open probe; ``epoch`` ties the verdict to it."""
-
-    provider: str
-    id: str
-    epoch: int
-    probe: bool
-
-
-@dataclass(frozen=True)
-class Denial:
-    """No call now. ``retry_in_s`` is when asking again can work; None: not until an operator enables it."""
-
-    provider: str
-    reason: DenialReason
-    retry_in_s: float | None
-
-    @property
-    def message(self) -> str:
-        texts = {
-            "disabled": f"disabled; fix its credentials, then run `switchyard breaker enable {self.provider}`",
-            "open": "breaker open",
-            "probing": "breaker half-open and its probe is out",
-            "busy": "all in-flight slots taken",
-            "rate": "requests per minute reached",
-            "suspect": "failing: its last calls failed and the calls in flight could open the breaker",
-        }
-        when = "" if self.retry_in_s is None else f" (retry in {self.retry_in_s:.1f}s)"
-        return f"{self.provider}: {texts[self.reason]}{when}"
 
 
 class PermitRequest:
@@ -122,54 +87,6 @@ class PermitRequest:
             answer = self.breakers._answer(self.provider, self._sent)
             self._got = self.breakers._permit_of(self.provider, self._id, answer)
         return self._got
-
-
-@dataclass(frozen=True)
-class Transition:
-    provider: str
-    from_state: str
-    to_state: str
-    cause: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class BreakerStatus:
-    """Everything known about one provider's shared state, for the router, `status` and the API."""
-
-    provider: str
-    state: BreakerState
-    failures: int
-    retry_in_s: float
-    probe_free: bool
-    in_flight: int
-    limits: ProviderLimits
-    calls_last_minute: int
-    last_transition: Transition | None
-    last_failure: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        last = self.last_transition
-        return {
-            "provider": self.provider,
-            "state": self.state,
-            "failures": self.failures,
-            "retry_in_s": round(self.retry_in_s, 3),
-            "probe_free": self.probe_free,
-            "in_flight": self.in_flight,
-            "max_in_flight": self.limits.max_in_flight,
-            "calls_last_minute": self.calls_last_minute,
-            "requests_per_minute": self.limits.requests_per_minute,
-            "last_transition": None
-            if last is None
-            else {"from": last.from_state, "to": last.to_state, "cause": last.cause, "at": last.at.isoformat()},
-            "last_failure": self.last_failure,
-        }
-
-
-def limits_from_fleet(fleet: Fleet) -> dict[str, ProviderLimits]:
-    lease = fleet.limits.provider_timeout_s + LEASE_MARGIN_S
-    return {name: ProviderLimits(p.max_in_flight, p.requests_per_minute, lease) for name, p in fleet.providers.items()}
 
 
 def _at(ms: float) -> datetime:

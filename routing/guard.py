@@ -29,7 +29,8 @@ from typing import Generic, Literal, TypeVar
 from tenacity import Retrying
 
 from providers.http_errors import DOWN_STATUSES
-from routing.breaker import Breakers, Denial, Permit, PermitRequest
+from routing.breaker import Breakers, PermitRequest
+from routing.permits import Denial, Permit
 from routing.retry import retrying
 from switchyard.errors import (
     ProviderDown,

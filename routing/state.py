@@ -19,7 +19,8 @@ from redis.retry import Retry
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from routing.breaker import Breakers, OnTransition, Transition
+from routing.breaker import Breakers
+from routing.permits import OnTransition, Transition
 from store.db import session_scope
 from store.models import BreakerTransition
 from switchyard.errors import StateUnavailable

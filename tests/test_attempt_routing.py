@@ -10,7 +10,7 @@ import pytest
 from pipeline_kit import detail, factory, make_context
 
 from providers.simulator import BackgroundSimulator
-from routing.breaker import Permit
+from routing.permits import Permit
 from store import repo
 from store.db import session_scope
 from store.models import Spend

@@ -17,7 +17,8 @@ import redis
 from conftest import free_port
 from fastapi.testclient import TestClient
 
-from routing.breaker import Breakers, Denial, Permit, ProviderLimits, Transition
+from routing.breaker import Breakers
+from routing.permits import Denial, Permit, ProviderLimits, Transition
 from routing.route import ProviderState
 from routing.state import providers_view, record_transition, transition_history
 from store.migrate import ensure_schema

@@ -14,8 +14,9 @@ from conftest import free_port
 from providers.base import ProviderRequest, ProviderResponse
 from providers.claude import ClaudeProvider
 from providers.simulator import BackgroundSimulator
-from routing.breaker import Breakers, Permit, ProviderLimits, Transition
+from routing.breaker import Breakers
 from routing.guard import guarded_call, verdict
+from routing.permits import Permit, ProviderLimits, Transition
 from switchyard.errors import (
     BadAnswer,
     Overloaded,

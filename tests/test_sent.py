@@ -27,7 +27,8 @@ from redis.commands.core import Script
 
 from providers.base import Provider
 from providers.simulator import BackgroundSimulator
-from routing.breaker import Breakers, Denial, Permit, ProviderLimits, Transition
+from routing.breaker import Breakers
+from routing.permits import Denial, Permit, ProviderLimits, Transition
 from routing.route import Refusal, RouteRequest
 from routing.router import Place, Routed, Router
 from routing.sent import Line

@@ -19,7 +19,8 @@ import redis
 from conftest import REPO, Processes
 
 from providers.simulator import BackgroundSimulator
-from routing.breaker import Breakers, BreakerStatus
+from routing.breaker import Breakers
+from routing.permits import BreakerStatus
 from switchyard.fleet_models import BreakerPolicy
 
 THRESHOLD, OPEN_S = 3, 2.0
@@ -27,7 +28,8 @@ WORKER = """
 import json, pathlib, sys, time
 from providers.base import ProviderRequest
 from providers.claude import ClaudeProvider
-from routing.breaker import Breakers, ProviderLimits
+from routing.breaker import Breakers
+from routing.permits import ProviderLimits
 from routing.guard import guarded_call
 from routing.state import connect_state
 from switchyard.errors import ProviderError
