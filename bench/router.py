@@ -346,12 +346,16 @@ def contender(conn: Connection, role: str, where: dict[str, str]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
-    parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
-    parser.add_argument("--no-litellm", action="store_true")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=300, help="measured calls per contender")
+    parser.add_argument("--warmup", type=int, default=20, help="calls per contender before measuring")
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/12", help="the breakers' Redis (their keys are reset)"
+    )
+    parser.add_argument("--database-url", default=None, help="the ledger; default: SQLite in a temporary directory")
+    parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out (it is an optional extra)")
     args = parser.parse_args()
 
     port = free_port()

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from routing.budgets import Budget, effective, window_bounds
 from store.budgets import overrides
-from store.models import Attempt, Spend, Task
+from store.models import Attempt, BreakerTransition, Spend, Task
 from store.queries import Row, as_utc, iso, usd
 from switchyard.fleet import Fleet
 
@@ -159,28 +159,43 @@ def _budget_row(budget: Budget, target: str, money: Row, since: datetime, until:
     }
 
 
-def _gist(error_class: str | None, error: str | None) -> str:
-    """The first clause of an attempt's error, e.g. ``ProviderUnavailable (claude: breaker open)``."""
-    first = (error or "").split(";")[0].strip()
-    return f"{error_class} ({first[:70]})" if first else str(error_class)
+def _clause(text: str | None) -> str:
+    """The first clause of an error (up to its first ``;``), cut at a word boundary when it is long."""
+    return _cut((text or "").split(";")[0].strip())
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + "…"
+
+
+def _failed(attempt: Attempt) -> str:
+    """Why one attempt did not answer: refused by the breaker or a limit before any call, or failed."""
+    clause = _clause(attempt.error)
+    if attempt.error_class == "ProviderUnavailable":  # "claude: breaker open (retry in 59.9s)": no call made
+        return f"{attempt.provider} refused: {clause.removeprefix(f'{attempt.provider}: ')}"
+    return f"{attempt.provider} failed: {attempt.error_class}" + (f" ({clause})" if clause else "")
 
 
 def fallbacks(session: Session, fleet: Fleet, task_ids: list[str]) -> list[Row]:
     """The tasks among ``task_ids`` that did not run on their ladder's first rung, with what they cost and why:
-    the failed attempts' errors and the providers the router passed over (breaker open, over budget, ...)."""
+    the attempts refused or failed, the providers the router passed over (breaker open, over budget, busy, ...)
+    and, for a breaker that was open, what opened it."""
     tasks = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(task_ids)))}
     attempts = session.scalars(select(Attempt).where(Attempt.task_id.in_(task_ids)).order_by(Attempt.attempt))
     by_task: dict[str, list[Attempt]] = {}
     for attempt in attempts:
         by_task.setdefault(attempt.task_id, []).append(attempt)
+    openings = _openings(session)
     out: list[Row] = []
     for task_id, task in tasks.items():
         first = fleet.group(task.group).ladder[0]
         tried = by_task.get(task_id, [])
-        if task.provider in (None, first) and not any(a.status == "failed" for a in tried):
-            continue
-        why = [f"{a.provider} failed: {_gist(a.error_class, a.error)}" for a in tried if a.status == "failed"]
-        why += [f"passed over {note}" for a in tried if a.route_note for note in a.route_note.split("; ")]
+        if task.provider == first or (task.provider is None and not tried):
+            continue  # ran on its first choice (after a wait, maybe), or never reached a provider
+        why = [_failed(a) for a in tried if a.status == "failed"]
+        notes = [note for a in tried if a.route_note for note in a.route_note.split("; ")]
+        why += [f"passed over {note}" for note in notes]
+        why += _opened_by(openings, tried, notes)
         out.append(
             {
                 "id": task_id,
@@ -193,4 +208,28 @@ def fallbacks(session: Session, fleet: Fleet, task_ids: list[str]) -> list[Row]:
                 "why": "; ".join(dict.fromkeys(why)) or (task.reason or ""),
             }
         )
+    return out
+
+
+def _openings(session: Session) -> dict[str, list[tuple[datetime, str]]]:
+    """Per provider, when its breaker opened and why, oldest first."""
+    query = select(BreakerTransition.provider, BreakerTransition.at, BreakerTransition.cause)
+    found: dict[str, list[tuple[datetime, str]]] = {}
+    for provider, at, cause in session.execute(query.where(BreakerTransition.to_state == "open")):
+        found.setdefault(provider, []).append((as_utc(at), cause))
+    return {provider: sorted(times) for provider, times in found.items()}
+
+
+def _opened_by(openings: dict[str, list[tuple[datetime, str]]], tried: list[Attempt], notes: list[str]) -> list[str]:
+    """For each provider a task found with its breaker open, the cause of the last opening before it tried."""
+    refused = [a.error or "" for a in tried if a.error_class == "ProviderUnavailable"]
+    open_ones = {text.split(":")[0] for text in notes + refused if "breaker open" in text}
+    if not tried:
+        return []
+    latest = max(as_utc(a.started_at) for a in tried)
+    out = []
+    for provider in sorted(open_ones):
+        before = [cause for at, cause in openings.get(provider, []) if at <= latest]
+        if before:
+            out.append(f"{provider}'s breaker had opened: {_cut(before[-1])}")
     return out

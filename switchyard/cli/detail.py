@@ -56,6 +56,11 @@ def _attempts(attempts: list[Row]) -> None:
         for a in attempts
     )
     console.print(table("Attempts", columns, rows))
+    for a in attempts:  # why the router did not take the providers before this one (breaker, budget, busy...)
+        if a.get("route_note"):
+            console.print(
+                f"attempt {a.get('attempt')} on {a['provider']}, passed over: {a['route_note']}", soft_wrap=True
+            )
 
 
 def _results(detail: Row) -> None:
