@@ -134,7 +134,8 @@ class _Tries(Generic[T]):
     def _refused(self, denial: Denial, number: int) -> ProviderUnavailable:
         message = denial.message
         if self.last_error is not None:
-            message += f"; stopped after {number - 1} tries, the last failed with {cause_of(self.last_error)}"
+            tries = f"{number - 1} {'try' if number == 2 else 'tries'}"
+            message += f"; stopped after {tries}, the last failed with {cause_of(self.last_error)}"
         return ProviderUnavailable(message, provider=self.provider, reason=denial.reason, retry_in_s=denial.retry_in_s)
 
 

@@ -94,7 +94,7 @@ def test_a_breaker_that_opens_mid_retry_stops_the_loop(
     assert calls(sim) == 3  # the third failure opened it; the fourth try was refused before any call
     assert caught.value.reason == "open"
     assert caught.value.retry_in_s is not None and 0 < caught.value.retry_in_s <= 0.5
-    assert "stopped after 1 tries, the last failed with Overloaded" in str(caught.value)
+    assert "stopped after 1 try, the last failed with Overloaded" in str(caught.value)
     assert [(t.from_state, t.to_state) for t in seen] == [("closed", "open")]
     assert breakers.status(["claude"])["claude"].in_flight == 0
 
