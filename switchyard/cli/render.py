@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+PIPED_WIDTH = 160  # output to a file or a pipe (CI logs, `| less`): rich would assume 80 columns and wrap
+
+
+def _width(stream: Any) -> int | None:
+    """None (the terminal's own width) for a terminal or when COLUMNS says; wide enough to read otherwise."""
+    return None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
 def print_json(data: Any) -> None:
