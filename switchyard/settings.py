@@ -26,7 +26,8 @@ PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "xxx", "your-key-here"
 class Settings(BaseSettings):
     """Process settings. Ports default to loopback and can be moved so several fleets can coexist."""
 
-    model_config = SettingsConfigDict(env_prefix="SWITCHYARD_", extra="ignore", frozen=True)
+    # A variable set but empty (``SWITCHYARD_HOME=``, ``ANTHROPIC_API_KEY=``) counts as unset: the default holds.
+    model_config = SettingsConfigDict(env_prefix="SWITCHYARD_", extra="ignore", frozen=True, env_ignore_empty=True)
 
     profile: Profile = "development"
     home: Path = Field(default_factory=lambda: Path.cwd() / ".switchyard")

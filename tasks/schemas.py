@@ -87,10 +87,7 @@ def check_against_fleet(request: SubmitRequest, fleet: Fleet) -> None:
         raise InputError(
             f"pr_integ merges into the {envs.stages[0]!r} stage; later stages receive changes by promotion"
         )
-    named = [*request.avoid_providers, *([request.implementer] if request.implementer else [])]
-    unknown = sorted(set(named) - set(fleet.providers))
-    if unknown:
-        raise InputError(f"unknown providers {unknown} named; known: {', '.join(fleet.providers)}")
+    check_providers(request, fleet)
     max_depth = fleet.kind("plan").max_depth
     if request.kind == "plan" and request.depth > max_depth:
         raise InputError(
@@ -101,3 +98,17 @@ def check_against_fleet(request: SubmitRequest, fleet: Fleet) -> None:
         value = getattr(request, name) or ""
         if len(value) > limit:
             raise InputError(f"{name} is {len(value)} characters; the limit is {limit} (limits.max_text_chars)")
+
+
+def check_providers(request: SubmitRequest, fleet: Fleet) -> None:
+    """A provider to avoid (``--avoid``) or an implementer must be one the fleet file declares."""
+    known = ", ".join(fleet.providers)
+    avoid = sorted(set(request.avoid_providers) - set(fleet.providers))
+    if avoid:
+        names = ", ".join(repr(name) for name in avoid)
+        noun = "provider" if len(avoid) == 1 else "providers"
+        raise InputError(f"cannot avoid {names}: the fleet has no such {noun}; its providers are {known}")
+    if request.implementer and request.implementer not in fleet.providers:
+        raise InputError(
+            f"implementer {request.implementer!r}: the fleet has no such provider; its providers are {known}"
+        )

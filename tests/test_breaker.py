@@ -354,7 +354,7 @@ def test_status_providers_and_breaker_enable_on_the_cli(client: redis.Redis, red
 def test_status_providers_names_a_state_redis_that_is_away(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     done = cli(cli_env(tmp_path, url), "status", "--providers")
-    assert done.returncode == 2
+    assert done.returncode == 3, done.stderr
     assert f"cannot read provider state from {url}" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -1,5 +1,6 @@
-"""The CLI at the edge: bad input gets one clear line and exit code 2, never a traceback, and nothing is
-half-written. Runs the installed `switchyard` script against SQLite with no broker running."""
+"""The CLI at the edge: an error gets one clear line, never a traceback, and nothing is half-written. Its exit
+code says what to do: 2 fix the input, 3 start the service that did not answer, 1 look (refused otherwise).
+Runs the installed `switchyard` script against SQLite with no broker running."""
 
 from __future__ import annotations
 
@@ -7,13 +8,27 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, free_port
+from conftest import REPO, Processes, free_port
 
 from environments.sample import make_sample_repo
+from switchyard.cli import exit_code_for
+from switchyard.errors import (
+    ConfigError,
+    FleetAlreadyRunning,
+    GitError,
+    InputError,
+    LedgerUnavailable,
+    NotFound,
+    ServiceUnavailable,
+    StateUnavailable,
+    SwitchyardError,
+)
+from workers import pidfiles
 
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
 SECRET_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OLLAMA_HOST")
@@ -30,8 +45,8 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([SWITCHYARD, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
-def refused(done: subprocess.CompletedProcess[str], message: str) -> None:
-    assert done.returncode == 2, done.stdout + done.stderr
+def refused(done: subprocess.CompletedProcess[str], message: str, code: int = 2) -> None:
+    assert done.returncode == code, done.stdout + done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -61,13 +76,17 @@ def test_bad_submissions_are_refused_with_the_reason(env: dict[str, str]) -> Non
     refused(cli(env, "submit", "pr_review", "--env", "dev1"), "pr_review needs branch")
     refused(cli(env, "submit", "plan", "--env", "dev1", "--stage", "prod", "--goal", "x"), "unknown stage 'prod'")
     refused(cli(env, "tasks", "show", "no-such-task"), "task no-such-task does not exist")
+    refused(
+        cli(env, "submit", "pr_review", "--env", "dev1", "--branch", "x", "--avoid", "gemini"),
+        "cannot avoid 'gemini': the fleet has no such provider; its providers are claude, codex, ollama",
+    )
     assert as_json(cli(env, "tasks", "list", "--json")) == []
 
 
 def test_a_submission_the_broker_cannot_take_is_closed_not_lost(env: dict[str, str], tmp_path: Path) -> None:
     sample = make_sample_repo(tmp_path / "sample")
     assert cli(env, "env", "init", "--repo", str(sample), "--envs", "dev1").returncode == 0
-    refused(cli(env, "submit", "pr_review", "--env", "dev1", "--branch", "feature/sample-1"), "is the fleet up?")
+    refused(cli(env, "submit", "pr_review", "--env", "dev1", "--branch", "feature/sample-1"), "is the fleet up?", 3)
     (task,) = as_json(cli(env, "tasks", "list", "--json"))
     assert task["status"] == "rejected"
     assert "broker unavailable" in task["reason"]
@@ -120,3 +139,43 @@ def test_filters_and_short_ids(env: dict[str, str], tmp_path: Path) -> None:
     (task,) = as_json(cli(env, "tasks", "list", "--json"))
     shown = as_json(cli(env, "tasks", "show", task["id"][:8], "--json"))
     assert shown["id"] == task["id"]
+
+
+def test_up_refuses_a_data_directory_whose_fleet_runs_with_exit_code_1(
+    env: dict[str, str], tmp_path: Path, processes: Processes
+) -> None:
+    """Refused, not bad input: a pidfile of a live process says this data directory's fleet runs."""
+    sleeper = processes.spawn(["sleep", "60"])
+    pidfiles.write_pidfile(tmp_path / "home" / "development" / "run", "api", sleeper.pid, "sleep")
+    # A RabbitMQ broker and no state Redis: `up` stops with ConfigError right after the refusal would have
+    # come, so if the refusal were lost this test fails at once instead of starting a fleet.
+    env["SWITCHYARD_BROKER_URL"] = "amqp://guest:guest@127.0.0.1:1//"
+    refused(cli(env, "up", "--detach"), f"FleetAlreadyRunning: a fleet is already running for {tmp_path.resolve()}", 1)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (InputError("x"), 2),
+        (NotFound("x"), 2),
+        (ConfigError("x"), 2),
+        (ServiceUnavailable("x"), 3),
+        (LedgerUnavailable("x"), 3),
+        (StateUnavailable("x"), 3),
+        (FleetAlreadyRunning("x"), 1),
+        (GitError("x"), 1),
+    ],
+)
+def test_each_error_class_has_its_exit_code(error: SwitchyardError, code: int) -> None:
+    assert exit_code_for(error) == code
+
+
+def test_version_prints_the_installed_version(env: dict[str, str]) -> None:
+    done = cli(env, "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"switchyard {version('switchyard')}"
+
+
+def test_a_single_word_to_env_feature_gets_an_example_that_keeps_it(env: dict[str, str]) -> None:
+    refused(cli(env, "env", "feature", "dev2"), "e.g. switchyard env feature dev2 login-form")
+    refused(cli(env, "env", "feature", "login"), "e.g. switchyard env feature dev1 login\n")

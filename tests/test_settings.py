@@ -48,3 +48,14 @@ def test_placeholder_secret_refused_outside_development(monkeypatch: pytest.Monk
     with pytest.raises(ConfigError, match="placeholder"):
         load_settings(profile="production")
     assert load_settings(profile="development").openai_api_key is not None
+
+
+def test_a_variable_set_but_empty_counts_as_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`SWITCHYARD_HOME=` once put the data in ./development/; an empty key once counted as a configured one."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("SWITCHYARD_HOME", "SWITCHYARD_WORKSPACE", "SWITCHYARD_BROKER_PORT", "ANTHROPIC_API_KEY"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert settings.data_dir == (tmp_path / ".switchyard" / "development").resolve()
+    assert settings.workspace is None and settings.broker_port == 6399
+    assert settings.anthropic_api_key is None

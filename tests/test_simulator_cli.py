@@ -98,7 +98,7 @@ def test_mistakes_get_one_clear_line(env: dict[str, str], args: tuple[str, ...],
 def test_a_simulator_that_is_not_running_is_named(env: dict[str, str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     done = cli({**env, "SWITCHYARD_SIMULATOR_URL": url}, "simulator", "heal", "claude")
-    assert done.returncode == 2
+    assert done.returncode == 3, done.stderr
     assert f"the simulator is not answering at {url}" in done.stderr
     assert "switchyard up --simulate" in done.stderr
     assert "Traceback" not in done.stderr

@@ -8,7 +8,7 @@ before anything runs, with the list of known ones.
 
 The destructive commands (clean, rebase, reset) show what they will do and how to undo it, then ask; with
 stdin not a terminal they refuse unless ``--yes``. Exit code 1 when a command was refused or failed in any
-environment (each environment's line says why); 2 for bad input.
+environment (each environment's line says why); 2 for bad input; 3 when the database does not answer.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def feature(
 ) -> None:
     """Create and switch to feature/<env>/<YYYYMMDD>-<NAME>, starting at env/<env>."""
     if len(args) == 1 and not every:
-        raise InputError(f"name the environments, then the feature: e.g. switchyard env feature dev1 {args[0]}")
+        raise InputError(f"name the environments, then the feature: e.g. {feature_example(args[0])}")
     name, today = args[-1], date.today()
     root = workspace_for(workspace)
     infos = chosen("feature", root, args[:-1], every, writes=True)
@@ -154,6 +154,14 @@ def feature(
         workflow.feature_branch_name(info.name, name, today)
     outcomes = workflow.run_each("feature", infos, lambda info: workflow.feature(root, info, name=name, today=today))
     report("feature", outcomes, as_json)
+
+
+def feature_example(word: str) -> str:
+    """The one word given is an environment or the feature's name: the example keeps it and adds the other."""
+    names = cli_context().fleet.environments.names
+    if word in names:
+        return f"switchyard env feature {word} login-form"
+    return f"switchyard env feature {names[0]} {word}"
 
 
 def commit(

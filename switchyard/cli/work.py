@@ -28,9 +28,9 @@ def register(app: typer.Typer) -> None:
 def submit(
     kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(KINDS)}")],
     env: Annotated[str, typer.Option("--env", help="Environment, e.g. dev1.")],
-    stage: Annotated[str, typer.Option("--stage")] = "dev",
-    title: Annotated[str, typer.Option("--title")] = "",
-    description: Annotated[str, typer.Option("--description")] = "",
+    stage: Annotated[str, typer.Option("--stage", help="Stage of the environment, e.g. dev or qa.")] = "dev",
+    title: Annotated[str, typer.Option("--title", help="Short title, shown in `tasks list`.")] = "",
+    description: Annotated[str, typer.Option("--description", help="The work in detail, given to the agent.")] = "",
     branch: Annotated[str | None, typer.Option("--branch", help="Branch to review or merge.")] = None,
     goal: Annotated[str | None, typer.Option("--goal", help="What a plan should achieve.")] = None,
     depends_on: Annotated[
@@ -111,10 +111,13 @@ def wait_for(ctx: Context, task_id: str, timeout: float) -> dict[str, Any]:
 
 @tasks_app.command("list")
 def tasks_list(
-    env: Annotated[str | None, typer.Option("--env")] = None,
-    status: Annotated[str | None, typer.Option("--status")] = None,
-    kind: Annotated[str | None, typer.Option("--kind")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 200,
+    env: Annotated[str | None, typer.Option("--env", help="Only this environment, e.g. dev1.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help=f"Only this status: {', '.join((*ACTIVE_STATUSES, *TERMINAL_STATUSES))}."),
+    ] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help=f"Only this kind: {', '.join(KINDS)}.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many tasks.")] = 200,
     as_json: JsonOpt = False,
 ) -> None:
     """Tasks, newest first."""
@@ -148,7 +151,9 @@ def tasks_list(
 
 
 @tasks_app.command("show")
-def tasks_show(task_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False) -> None:
+def tasks_show(
+    task_id: Annotated[str, typer.Argument(help="The task's id or its first characters.")], as_json: JsonOpt = False
+) -> None:
     """One task with its attempts, results, reviews, merges and the chain it belongs to."""
     ctx = db_context()
     with session_scope(ctx.database_url) as session:
