@@ -433,10 +433,10 @@ def report(rows: dict[str, list[dict[str, Any]]], calls: int, database: str) -> 
         own50 = pct(lite_total, 0.5) - pct(lite_direct, 0.5)
         print(f"{'litellm added (total - its process direct)':46} {own50 * ms:9.3f}")
         if lite50 > 0 and own50 > 0:
-            print(f"switchyard added / litellm added at p50: {ours50 / lite50:.3f} (target < 0.333)")
-            print(
-                f"  against litellm's total - its process direct (its threads slow that call too): {ours50 / own50:.3f}"
-            )
+            print("switchyard added / litellm added at p50 (target < 0.333):")
+            print(f"  both as total - baseline (the same measure for both): {gap50 / lite50:.3f}")
+            print(f"  switchyard's measured inside: {ours50 / lite50:.3f}")
+            print(f"  switchyard's measured inside, litellm's against its process's direct call: {ours50 / own50:.3f}")
     verdict = "meets" if ours50 * ms < 1.0 else "misses"
     mean = statistics.mean(added) * ms
     print(f"switchyard added p50 {ours50 * ms:.3f} ms {verdict} the 1 ms target (mean {mean:.3f} ms)")
