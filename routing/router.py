@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Protocol
 
@@ -72,9 +72,6 @@ class Routed(Route):
         """No call will be made on this route: give its permit back (the hold is the caller's to release)."""
         if self.permit is not None:
             self.permit.cancel()
-
-
-_ROUTE_FIELDS = tuple(f.name for f in fields(Route))
 
 
 @dataclass(frozen=True)
@@ -166,7 +163,7 @@ class Router:
                     return choice
                 permit = self.state.request(choice.provider)  # Redis answers while the ledger holds
                 self._hold(choice, place)
-                return Routed(**{name: getattr(choice, name) for name in _ROUTE_FIELDS}, permit=permit)
+                return Routed(**vars(choice), permit=permit)
             except BudgetRefused as exc:
                 _cancel(permit)
                 self._budgets.clear()

@@ -112,10 +112,11 @@ def test_threads_keep_a_connection_each_up_to_a_limit_and_give_it_back_when_they
     count = KEEP_MAX + 3
     gate = threading.Barrier(count)
     got: list[Connection | None] = [None] * count
+    again: list[Connection | None] = [None] * count
 
-    def keep(i: int) -> None:
+    def keep(i: int) -> None:  # asserts run in the test's thread: a failed one here would only be a warning
         got[i] = held_connection(sqlite_url)
-        assert held_connection(sqlite_url) is got[i]  # the same one on every call of the thread
+        again[i] = held_connection(sqlite_url)
         gate.wait(timeout=10)
 
     threads = [threading.Thread(target=keep, args=(i,)) for i in range(count)]
@@ -123,6 +124,7 @@ def test_threads_keep_a_connection_each_up_to_a_limit_and_give_it_back_when_they
         thread.start()
     for thread in threads:
         thread.join(timeout=10)
+    assert again == got  # the same one on every call of the thread
     kept = [conn for conn in got if conn is not None]
     assert len(kept) == KEEP_MAX  # the others used the pool
     assert all(not conn.closed for conn in kept)
