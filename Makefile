@@ -41,6 +41,7 @@ test: dev agent-clis
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 types: dev
 	$(BIN)/mypy

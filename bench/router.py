@@ -73,7 +73,7 @@ T = TypeVar("T")
 
 def start_simulator(port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "providers.simulator", "--port", str(port), "--fleet", str(ROOT / "switchyard.toml")],
+        [sys.executable, "-m", "simulator.server", "--port", str(port), "--fleet", str(ROOT / "switchyard.toml")],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -16,7 +16,7 @@ import httpx2
 from anthropic.types import Message, TextBlock
 from anthropic.types import Usage as AnthropicUsage
 
-from providers.base import ProviderRequest, ProviderResponse, Usage
+from providers.base import ProviderRequest, ProviderResponse
 from providers.http_errors import (
     ANTHROPIC_TYPE_STATUS,
     error_for_status,
@@ -25,6 +25,7 @@ from providers.http_errors import (
     transport_error,
 )
 from switchyard.errors import BadAnswer, ProviderDown, ProviderError
+from switchyard.usage import Usage
 
 
 def normalize_usage(usage: AnthropicUsage) -> Usage:

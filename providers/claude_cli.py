@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from providers.base import ProviderRequest, ProviderResponse, Usage
+from providers.base import ProviderRequest, ProviderResponse
 from providers.cli_common import (
     CliCommand,
     CliOutcome,
@@ -36,6 +36,7 @@ from providers.cli_common import (
 )
 from providers.http_errors import error_for_status, scrub, transport_error
 from switchyard.errors import BadAnswer, HoldExceeded, ProviderError, TransientError
+from switchyard.usage import Usage
 
 Json = dict[str, Any]
 PERMISSION_MODE = "acceptEdits"

@@ -13,9 +13,10 @@ import httpx2
 import openai
 from openai.types.responses import Response, ResponseUsage
 
-from providers.base import ProviderRequest, ProviderResponse, Usage
+from providers.base import ProviderRequest, ProviderResponse
 from providers.http_errors import error_for_status, parse_retry_after, scrub, transport_error
 from switchyard.errors import BadAnswer, ProviderDown, ProviderError, RateLimited, TransientError
+from switchyard.usage import Usage
 
 FINAL_EVENTS = ("response.completed", "response.incomplete")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from providers.base import ProviderRequest, ProviderResponse, Usage
+from providers.base import ProviderRequest, ProviderResponse
 from providers.cli_common import (
     CliCommand,
     CliOutcome,
@@ -36,9 +36,10 @@ from providers.cli_common import (
     run_cli,
 )
 from providers.http_errors import error_for_status, scrub, transport_error
-from routing.pricing import cost_micros
 from switchyard.errors import BadAnswer, HoldExceeded, ProviderError, TransientError
 from switchyard.fleet import Price
+from switchyard.pricing import cost_micros
+from switchyard.usage import Usage
 
 OPENAI_URL = "https://api.openai.com/v1"
 KEY_VARIABLE = "OPENAI_API_KEY"

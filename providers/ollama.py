@@ -13,9 +13,10 @@ from collections.abc import Callable
 import httpx
 import ollama
 
-from providers.base import ProviderRequest, ProviderResponse, Usage
+from providers.base import ProviderRequest, ProviderResponse
 from providers.http_errors import error_for_status, parse_retry_after, scrub, transport_error
 from switchyard.errors import ProviderError, RequestRejected
+from switchyard.usage import Usage
 
 
 def normalize_usage(response: ollama.ChatResponse) -> Usage:

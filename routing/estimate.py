@@ -11,7 +11,7 @@ The output side is exact: a call never produces more than the kind's ``max_outpu
 only lower the bill on the api transport: we send no ``cache_control`` markers, so there are no cache
 writes (the only token class priced above input), and cache reads cost less than input. The maximum is
 therefore ``input tokens x input price + max output x output price``, rounded up to a whole micro-dollar,
-which is never below :func:`routing.pricing.cost_micros` of that usage. The cli transport runs an agent for
+which is never below :func:`switchyard.pricing.cost_micros` of that usage. The cli transport runs an agent for
 several turns with its own caching; there the maximum is the cap to hand to the CLI (``--max-budget-usd``).
 """
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, Decimal
 from functools import lru_cache
 
-from routing.pricing import rates
 from switchyard.fleet_models import Price
+from switchyard.pricing import rates
 
 CHARS_PER_TOKEN = 3
 REQUEST_OVERHEAD_TOKENS = 32  # roles, message framing and the provider's own wrapping of the system prompt

@@ -30,9 +30,14 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from routing.budgets import (
+from store import budgets as sql
+from store.budgets import Ending, OverrideRow, SpendRow
+from store.db import drop_held, get_engine, held_connection
+from store.migrate import masked
+from switchyard.budgets import (
     Alert,
     Budget,
+    BudgetState,
     CounterKey,
     applicable,
     as_utc,
@@ -42,11 +47,6 @@ from routing.budgets import (
     state,
     window_bounds,
 )
-from routing.route import BudgetState
-from store import budgets as sql
-from store.budgets import Ending, OverrideRow, SpendRow
-from store.db import drop_held, get_engine, held_connection
-from store.migrate import masked
 from switchyard.errors import BudgetRefused, InputError, LedgerUnavailable, NotFound
 from switchyard.fleet_models import Fleet
 

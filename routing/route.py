@@ -19,9 +19,10 @@ from datetime import date
 from typing import Literal
 
 from routing.estimate import max_cost_micros
-from routing.pricing import micros_to_usd
+from switchyard.budgets import BudgetState
 from switchyard.errors import ConfigError
 from switchyard.fleet_models import Fleet, GroupConfig, Transport
+from switchyard.pricing import micros_to_usd
 
 BreakerState = Literal["closed", "open", "half_open", "disabled"]
 Terminal = Literal["no_provider", "budget_exhausted"]
@@ -47,29 +48,6 @@ class ProviderState:
     calls_last_minute: int = 0
     requests_per_minute: int | None = None
     cli_available: bool = False  # the agent CLI for this provider is installed
-
-
-@dataclass(frozen=True)
-class BudgetState:
-    """One budget in its current window. ``target`` is concrete ("dev1", "claude") or "*" for scope all."""
-
-    scope: Literal["all", "environment", "stage", "group", "provider"]
-    target: str
-    window: Literal["hour", "day", "month"]
-    cap_micros: int
-    used_micros: int  # held + settled in the current window
-    alert_micros: int | None = None
-    action: Literal["block", "degrade"] = "block"
-    window_ends_in_s: float = 3600.0
-
-    @property
-    def remaining_micros(self) -> int:
-        return max(0, self.cap_micros - self.used_micros)
-
-    @property
-    def label(self) -> str:
-        target = "" if self.scope == "all" else f"={self.target}"
-        return f"{self.scope}{target}/{self.window}"
 
 
 @dataclass(frozen=True)

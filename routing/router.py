@@ -23,7 +23,8 @@ from typing import Protocol
 
 from providers.registry import available, cli_available
 from routing.breaker import PermitRequest
-from routing.route import BudgetState, ProviderState, Refusal, Route, RouteRequest, candidates, choose_route
+from routing.route import ProviderState, Refusal, Route, RouteRequest, candidates, choose_route
+from switchyard.budgets import BudgetState
 from switchyard.errors import BudgetRefused, ServiceUnavailable
 from switchyard.fleet import Fleet
 from switchyard.settings import Settings

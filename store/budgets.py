@@ -40,9 +40,9 @@ from sqlalchemy.exc import MultipleResultsFound
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 
-from routing.budgets import Action, Alert, Budget, CounterKey, as_utc, label, window_bounds
 from store.models import TERMINAL_STATUSES, BudgetAlert, BudgetCounter, BudgetOverride, Spend, Task
 from store.prepared import run
+from switchyard.budgets import Action, Alert, Budget, CounterKey, as_utc, label, window_bounds
 from switchyard.fleet_models import Scope, Window
 
 OverrideRow = tuple[str, str, str, int, int | None, str]  # scope, target, window, cap, alert, action

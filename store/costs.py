@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
-from routing.budgets import Budget, effective, window_bounds
 from store.budgets import overrides
 from store.models import Attempt, BreakerTransition, Spend, Task
 from store.queries import Row, as_utc, iso, usd
+from switchyard.budgets import Budget, effective, window_bounds
 from switchyard.fleet import Fleet
 
 

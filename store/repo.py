@@ -18,7 +18,6 @@ from sqlalchemy import CursorResult, Executable, Update, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from providers.base import Usage
 from store.models import (
     TERMINAL_STATUSES,
     Attempt,
@@ -33,6 +32,7 @@ from store.models import (
 )
 from switchyard.errors import NotFound
 from switchyard.fleet import Fleet
+from switchyard.usage import Usage
 
 M = TypeVar("M", bound=Base)
 

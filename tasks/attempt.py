@@ -26,7 +26,6 @@ from typing import NoReturn
 from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import build_provider
 from routing.breaker import PermitRequest
-from routing.pricing import cost_micros
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from store import repo
@@ -42,6 +41,7 @@ from switchyard.errors import (
     SwitchyardError,
     TransientError,
 )
+from switchyard.pricing import cost_micros
 from tasks import pipeline
 from tasks.claim import claim, finished_task, recover
 from tasks.context import Context

@@ -20,6 +20,8 @@ from store import repo
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Task
 from tasks.context import Context
+from tasks.plans import update_plan
+from tasks.send import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,6 @@ def settle(ctx: Context, task_id: str) -> str:
         elif verdict.action == "end":
             repo.finish_task(session, task_id=task_id, status=verdict.status, reason=verdict.reason)
     if verdict.action == "release":
-        from tasks.submit import enqueue  # noqa: PLC0415 -- tasks.submit imports the kinds, which import this module
-
         enqueue(ctx, task_id, kind)
         log.info("task %s released: its dependencies succeeded", task_id)
     elif verdict.action == "end":
@@ -91,8 +91,6 @@ def settle(ctx: Context, task_id: str) -> str:
 
 def _ended(ctx: Context, task_id: str, parent_id: str | None) -> None:
     """What follows a task this module ended itself (no attempt loop ran it): its dependents and its plan."""
-    from tasks.plans import update_plan  # noqa: PLC0415 -- tasks.plans imports the submit path
-
     on_finished(ctx, task_id)
     if parent_id:
         update_plan(ctx, parent_id)

@@ -30,6 +30,7 @@ from tasks.context import Context
 from tasks.kinds.base import Outcome, TaskInfo
 from tasks.kinds.review import render_feedback
 from tasks.plans import update_plan
+from tasks.submit import submit
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,6 @@ def next_step(ctx: Context, task: TaskInfo, data: dict[str, Any]) -> tuple[str, 
 
 def submit_once(ctx: Context, request: dict[str, Any], task_id: str) -> bool:
     """Submit ``request`` as ``task_id`` unless a task with that id exists; True when this call did it."""
-    from tasks.submit import submit  # noqa: PLC0415 -- tasks.submit imports the app, whose tasks import this module
 
     with session_scope(ctx.database_url) as session:
         if repo.get_task(session, task_id) is not None:

@@ -13,31 +13,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 
-from celeryconfig import task_name
 from environments.git import branch_exists, check_branch_name
 from environments.layout import repo_dir
 from store import pipeline as rows
 from store import repo
 from store.db import session_scope
-from store.migrate import ensure_schema
 from store.models import Environment
-from switchyard.errors import InputError, ServiceUnavailable
+from switchyard.errors import InputError
 from tasks import dependencies
-from tasks.app import app_for
 from tasks.context import Context, get_context
 from tasks.schemas import SubmitRequest, check_against_fleet, parse_request
-
-_schema_ready: set[str] = set()
-
-
-def prepare_database(url: str) -> None:
-    """Bring the schema to head once per process and URL."""
-    if url not in _schema_ready:
-        ensure_schema(url)
-        _schema_ready.add(url)
+from tasks.send import prepare_database, send
 
 
 def submit(
@@ -78,7 +66,7 @@ def submit(
     if req.depends_on:  # held: released (and enqueued) now if its dependencies finished meanwhile, else later
         dependencies.settle(ctx, task_id)
     else:
-        _enqueue(ctx, task_id, req.kind, group.queue)
+        send(ctx, task_id, req.kind, group.queue)
     return task_id
 
 
@@ -89,11 +77,6 @@ def check_dependencies(session: Session, task_id: str, depends_on: list[str]) ->
     for dependency in depends_on:
         if repo.get_task(session, dependency) is None:
             raise InputError(f"depends_on names task {dependency!r}, which does not exist; see: switchyard tasks list")
-
-
-def enqueue(ctx: Context, task_id: str, kind: str) -> None:
-    """Send the message of an existing task (one that was held for its dependencies) to its group's queue."""
-    _enqueue(ctx, task_id, kind, ctx.fleet.group_for_kind(kind).queue)
 
 
 BRANCH_KINDS = ("pr_review", "pr_integ")
@@ -112,14 +95,3 @@ def check_branch(workspace: Path, environment: str, branch: str) -> None:
             f"branch {branch!r} does not exist in the repository of {environment} ({repo_dir(workspace)}); "
             "create or fetch it first"
         )
-
-
-def _enqueue(ctx: Context, task_id: str, kind: str, queue: str) -> None:
-    try:
-        app_for(ctx).send_task(task_name(kind), args=[task_id], task_id=task_id, queue=queue, retry=False)
-    except OperationalError as exc:
-        with session_scope(ctx.database_url) as session:
-            repo.finish_task(session, task_id=task_id, status="rejected", reason=f"broker unavailable: {exc}")
-        raise ServiceUnavailable(
-            f"the broker did not take task {task_id} ({exc}); is the fleet up? run: switchyard up"
-        ) from None

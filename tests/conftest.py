@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from providers.simulator import BackgroundSimulator
+from simulator.server import BackgroundSimulator
 from switchyard.fleet import SimulatorProviderConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,15 +100,19 @@ def processes() -> Iterator[Processes]:
         procs.stop_all()
 
 
+REDIS_PORT = int(os.environ.get("SWITCHYARD_TEST_REDIS_PORT") or 6379)
+
+
 def flushed_redis(db: int) -> str:
-    """The machine's Redis on 6379, database ``db``, flushed."""
-    require_service("Redis", "127.0.0.1", 6379)
+    """The machine's Redis (6379, or ``SWITCHYARD_TEST_REDIS_PORT`` so that two checkouts can run their tests
+    side by side on one host), database ``db``, flushed."""
+    require_service("Redis", "127.0.0.1", REDIS_PORT)
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, db=db)
     client.flushdb()
     client.close()
-    return f"redis://127.0.0.1:6379/{db}"
+    return f"redis://127.0.0.1:{REDIS_PORT}/{db}"
 
 
 @contextlib.contextmanager

@@ -16,16 +16,16 @@ from typing import Any
 
 from conftest import NO_PROVIDER_KEYS, REPO
 
+from cli.envs import init_environments
 from environments.git import run_git
 from environments.sample import make_sample_repo
 from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import build_provider
-from providers.sim_answers import task_kind
+from simulator.answers import task_kind
 from store import pipeline as rows
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Task
 from store.queries import task_detail
-from switchyard.cli.envs import init_environments
 from switchyard.settings import Settings
 from tasks.attempt import Deferred, Runner
 from tasks.context import Context, build_context

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pipeline_kit import detail, factory, make_context
 
-from providers.simulator import BackgroundSimulator
 from routing.permits import Permit
+from simulator.server import BackgroundSimulator
 from store import repo
 from store.db import session_scope
 from store.models import Spend

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from conftest import REPO, Processes, free_port
 
+from cli import exit_code_for
 from environments.sample import make_sample_repo
-from switchyard.cli import exit_code_for
 from switchyard.errors import (
     ConfigError,
     FleetAlreadyRunning,

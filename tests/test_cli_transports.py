@@ -20,12 +20,11 @@ import pytest
 from conftest import NO_PROVIDER_KEYS
 
 from providers import registry
-from providers.base import ProviderRequest, Usage
+from providers.base import ProviderRequest
 from providers.claude import ClaudeProvider
 from providers.claude_cli import ClaudeCliProvider, normalize_usage
 from providers.codex_cli import CodexCliProvider
 from providers.registry import build_provider, cli_available, cli_unavailable
-from routing.pricing import cost_micros
 from switchyard.errors import (
     BadAnswer,
     ConfigError,
@@ -38,7 +37,9 @@ from switchyard.errors import (
     TransientError,
 )
 from switchyard.fleet import Fleet, load_fleet
+from switchyard.pricing import cost_micros
 from switchyard.settings import DEFAULT_FLEET_FILE, Settings
+from switchyard.usage import Usage
 
 FAKE_DIR = Path(__file__).resolve().parent / "fake_cli"
 SECRET = "sk-test-SECRET-0123456789abcdef"

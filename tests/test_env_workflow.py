@@ -2,7 +2,7 @@
 repairs, the eleven workflow commands on one and on all environments, confirmation of destructive commands,
 name checks, and ``env clean-tasks``.
 
-Most commands run in-process through ``switchyard.cli.main`` (the script's own entry; importing it once saves
+Most commands run in-process through ``cli.main`` (the script's own entry; importing it once saves
 ~2 s a call); the refusal of a destructive command with no terminal is also checked through the installed script.
 """
 
@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
+from cli import main
 from environments.git import rev_parse, run_git
 from environments.sample import make_sample_repo
 from environments.worktrees import task_worktree
 from store import repo
 from store.db import dispose_all, session_scope
 from store.models import Environment
-from switchyard.cli import main
 from switchyard.settings import load_settings
 
 ENVS = ["dev1", "dev2", "dev3"]

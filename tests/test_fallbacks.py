@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from cli.detail import show_detail
+from cli.render import console
 from store import repo
 from store.costs import fallbacks
 from store.db import session_scope
 from store.migrate import ensure_schema
 from store.models import BreakerTransition
 from store.queries import task_detail
-from switchyard.cli.detail import show_detail
-from switchyard.cli.render import console
 from switchyard.fleet import Fleet, load_fleet
 from switchyard.settings import DEFAULT_FLEET_FILE
 

@@ -27,7 +27,7 @@ from environments.patch import apply_and_commit, commit_worktree, extract_diff
 from environments.sample import make_sample_repo
 from environments.workspace import init_workspace
 from environments.worktrees import task_worktree
-from providers.sim_answers import union_resolution
+from simulator.answers import union_resolution
 from switchyard.errors import CheckFailed, GitError, InputError, MergeConflict, NotFound, PatchRejected
 
 NEW_FILE_DIFF = """\

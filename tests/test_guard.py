@@ -13,10 +13,10 @@ from conftest import free_port
 
 from providers.base import ProviderRequest, ProviderResponse
 from providers.claude import ClaudeProvider
-from providers.simulator import BackgroundSimulator
 from routing.breaker import Breakers
 from routing.guard import guarded_call, verdict
 from routing.permits import Permit, ProviderLimits, Transition
+from simulator.server import BackgroundSimulator
 from switchyard.errors import (
     BadAnswer,
     Overloaded,

@@ -23,13 +23,13 @@ from conftest import REPO, Processes
 from sqlalchemy import func, select
 
 import celeryconfig
-from routing.budgets import CounterKey
 from routing.ledger import Hold, Ledger
 from store import repo
 from store.costs import budget_status
 from store.db import dispose_all, session_scope
 from store.migrate import ensure_schema
 from store.models import BudgetCounter, Spend
+from switchyard.budgets import CounterKey
 from switchyard.errors import BudgetRefused, InputError, LedgerUnavailable, NotFound
 from switchyard.fleet import BudgetConfig, Fleet, load_fleet
 from switchyard.settings import Settings

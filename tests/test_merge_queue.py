@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO, Processes
 from pipeline_kit import detail, factory, git, make_context, workspace
 
-from providers.simulator import BackgroundSimulator
+from simulator.server import BackgroundSimulator
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Environment
 from tasks.attempt import Deferred, Runner

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from pipeline_kit import detail, drain, factory, git, make_context, tasks, verdict, workspace
 
+from cli.detail import show_detail
+from cli.render import console
 from environments.git import run_git
 from environments.patch import apply_and_commit
 from providers.base import ProviderRequest
-from providers.simulator import BackgroundSimulator
+from simulator.server import BackgroundSimulator
 from store.db import session_scope
 from store.models import Environment
-from switchyard.cli.detail import show_detail
-from switchyard.cli.render import console
 from tasks.attempt import Runner
 from tasks.context import Context
 from tasks.kinds.base import TaskInfo

@@ -12,7 +12,7 @@ import pytest
 from pipeline_kit import detail, drain, git, make_context, tasks
 
 from providers.base import ProviderRequest
-from providers.simulator import BackgroundSimulator
+from simulator.server import BackgroundSimulator
 from store import pipeline as rows
 from store.db import session_scope
 from switchyard.errors import BadAnswer, InputError

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.base import Usage
-from routing.pricing import cost_micros, micros_to_usd, rates
 from switchyard.fleet import Price
+from switchyard.pricing import cost_micros, micros_to_usd, rates
+from switchyard.usage import Usage
 
 DAY = date(2026, 1, 1)
 SONNET_4_5 = Price(effective=DAY, input=3.0, output=15.0, cache_read=0.30, cache_write_5m=3.75, cache_write_1h=6.0)

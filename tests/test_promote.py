@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from cli import main
+from cli.envs import init_environments
 from environments.git import rev_parse, run_git
 from environments.promote import promote, source_stage
 from environments.sample import make_sample_repo
 from store.db import dispose_all, session_scope
 from store.models import Environment, Promotion
-from switchyard.cli import main
-from switchyard.cli.envs import init_environments
 from switchyard.errors import InputError, NotFound
 from switchyard.settings import load_settings
 from tasks.context import Context, build_context

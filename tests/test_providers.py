@@ -17,7 +17,7 @@ from providers.claude import ClaudeProvider
 from providers.codex import CodexProvider
 from providers.ollama import OllamaProvider
 from providers.registry import available, build_provider
-from providers.simulator import BackgroundSimulator
+from simulator.server import BackgroundSimulator
 from switchyard.errors import (
     ConfigError,
     Overloaded,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import IN_CI, NO_PROVIDER_KEYS, flushed_redis, free_port, require_service
 
+from cli.envs import init_environments
 from environments.sample import make_sample_repo
 from store.db import session_scope
 from store.queries import task_detail
-from switchyard.cli.envs import init_environments
 from switchyard.errors import ConfigError
 from switchyard.settings import Settings
 from tasks.context import build_context

@@ -21,10 +21,10 @@ from conftest import IN_CI, NO_PROVIDER_KEYS, REPO
 
 from providers.base import ProviderRequest, ProviderResponse
 from providers.registry import build_provider
-from providers.simulator import BackgroundSimulator
-from routing.pricing import cost_micros
+from simulator.server import BackgroundSimulator
 from switchyard.errors import HoldExceeded, Overloaded, ProviderDown, RateLimited
 from switchyard.fleet import Fleet, load_fleet
+from switchyard.pricing import cost_micros
 from switchyard.settings import DEFAULT_FLEET_FILE, Settings
 
 BIN = REPO / ".agent-clis" / "node_modules" / ".bin"

@@ -11,22 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.base import Usage
 from routing.estimate import REQUEST_OVERHEAD_TOKENS, estimate_tokens, max_cost_micros
-from routing.pricing import cost_micros
-from routing.route import (
-    BudgetState,
-    ProviderState,
-    Refusal,
-    Route,
-    RouteRequest,
-    applies,
-    candidates,
-    choose_route,
-)
+from routing.route import ProviderState, Refusal, Route, RouteRequest, applies, candidates, choose_route
+from switchyard.budgets import BudgetState
 from switchyard.errors import ConfigError
 from switchyard.fleet import load_fleet
 from switchyard.fleet_models import Fleet, Price
+from switchyard.pricing import cost_micros
+from switchyard.usage import Usage
 
 TODAY = date(2026, 6, 1)
 DEFAULT = Path(__file__).resolve().parent.parent / "switchyard.toml"

@@ -21,17 +21,17 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import flushed_redis
+from conftest import REDIS_PORT, flushed_redis
 from pipeline_kit import make_context
 from redis.commands.core import Script
 
 from providers.base import Provider
-from providers.simulator import BackgroundSimulator
 from routing.breaker import Breakers
 from routing.permits import Denial, Permit, ProviderLimits, Transition
 from routing.route import Refusal, RouteRequest
 from routing.router import Place, Routed, Router
 from routing.sent import Line
+from simulator.server import BackgroundSimulator
 from store.db import session_scope
 from store.models import Attempt, Spend
 from switchyard.errors import ProviderDown
@@ -67,7 +67,7 @@ class Relay:
                 down, _ = self.listener.accept()
             except OSError:
                 return
-            up = socket.create_connection(("127.0.0.1", 6379))
+            up = socket.create_connection(("127.0.0.1", REDIS_PORT))
             self.pairs.append((down, up))
             for src, dst, gate in ((down, up, None), (up, down, self.flowing)):
                 thread = threading.Thread(target=self._pump, args=(src, dst, gate), daemon=True)

@@ -18,9 +18,9 @@ import pytest
 import redis
 from conftest import REPO, Processes
 
-from providers.simulator import BackgroundSimulator
 from routing.breaker import Breakers
 from routing.permits import BreakerStatus
+from simulator.server import BackgroundSimulator
 from switchyard.fleet_models import BreakerPolicy
 
 THRESHOLD, OPEN_S = 3, 2.0

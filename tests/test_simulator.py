@@ -16,9 +16,10 @@ import openai
 import pytest
 from conftest import REPO, Processes, free_port
 
-from providers import sim_answers, simulator
-from providers.simulator import BackgroundSimulator
-from providers.simulator_core import SimState
+from simulator import answers as sim_answers
+from simulator import server as simulator
+from simulator.core import SimState
+from simulator.server import BackgroundSimulator
 from switchyard.fleet import SimulatorProviderConfig
 
 MESSAGES = {
@@ -308,7 +309,7 @@ def test_module_entry_point_serves_the_fleet_defaults(processes: Processes) -> N
     args = [
         sys.executable,
         "-m",
-        "providers.simulator",
+        "simulator.server",
         "--port",
         str(port),
         "--fleet",

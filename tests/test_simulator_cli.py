@@ -13,7 +13,7 @@ import httpx
 import pytest
 from conftest import free_port
 
-from providers.simulator import BackgroundSimulator
+from simulator.server import BackgroundSimulator
 
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
 MESSAGE = {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}

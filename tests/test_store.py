@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from providers.base import Usage
 from routing.ledger import Ledger
 from store import repo
 from store.db import dispose_all, session_scope
@@ -22,6 +21,7 @@ from store.models import Attempt, Environment, Group, Spend, Stage, Task
 from switchyard.errors import NotFound
 from switchyard.fleet import load_fleet
 from switchyard.settings import DEFAULT_FLEET_FILE
+from switchyard.usage import Usage
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,13 +15,13 @@ import pytest
 from conftest import NO_PROVIDER_KEYS, REPO, flushed_redis, free_port, postgres_database
 from sqlalchemy import func, select
 
+from cli.envs import init_environments
 from environments.git import run_git
 from environments.sample import make_sample_repo
 from routing.state import transition_history
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Attempt, Spend, Task
 from store.queries import as_utc, task_detail
-from switchyard.cli.envs import init_environments
 from switchyard.settings import Settings
 from tasks.attempt import Runner
 from tasks.context import Context, build_context

@@ -212,13 +212,13 @@ def _broker_spec(settings: Settings, env: Mapping[str, str]) -> ServiceSpec:
 
 def _simulator_spec(settings: Settings, env: Mapping[str, str]) -> ServiceSpec:
     host, port = settings.host, settings.simulator_port
-    argv = (sys.executable, "-m", "providers.simulator", "--host", host, "--port", str(port))
+    argv = (sys.executable, "-m", "simulator.server", "--host", host, "--port", str(port))
     return ServiceSpec(
         name="simulator",
         argv=(*argv, "--fleet", str(settings.fleet_file)),
         env=env,
         ready=HttpReady(f"http://{_url_host(host)}:{port}/_sim/health"),
-        match="providers.simulator",
+        match="simulator.server",
         log_file=_log(settings, "simulator"),
         stop_rank=1,
         port=port,

@@ -32,6 +32,7 @@ from tasks.kinds.base import (
     parse_json_answer,
     system_prompt,
 )
+from tasks.submit import submit
 
 CHILD_KINDS = ("dev_task", "pr_impl", "plan")
 INSTRUCTIONS = """
@@ -142,7 +143,6 @@ class PlanHandler(BaseHandler):
         return Outcome(summary=summary[:500], data={"goal": task.request.goal, "subtasks": children})
 
     def _submit(self, ctx: Context, task: TaskInfo, sub: SubTask) -> dict[str, object]:
-        from tasks.submit import submit  # noqa: PLC0415 -- tasks.submit imports the app, which includes the kinds
 
         cid = child_id(task.id, sub.key)
         with session_scope(ctx.database_url) as session:

@@ -6,7 +6,7 @@ from typing import Any
 
 from switchyard.settings import load_settings
 from tasks.context import Context, build_context
-from tasks.submit import prepare_database
+from tasks.send import prepare_database
 
 
 def cli_context(**overrides: Any) -> Context:

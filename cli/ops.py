@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.context import cli_context, db_context
+from cli.render import console, err_console, print_json, table
 from store.db import session_scope
-from switchyard.cli.context import cli_context, db_context
-from switchyard.cli.render import console, err_console, print_json, table
 from tasks.context import Context
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -84,7 +84,7 @@ def down() -> None:
 def prepare(ctx: Context) -> None:
     """Schema at head and the groups table equal to the fleet file."""
     from store import repo
-    from tasks.submit import prepare_database
+    from tasks.send import prepare_database
 
     prepare_database(ctx.database_url)
     with session_scope(ctx.database_url) as session:
@@ -101,11 +101,11 @@ def status(
 ) -> None:
     """Live workers per group (Celery inspection), queue depth, and per environment/stage counts."""
     if providers:
-        from switchyard.cli.breakers import show_providers
+        from cli.breakers import show_providers
 
         show_providers(as_json)
         return
-    from switchyard.status import environments_view, groups_view
+    from cli.status import environments_view, groups_view
 
     ctx = db_context()
     both = not groups and not envs
@@ -147,7 +147,7 @@ def counts_text(counts: dict[str, int]) -> str:
 
 def health(as_json: JsonOpt = False) -> None:
     """Check the database, the broker and the fleet's processes; exit 1 when something is down."""
-    from switchyard.status import health_view
+    from cli.status import health_view
 
     ctx = cli_context()
     checks = health_view(ctx)

@@ -1,5 +1,5 @@
 """Environments: ``env init``, ``env list``, ``env promote``, ``env clean-tasks``, and the git workflow
-commands of :mod:`switchyard.cli.envflow`."""
+commands of :mod:`cli.envflow`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from typing import Annotated
 import typer
 from sqlalchemy.orm import Session
 
+from cli import envflow, envrewrite
+from cli.context import cli_context
+from cli.envargs import EnvArgs, JsonOpt, WorkspaceOpt, YesOpt, workspace_for
+from cli.ops import prepare
+from cli.render import console, err_console, print_json, table
 from environments.leftovers import find_leftovers, remove_leftovers
 from environments.promote import promote
 from environments.workflow import select_environments
@@ -17,11 +22,6 @@ from environments.workspace import EnvironmentInfo, WorkspaceReport, ensure_work
 from store import repo
 from store.db import session_scope
 from store.models import Environment, Stage
-from switchyard.cli import envflow, envrewrite
-from switchyard.cli.context import cli_context
-from switchyard.cli.envflow import JsonOpt, WorkspaceOpt, YesOpt, workspace_for
-from switchyard.cli.ops import prepare
-from switchyard.cli.render import console, err_console, print_json, table
 from switchyard.errors import InputError
 from tasks.context import Context
 
@@ -188,7 +188,7 @@ def env_promote(
 
 @env_app.command("clean-tasks")
 def env_clean_tasks(
-    envs: envflow.EnvArgs = None,
+    envs: EnvArgs = None,
     yes: YesOpt = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -224,4 +224,15 @@ def env_clean_tasks(
     )
 
 
-envflow.register(env_app)
+def _register_workflow(app: typer.Typer) -> None:
+    """The git workflow commands, ``env status`` .. ``env reset``."""
+    for name, command in (
+        ("status", envflow.status), ("sync", envflow.sync), ("feature", envflow.feature),
+        ("commit", envflow.commit), ("push", envflow.push), ("pull", envflow.pull), ("log", envflow.log),
+        ("diff", envflow.diff), ("clean", envrewrite.clean), ("rebase", envrewrite.rebase),
+        ("reset", envrewrite.reset),
+    ):  # fmt: skip
+        app.command(name)(command)
+
+
+_register_workflow(env_app)

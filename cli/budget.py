@@ -10,12 +10,12 @@ from typing import Annotated, Any
 
 import typer
 
-from routing.budgets import ACTIONS, SCOPES, WINDOWS, Budget
+from cli.context import db_context
+from cli.render import console, print_json, table, usd
 from routing.ledger import Ledger
 from store.costs import budget_status
 from store.db import session_scope
-from switchyard.cli.context import db_context
-from switchyard.cli.render import console, print_json, table, usd
+from switchyard.budgets import ACTIONS, SCOPES, WINDOWS, Budget
 from tasks.context import Context
 
 budget_app = typer.Typer(help="Budgets: caps per scope and window, and what they hold now.", no_args_is_help=True)

@@ -15,8 +15,8 @@ CLIs) talk to it over HTTP. Endpoints:
     POST /_sim/providers/{provider}/heal   no more faults, configured latency
     POST /_sim/reset                  back to the configured defaults, counters zeroed
 
-Answers are deterministic by task kind (:mod:`providers.sim_answers`). Run it with
-``python -m providers.simulator --host 127.0.0.1 --port 8790 [--fleet switchyard.toml]``.
+Answers are deterministic by task kind (:mod:`simulator.answers`). Run it with
+``python -m simulator --host 127.0.0.1 --port 8790 [--fleet switchyard.toml]``.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from providers import simulator_anthropic, simulator_ollama, simulator_openai
-from providers.sim_answers import tokens
-from providers.simulator_control import control_routes
-from providers.simulator_core import (
+from simulator import anthropic_api, ollama_api, openai_api
+from simulator.answers import tokens
+from simulator.control import control_routes
+from simulator.core import (
     BadRequest,
     Dialect,
     FaultKind,
@@ -137,13 +137,13 @@ def create_app(
         return JSONResponse({"input_tokens": tokens((await request.body()).decode("utf-8", "replace"))})
 
     routes = [
-        Route("/v1/messages", model_handler(sim, simulator_anthropic.DIALECT), methods=["POST"]),
+        Route("/v1/messages", model_handler(sim, anthropic_api.DIALECT), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
-        Route("/v1/responses", model_handler(sim, simulator_openai.RESPONSES), methods=["POST"]),
-        Route("/v1/chat/completions", model_handler(sim, simulator_openai.CHAT), methods=["POST"]),
-        Route("/api/chat", model_handler(sim, simulator_ollama.CHAT), methods=["POST"]),
-        Route("/api/generate", model_handler(sim, simulator_ollama.GENERATE), methods=["POST"]),
-        Route("/api/tags", lambda _: JSONResponse(simulator_ollama.tags(list(ollama_models))), methods=["GET"]),
+        Route("/v1/responses", model_handler(sim, openai_api.RESPONSES), methods=["POST"]),
+        Route("/v1/chat/completions", model_handler(sim, openai_api.CHAT), methods=["POST"]),
+        Route("/api/chat", model_handler(sim, ollama_api.CHAT), methods=["POST"]),
+        Route("/api/generate", model_handler(sim, ollama_api.GENERATE), methods=["POST"]),
+        Route("/api/tags", lambda _: JSONResponse(ollama_api.tags(list(ollama_models))), methods=["GET"]),
         Route("/api/version", lambda _: JSONResponse({"version": "0.6.3-simulated"}), methods=["GET"]),
         *control_routes(sim),
     ]
@@ -229,7 +229,7 @@ class BackgroundSimulator:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m providers.simulator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--fleet", type=Path, help="fleet file whose [simulator.*] tables give the defaults")

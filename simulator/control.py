@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from providers.simulator_core import ProviderUpdate, SimState
+from simulator.core import ProviderUpdate, SimState
 
 
 def control_routes(sim: SimState) -> list[Route]:

@@ -14,98 +14,18 @@ environment (each environment's line says why); 2 for bad input; 3 when the data
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from datetime import date
 from functools import partial
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
+from cli.context import cli_context
+from cli.envargs import AllOpt, EnvArgs, JsonOpt, WorkspaceOpt, chosen, finish, outcomes_for, report, workspace_for
+from cli.render import console, print_json, table
 from environments import upstream, workflow
-from environments.workflow import Outcome
-from environments.workspace import EnvironmentInfo
-from store.db import session_scope
-from store.models import Environment
-from switchyard.cli.context import cli_context
-from switchyard.cli.ops import prepare
-from switchyard.cli.render import console, print_json, table
 from switchyard.errors import InputError
-
-EnvArgs = Annotated[list[str] | None, typer.Argument(metavar="[ENV]...", help="Environments, e.g. dev1 dev2.")]
-AllOpt = Annotated[bool, typer.Option("--all", help="Every environment of the workspace.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-WorkspaceOpt = Annotated[
-    Path | None,
-    typer.Option("--workspace", help="The workspace (default: the one `env init` recorded, or the settings')."),
-]
-
-
-def register(app: typer.Typer) -> None:
-    from switchyard.cli import envrewrite
-
-    for name, command in (
-        ("status", status), ("sync", sync), ("feature", feature), ("commit", commit), ("push", push), ("pull", pull),
-        ("log", log), ("diff", diff), ("clean", envrewrite.clean), ("rebase", envrewrite.rebase),
-        ("reset", envrewrite.reset),
-    ):  # fmt: skip
-        app.command(name)(command)
-
-
-def workspace_for(workspace: Path | None) -> Path:
-    """--workspace; else SWITCHYARD_WORKSPACE; else where ``env init`` put the environments; else the default."""
-    ctx = cli_context()
-    if workspace is not None:
-        return workspace.resolve()
-    if ctx.settings.workspace is not None:
-        return ctx.settings.workspace_dir
-    prepare(ctx)
-    with session_scope(ctx.database_url) as session:
-        roots = {Path(row.path).parent for row in session.query(Environment)}
-    return roots.pop() if len(roots) == 1 else ctx.settings.workspace_dir
-
-
-def chosen(
-    command: str, workspace: Path, names: list[str] | None, every: bool, *, writes: bool
-) -> list[EnvironmentInfo]:
-    if names and every:
-        raise InputError("name environments or pass --all, not both")
-    if not names and not every and writes:
-        raise InputError(f"name the environments to {command} (e.g. dev1 dev2), or pass --all for every one")
-    return workflow.select_environments(workspace, names or [])
-
-
-def outcomes_for(
-    command: str,
-    names: list[str] | None,
-    every: bool,
-    workspace: Path | None,
-    action: Callable[[Path, EnvironmentInfo], Outcome],
-    *,
-    writes: bool,
-) -> list[Outcome]:
-    root = workspace_for(workspace)
-    infos = chosen(command, root, names, every, writes=writes)
-    return workflow.run_each(command, infos, lambda info: action(root, info))
-
-
-def finish(outcomes: list[Outcome]) -> None:
-    if not all(outcome.ok for outcome in outcomes):
-        raise typer.Exit(1)
-
-
-def report(command: str, outcomes: list[Outcome], as_json: bool) -> None:
-    if as_json:
-        print_json([outcome.as_dict() for outcome in outcomes])
-    else:
-        rows = ((o.environment, "ok" if o.ok else "[red]refused[/red]", escape(o.message)) for o in outcomes)
-        console.print(table(command, ("env", "result", "message"), rows))
-        for outcome in outcomes:
-            if outcome.undo:
-                console.print(f"{outcome.environment}: to undo: {outcome.undo}", soft_wrap=True, markup=False)
-    finish(outcomes)
 
 
 def status(

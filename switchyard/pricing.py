@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from providers.base import Usage
 from switchyard.fleet import Price
+from switchyard.usage import Usage
 
 CACHE_WRITE_5M_FACTOR = Decimal("1.25")  # Anthropic: a 5-minute cache write costs 1.25x the input price
 CACHE_WRITE_1H_FACTOR = Decimal("2")  # Anthropic: a 1-hour cache write costs 2x the input price

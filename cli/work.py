@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.context import db_context
+from cli.detail import show_detail
+from cli.render import console, err_console, print_json, table, usd
 from store.db import session_scope
 from store.models import ACTIVE_STATUSES, TERMINAL_STATUSES
 from store.queries import list_tasks, resolve_task_id, task_detail
-from switchyard.cli.context import db_context
-from switchyard.cli.detail import show_detail
-from switchyard.cli.render import console, err_console, print_json, table, usd
 from switchyard.errors import InputError, NotFound
 from switchyard.fleet import KINDS
 from tasks.context import Context
@@ -81,7 +81,7 @@ def submit(
 
 def resolve_ids(ctx: Context, refs: list[str]) -> list[str]:
     """Full task ids for ids or prefixes, as ``tasks show`` takes them."""
-    from tasks.submit import prepare_database
+    from tasks.send import prepare_database
 
     prepare_database(ctx.database_url)
     found = []

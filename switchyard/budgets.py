@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, cast, get_args
 
-from routing.route import BudgetState
 from switchyard.errors import InputError
 from switchyard.fleet_models import BudgetConfig, Fleet, Scope, Window
 
@@ -30,6 +29,29 @@ WINDOWS: tuple[str, ...] = get_args(Window)
 ACTIONS = ("block", "degrade")
 Action = Literal["block", "degrade"]
 Source = Literal["file", "override"]
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """One budget in its current window. ``target`` is concrete ("dev1", "claude") or "*" for scope all."""
+
+    scope: Literal["all", "environment", "stage", "group", "provider"]
+    target: str
+    window: Literal["hour", "day", "month"]
+    cap_micros: int
+    used_micros: int  # held + settled in the current window
+    alert_micros: int | None = None
+    action: Literal["block", "degrade"] = "block"
+    window_ends_in_s: float = 3600.0
+
+    @property
+    def remaining_micros(self) -> int:
+        return max(0, self.cap_micros - self.used_micros)
+
+    @property
+    def label(self) -> str:
+        target = "" if self.scope == "all" else f"={self.target}"
+        return f"{self.scope}{target}/{self.window}"
 
 
 def to_micros(usd: float) -> int:

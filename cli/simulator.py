@@ -1,6 +1,6 @@
 """``switchyard simulator fault|heal|show``: drive the running provider simulator for drills and tests.
 
-They talk to the simulator's control API (``/_sim/*``, see :mod:`providers.simulator`) at
+They talk to the simulator's control API (``/_sim/*``, see :mod:`simulator.server`) at
 ``settings.effective_simulator_url``, the one ``switchyard up --simulate`` starts.
 """
 
@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from switchyard.cli.render import console, print_json, table
+from cli.render import console, print_json, table
 from switchyard.errors import InputError, NotFound, ServiceUnavailable
 from switchyard.settings import load_settings
 
@@ -92,7 +92,7 @@ def control(method: str, path: str, body: Json | None = None) -> Json:
     except httpx.TransportError as exc:
         raise ServiceUnavailable(
             f"the simulator is not answering at {url} ({type(exc).__name__}); start it with `switchyard up "
-            "--simulate` or `python -m providers.simulator`, or set SWITCHYARD_SIMULATOR_URL to where it runs"
+            "--simulate` or `python -m simulator`, or set SWITCHYARD_SIMULATOR_URL to where it runs"
         ) from None
     data: Json = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code == 404:

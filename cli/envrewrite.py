@@ -14,12 +14,12 @@ from typing import Annotated
 
 import typer
 
+from cli.envargs import AllOpt, EnvArgs, JsonOpt, WorkspaceOpt, YesOpt, chosen, report, workspace_for
+from cli.render import err_console
 from environments import rewrite, workflow
 from environments.git import rev_parse
 from environments.workflow import Outcome
 from environments.workspace import EnvironmentInfo
-from switchyard.cli.envflow import AllOpt, EnvArgs, JsonOpt, WorkspaceOpt, YesOpt, chosen, report, workspace_for
-from switchyard.cli.render import err_console
 from switchyard.errors import InputError
 
 Hints = Callable[[EnvironmentInfo], list[str]]  # what a destructive command will do, shown before asking

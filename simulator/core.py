@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
-from providers import sim_answers
+from simulator import answers
 from switchyard.fleet import SimulatorProviderConfig
 
 PROVIDERS = ("claude", "codex", "ollama")
@@ -61,12 +61,12 @@ class Dialect:
 
 
 def make_reply(call: Call, reply_id: str) -> Reply:
-    text = sim_answers.answer(call.system, call.prompt)
-    out = sim_answers.tokens(text)
+    text = answers.answer(call.system, call.prompt)
+    out = answers.tokens(text)
     truncated = call.max_tokens is not None and 0 < call.max_tokens < out
     if truncated and call.max_tokens is not None:
         text, out = text[: call.max_tokens * 4], call.max_tokens
-    system_tokens = sim_answers.tokens(call.system)
+    system_tokens = answers.tokens(call.system)
     input_tokens = system_tokens + (max(call.context_chars, len(call.prompt)) + 3) // 4
     return Reply(reply_id, call.model, text, max(input_tokens, 1), system_tokens, out, truncated)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from switchyard.cli.render import console, table, usd
+from cli.render import console, table, usd
 
 Row = dict[str, Any]
 HEADER = ("id", "kind", "group", "environment", "stage", "status", "title", "provider", "model", "reason")

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from providers.simulator_core import (
+from simulator.core import (
     BadRequest,
     Call,
     Dialect,

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from switchyard.cli.context import cli_context, db_context
-from switchyard.cli.render import console, print_json, table
+from cli.context import cli_context, db_context
+from cli.render import console, print_json, table
 from switchyard.errors import InputError
 from tasks.context import Context
 

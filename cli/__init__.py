@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from switchyard.cli import breakers, budget, demo, envs, ops, simulator, work
+from cli import breakers, budget, demo, envs, ops, simulator, work
 from switchyard.errors import ConfigError, InputError, ServiceUnavailable, SwitchyardError
 
 REFUSED, BAD_INPUT, UNAVAILABLE = 1, 2, 3

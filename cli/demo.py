@@ -22,6 +22,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.context import cli_context
+from cli.envs import init_environments
+from cli.render import console, table, usd
 from environments.git import git_ok
 from environments.promote import PromotionResult, promote
 from environments.sample import make_sample_repo
@@ -29,12 +32,9 @@ from store.costs import costs, fallbacks
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Environment, Task
 from store.queries import list_tasks
-from switchyard.cli.context import cli_context
-from switchyard.cli.envs import init_environments
-from switchyard.cli.render import console, table, usd
 from switchyard.errors import InputError, ServiceUnavailable
 from tasks.context import Context, build_context
-from tasks.submit import prepare_database
+from tasks.send import prepare_database
 
 PROVIDER_KEYS = (
     "ANTHROPIC_API_KEY",

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from providers.simulator_core import (
+from simulator.core import (
     BadRequest,
     Call,
     Dialect,
