@@ -24,6 +24,7 @@ from rich.table import Table
 
 from cli.context import cli_context
 from cli.envs import init_environments
+from cli.ops import ReadyTimeoutOpt
 from cli.render import console, table, usd
 from environments.git import git_ok
 from environments.promote import PromotionResult, promote
@@ -52,15 +53,18 @@ def register(app: typer.Typer) -> None:
 def demo(
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the fleet up (open Flower).")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the batch.")] = 150.0,
+    ready_timeout: ReadyTimeoutOpt = None,
 ) -> None:
     """Run the whole fleet on the simulator with a batch of tasks in every environment, then stop it."""
     from workers import launcher
 
-    ctx = simulated_only(cli_context(simulate=True))
+    ctx = simulated_only(cli_context(simulate=True, ready_timeout=ready_timeout))
     refuse_real_environments(ctx)
     started = datetime.now(UTC) - timedelta(seconds=1)
     console.print(f"[bold]Switchyard demo[/bold] — data in {ctx.settings.data_dir}")
+    began = time.monotonic()
     launcher.up(ctx.settings, ctx.fleet, simulate=True, on_event=console.print)
+    console.print(f"Fleet ready in {time.monotonic() - began:.1f}s")
     ok = False
     try:
         ok = run(ctx, timeout, started)

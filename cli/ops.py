@@ -19,34 +19,55 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 def register(app: typer.Typer) -> None:
     app.command()(up)
     app.command()(down)
+    app.command()(restart)
     app.command()(status)
     app.command()(health)
     app.command()(validate)
 
 
+ReadyTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--ready-timeout",
+        min=0.001,
+        help="Seconds to wait for the services to answer (default: SWITCHYARD_READY_TIMEOUT, else adaptive).",
+    ),
+]
+
+
 def up(
     simulate: Annotated[bool, typer.Option("--simulate", help="Start the provider simulator too.")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Start and return; stop later with `down`.")] = False,
+    ready_timeout: ReadyTimeoutOpt = None,
 ) -> None:
-    """Start the broker (embedded unless SWITCHYARD_BROKER_URL is set), one worker per group, Flower, the API."""
-    from workers import launcher
+    """Start the broker (embedded unless SWITCHYARD_BROKER_URL is set), one worker per group, Flower, the API.
 
-    ctx = cli_context(simulate=True if simulate else None)
+    When part of the fleet already runs (a worker died), only what is missing is started."""
+    from workers import launcher, restart, supervise
+
+    ctx = cli_context(simulate=True if simulate else None, ready_timeout=ready_timeout)
+    partial = any(state.alive for state in launcher.fleet_status(ctx.settings))
+    if partial and not simulate and restart.simulator_running(ctx.settings):
+        simulate = True  # what is missing of a simulated fleet joins it simulated
+        ctx = cli_context(simulate=True, ready_timeout=ready_timeout)
     prepare(ctx)
     warn_unusable_providers(ctx)
-    running = launcher.up(ctx.settings, ctx.fleet, simulate=simulate, on_event=console.print)
     settings = ctx.settings
+    running = launcher.up(settings, ctx.fleet, simulate=simulate, on_event=console.print)
     console.print(f"Flower:     http://{settings.host}:{settings.flower_port}")
     console.print(f"Status API: http://{settings.host}:{settings.api_port}  (dashboard at /, docs at /docs)")
-    if detach:
+    if detach or partial:
+        started = ", ".join(child.name for child in running)
+        if partial:
+            console.print(f"Started what was missing ({started}); the rest was already running.")
         console.print("Fleet is up. Stop it with: switchyard down")
         return
     console.print("Fleet is up. Press Ctrl-C to stop.")
     stop = threading.Event()
-    restore = launcher.stop_on_signals(stop)
+    restore = supervise.stop_on_signals(stop)
     died = None
     try:
-        died = launcher.supervise(running, stop)
+        died = supervise.supervise(running, stop)
         if died:
             err_console.print(f"[red]{died}[/red]; stopping the fleet")
     finally:
@@ -54,6 +75,21 @@ def up(
         launcher.down(settings, on_event=console.print)
     if died:
         raise typer.Exit(1)
+
+
+def restart(
+    group: Annotated[str, typer.Argument(help="The session group whose worker to replace.")],
+    ready_timeout: ReadyTimeoutOpt = None,
+) -> None:
+    """Stop one group's worker (if it runs) and start it again; the rest of the fleet keeps running."""
+    from workers import restart as restarting
+
+    ctx = cli_context(ready_timeout=ready_timeout)
+    simulate = restarting.simulator_running(ctx.settings)  # a simulated fleet's worker stays simulated
+    if simulate:
+        ctx = cli_context(simulate=True, ready_timeout=ready_timeout)
+    child = restarting.restart(ctx.settings, ctx.fleet, group, simulate=simulate, on_event=console.print)
+    console.print(f"Restarted {child.name} (pid {child.pid}).")
 
 
 def warn_unusable_providers(ctx: Context) -> None:

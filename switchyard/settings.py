@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     flower_port: int = 5555
     simulator_port: int = 8790
     log_level: str = "INFO"
+    # Seconds `up` and `demo` wait for the services they start to answer; unset, the wait adapts to the
+    # machine (workers/readiness.py). `--ready-timeout` on `up`, `demo` and `restart` overrides it.
+    ready_timeout: float | None = Field(default=None, gt=0)
 
     anthropic_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SWITCHYARD_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY")

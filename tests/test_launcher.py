@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,10 @@ import httpx
 import pytest
 from conftest import free_port
 
-from switchyard.errors import ConfigError, ServiceUnavailable
+from switchyard.errors import ConfigError, InputError, ServiceUnavailable
 from switchyard.fleet import Fleet, load_fleet
 from switchyard.settings import DEFAULT_FLEET_FILE, Settings
-from workers import health, launcher, pidfiles, services
+from workers import health, launcher, pidfiles, probes, restart, services, supervise
 from workers.launcher import FleetAlreadyRunning, RunningService
 
 GROUPS = ("high_level", "dev_workers", "pr_review", "pr_impl", "pr_integ")
@@ -146,7 +147,6 @@ def running_fleet(tmp_path_factory: pytest.TempPathFactory, fleet: Fleet) -> Ite
         simulate=False,
         services={"broker", "workers", "flower"},
         on_event=Recorder(),
-        timeout_s=60,
     )
     try:
         yield settings, running
@@ -179,10 +179,104 @@ def test_flower_api_lists_the_five_workers(running_fleet: Up) -> None:
 
 
 @pytest.mark.integration
-def test_a_second_up_is_refused(running_fleet: Up, fleet: Fleet) -> None:
+def test_a_second_up_of_what_runs_is_refused(running_fleet: Up, fleet: Fleet) -> None:
     settings, _ = running_fleet
-    with pytest.raises(FleetAlreadyRunning, match="switchyard down"):
-        launcher.up(settings, fleet, simulate=False, on_event=Recorder())
+    with pytest.raises(FleetAlreadyRunning, match="switchyard restart GROUP"):
+        launcher.up(settings, fleet, simulate=False, services={"broker", "workers", "flower"}, on_event=Recorder())
+
+
+def live_pids(settings: Settings) -> dict[str, int]:
+    return {state.name: state.pid for state in launcher.fleet_status(settings) if state.alive}
+
+
+def node(group: str) -> str:
+    return f"{group}@{socket.gethostname()}"
+
+
+@pytest.mark.integration
+def test_readiness_is_a_ping_addressed_to_the_workers_node(running_fleet: Up, fleet: Fleet) -> None:
+    """The same running worker is ready under its own node name and not under another: the log is not asked."""
+    settings, running = running_fleet
+    spec = next(child.spec for child in running if child.name == "worker-pr_review")
+    impostor = services.ServiceSpec(
+        name="impostor", argv=spec.argv, env={}, ready=services.CeleryReady(node("nobody")), match="x",
+        log_file=spec.log_file, stop_rank=0,
+    )  # fmt: skip
+    app = health.control_app(settings, fleet)
+    try:
+        ping = probes.Pinger(app, window_s=2.0, max_s=8.0)
+        assert probes.ready_services([spec, impostor], ping) == ["worker-pr_review"]
+        assert ping.window_s == 4.0  # a node missed the round: the next window is wider
+    finally:
+        app.close()
+
+
+@pytest.mark.integration
+def test_a_worker_that_answers_late_is_seen_once_the_window_widens(running_fleet: Up, fleet: Fleet) -> None:
+    """A stopped (SIGSTOP) worker misses a round; continued, it answers a later one: late replies do not wedge it."""
+    settings, running = running_fleet
+    worker = next(child for child in running if child.name == "worker-high_level")
+    app = health.control_app(settings, fleet)
+    try:
+        ping = probes.Pinger(app, window_s=0.5, max_s=4.0)
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            assert ping([node("high_level")]) == set()
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        assert ping.window_s == 1.0
+        deadline = time.monotonic() + 120
+        while ping([node("high_level")]) != {node("high_level")}:
+            assert time.monotonic() < deadline, "the continued worker never answered a ping"
+    finally:
+        app.close()
+
+
+@pytest.mark.integration
+def test_up_after_a_worker_died_starts_that_worker_only(running_fleet: Up, fleet: Fleet) -> None:
+    settings, running = running_fleet
+    before = live_pids(settings)
+    os.kill(before["worker-pr_review"], signal.SIGKILL)
+    next(c for c in running if c.name == "worker-pr_review").process.wait(timeout=30)
+
+    events = Recorder()
+    started = launcher.up(settings, fleet, simulate=False, services={"broker", "workers", "flower"}, on_event=events)
+    running += started
+    assert [child.name for child in started] == ["worker-pr_review"]
+    after = live_pids(settings)
+    assert after["worker-pr_review"] != before["worker-pr_review"]
+    assert {k: v for k, v in after.items() if k != "worker-pr_review"} == {
+        k: v for k, v in before.items() if k != "worker-pr_review"
+    }
+    assert sum("already running" in event for event in events) == len(before) - 1
+    assert any(event.startswith("worker-pr_review ready (pid") for event in events)
+    app = health.control_app(settings, fleet)
+    try:
+        assert health.ping_nodes(app, [node("pr_review")], timeout=10) == {node("pr_review")}
+    finally:
+        app.close()
+
+
+@pytest.mark.integration
+def test_restart_replaces_one_groups_worker(running_fleet: Up, fleet: Fleet) -> None:
+    settings, running = running_fleet
+    before = live_pids(settings)
+    events = Recorder()
+    child = restart.restart(settings, fleet, "dev_workers", simulate=False, on_event=events)
+    running.append(child)
+    after = live_pids(settings)
+    assert child.pid == after["worker-dev_workers"] != before["worker-dev_workers"]
+    assert not pidfiles.process_group_alive(before["worker-dev_workers"])
+    assert {k: v for k, v in after.items() if k != "worker-dev_workers"} == {
+        k: v for k, v in before.items() if k != "worker-dev_workers"
+    }
+    assert events[0] == f"stopped worker-dev_workers (pid {before['worker-dev_workers']})"
+    assert events[-1].startswith("worker-dev_workers ready (pid")
+    assert not pidfiles.restarting(settings.run_dir, "worker-dev_workers")
+    replaced = next(c for c in running if c.pid == before["worker-dev_workers"])
+    assert supervise.check(replaced) is None  # a supervising `up` keeps watching, through the pidfile
+    with pytest.raises(InputError, match="groups: high_level"):
+        restart.restart(settings, fleet, "no_such_group", simulate=False, on_event=events)
 
 
 @pytest.mark.integration
@@ -193,13 +287,13 @@ def test_a_killed_child_is_noticed_and_its_pidfile_is_stale(
     settings, running = running_fleet
     stop = threading.Event()
     stop.set()
-    assert launcher.supervise(running, stop, poll_s=0.01) is None  # Ctrl-C: nothing died
+    assert supervise.supervise(running, stop, poll_s=0.01) is None  # Ctrl-C: nothing died
 
     victim = next(child for child in running if child.name == "worker-pr_integ")
     os.kill(victim.pid, signal.SIGKILL)
     victim.process.wait(timeout=10)
 
-    died = launcher.supervise(running, threading.Event(), poll_s=0.05)
+    died = supervise.supervise(running, threading.Event(), poll_s=0.05)
     assert died is not None and "worker-pr_integ" in died
 
     states = {state.name: state for state in launcher.fleet_status(settings)}
@@ -213,7 +307,7 @@ def test_a_killed_child_is_noticed_and_its_pidfile_is_stale(
     assert stopped[-1] == "broker" and stopped[0].startswith("worker-")
     assert pidfiles.pidfile_names(settings.run_dir) == []
     assert_all_gone(running)
-    after = launcher.supervise(running, threading.Event(), poll_s=0.01)
+    after = supervise.supervise(running, threading.Event(), poll_s=0.01)
     assert after is not None and "stopped by `switchyard down`" in after
 
 
@@ -247,9 +341,9 @@ def test_a_service_that_fails_to_start_stops_the_others(tmp_path: Path, fleet: F
     with pytest.raises(ServiceUnavailable) as info:
         launcher.up(settings, fleet, simulate=False, services={"broker", "worker-pr_impl"}, on_event=events)
     message = str(info.value)
-    assert "worker-pr_impl exited" in message and "missing.toml" in message  # the log's tail says why
+    assert "worker-pr_impl exited with code" in message and "missing.toml" in message  # the log's tail says why
     assert pidfiles.pidfile_names(settings.run_dir) == []
-    broker_pid = int(events[0].rsplit("pid ", 1)[1].rstrip(")"))
+    broker_pid = int(events[0].split("(pid ", 1)[1].split(",")[0])
     assert not pidfiles.process_group_alive(broker_pid)
 
 
@@ -263,3 +357,17 @@ def test_simulator_and_api_start_and_answer(tmp_path: Path, fleet: Fleet) -> Non
     finally:
         launcher.down(settings, on_event=Recorder())
     assert_all_gone(running)
+
+
+@pytest.mark.integration
+def test_a_set_ready_timeout_is_kept_and_stops_what_started(tmp_path: Path, fleet: Fleet) -> None:
+    """SWITCHYARD_READY_TIMEOUT (here 0.5 s, too short for a worker) is a fixed limit: no adapting past it."""
+    settings = make_settings(tmp_path, ready_timeout=0.5)
+    events = Recorder()
+    with pytest.raises(ServiceUnavailable) as info:
+        launcher.up(settings, fleet, simulate=False, services={"broker", "worker-pr_impl"}, on_event=events)
+    message = str(info.value)
+    assert "did not become ready within the 0.5s of --ready-timeout/SWITCHYARD_READY_TIMEOUT" in message
+    assert "last lines of" in message
+    assert pidfiles.pidfile_names(settings.run_dir) == []
+    assert not [event for event in events if "worker-pr_impl ready" in event]

@@ -14,35 +14,22 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-
-import httpx
-from celery import Celery
 
 from switchyard.errors import ConfigError, FleetAlreadyRunning, ServiceUnavailable
 from switchyard.fleet import Fleet
 from switchyard.settings import Settings
-from workers import broker, health, pidfiles
-from workers.services import (
-    WORKER_PREFIX,
-    WORKING_DIR,
-    CeleryReady,
-    HttpReady,
-    RedisReady,
-    ServiceSpec,
-    Started,
-    build_specs,
-    select,
-)
+from workers import broker, health, pidfiles, probes, readiness
+from workers.readiness import ReadyPolicy, Waiting
+from workers.services import WORKER_PREFIX, WORKING_DIR, CeleryReady, ServiceSpec, build_specs, select
 
 Event = Callable[[str], None]
 LOG_TAIL_LINES = 25
-POLL_S = 0.2
+STOP_S = 20.0  # how long a stopped service may take to drain before it is killed
+WAITING = Waiting()
 
 
 @dataclass(frozen=True)
@@ -79,28 +66,34 @@ def up(
     simulate: bool,
     services: set[str] | None = None,
     on_event: Event = print,
-    timeout_s: float = 60,
+    policy: ReadyPolicy | None = None,
     base_env: Mapping[str, str] | None = None,
+    waiting: Waiting = WAITING,
 ) -> list[RunningService]:
-    """Start the fleet (or the named ``services``) and return once every one of them is ready.
+    """Start what is missing of the fleet (or of the named ``services``); return once each one is ready.
 
-    Raises FleetAlreadyRunning when this data directory's fleet runs, ConfigError when a port is taken, and
-    ServiceUnavailable (with the tail of the failing service's log) when something does not become ready;
-    in every failure, what was started is stopped again.
+    Services whose pidfile names a live process are left alone and reported, so after a worker died ``up``
+    starts that worker only. Readiness waits as ``policy`` says (default: ``settings.ready_timeout``, adaptive
+    when unset). Raises FleetAlreadyRunning when every service asked for already runs, ConfigError when a
+    port is taken, and ServiceUnavailable (with the tail of the failing service's log) when one exits or does
+    not become ready; in every failure, what this call started is stopped again.
     """
-    _refuse_if_running(settings)
+    began = waiting.clock()
     settings.effective_state_url  # noqa: B018 -- fail at start, not on the first call: a RabbitMQ fleet needs one
     _report_stale(pidfiles.clean_stale(settings.run_dir), on_event)
     env = dict(os.environ if base_env is None else base_env)
     specs = select(build_specs(settings, fleet, simulate=simulate, base_env=env), services)
+    specs = _missing(settings, specs, on_event)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     _check_ports(settings, specs)
-    deadline = time.monotonic() + timeout_s
+    policy = policy or ReadyPolicy(timeout_s=settings.ready_timeout)
     started: list[RunningService] = []
     try:
         for batch in _batches(settings, specs):
             started += [_spawn(settings, spec) for spec in batch]
-            _wait_ready(settings, fleet, started[-len(batch) :], deadline, on_event)
+            _wait_ready(
+                settings, fleet, started[-len(batch) :], began=began, policy=policy, waiting=waiting, on_event=on_event
+            )
     except BaseException:
         _stop_services(settings, started, timeout_s=10)
         raise
@@ -117,7 +110,7 @@ def down(settings: Settings, *, timeout_s: float = 20, on_event: Event = print) 
         for record in tier:
             # Removed first: a supervising `up` elsewhere then knows this stop was asked for.
             pidfiles.remove_pidfile(settings.run_dir, record.name)
-        _terminate({r.name: r.pid for r in tier}, timeout_s)
+        terminate({r.name: r.pid for r in tier}, timeout_s)
         for record in tier:
             on_event(f"stopped {record.name} (pid {record.pid})")
         stopped += [r.name for r in tier]
@@ -137,50 +130,22 @@ def fleet_status(settings: Settings, *, clean: bool = False) -> list[ServiceStat
     return states
 
 
-def supervise(running: Iterable[RunningService], stop_event: threading.Event, *, poll_s: float = 0.5) -> str | None:
-    """Wait in the foreground until ``stop_event`` is set (None) or a child dies (a sentence saying which).
-
-    A child whose pidfile is gone was stopped by ``switchyard down`` from elsewhere, and is reported so.
-    The caller calls :func:`down` afterwards in every case.
-    """
-    children = list(running)
-    while not stop_event.wait(poll_s):
-        for child in children:
-            code = child.process.poll()
-            if code is None:
-                continue
-            if not child.pidfile.exists():
-                return f"{child.name} (pid {child.pid}) was stopped by `switchyard down`"
-            log = child.spec.log_file
-            return f"{child.name} (pid {child.pid}) exited unexpectedly with code {code}; see {log}"
-    return None
-
-
-def stop_on_signals(stop_event: threading.Event) -> Callable[[], None]:
-    """Make SIGINT and SIGTERM set ``stop_event``; returns a function that restores the previous handlers."""
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        stop_event.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
-
-
 # --- starting -------------------------------------------------------------------------------------------
 
 
-def _refuse_if_running(settings: Settings) -> None:
-    live = [s for s in fleet_status(settings) if s.alive]
-    if live:
-        listed = ", ".join(f"{s.name} (pid {s.pid})" for s in live)
+def _missing(settings: Settings, specs: list[ServiceSpec], on_event: Event) -> list[ServiceSpec]:
+    """The specs whose service does not run; FleetAlreadyRunning when that leaves none."""
+    live = {s.name: s.pid for s in fleet_status(settings) if s.alive}
+    running = [s for s in specs if s.name in live]
+    if running and len(running) == len(specs):
+        listed = ", ".join(f"{s.name} (pid {live[s.name]})" for s in running)
         raise FleetAlreadyRunning(
-            f"a fleet is already running for {settings.data_dir}: {listed}; stop it with `switchyard down`"
+            f"a fleet is already running for {settings.data_dir}: {listed}; stop it with `switchyard down`, "
+            "or restart one group's worker with `switchyard restart GROUP`"
         )
+    for spec in running:
+        on_event(f"{spec.name} already running (pid {live[spec.name]})")
+    return [s for s in specs if s.name not in live]
 
 
 def _report_stale(records: Iterable[pidfiles.PidRecord], on_event: Event) -> None:
@@ -251,62 +216,55 @@ def _spawn(settings: Settings, spec: ServiceSpec) -> RunningService:
 
 
 def _wait_ready(
-    settings: Settings, fleet: Fleet, batch: list[RunningService], deadline: float, on_event: Event
+    settings: Settings,
+    fleet: Fleet,
+    batch: list[RunningService],
+    *,
+    began: float,
+    policy: ReadyPolicy,
+    waiting: Waiting,
+    on_event: Event,
 ) -> None:
-    pending = {child.name: child for child in batch}
-    app = health.control_app(settings, fleet) if any(_is_worker(c) for c in batch) else None
+    children = {child.name: child for child in batch}
+    workers = any(isinstance(c.spec.ready, CeleryReady) for c in batch)
+    app = health.control_app(settings, fleet) if workers else None
+    ping = probes.Pinger(app, policy.ping_s, policy.ping_max_s) if app is not None else None
+
+    def ready(child: str, seconds: float) -> None:
+        on_event(f"{child} ready (pid {children[child].pid}, {seconds:.1f}s)")
+
     try:
-        while pending:
-            _raise_if_exited(pending.values())
-            for name in _ready_now(list(pending.values()), app):
-                child = pending.pop(name)
-                on_event(f"{name} ready (pid {child.pid})")
-            if pending and time.monotonic() > deadline:
-                raise _failure(next(iter(pending.values())), "did not become ready in time")
-            if pending:
-                time.sleep(POLL_S)
+        failed = readiness.wait_ready(
+            {name: child.spec.log_file for name, child in children.items()},
+            began,
+            policy,
+            waiting,
+            probe=lambda names: probes.ready_services([children[n].spec for n in names], ping),
+            exited=lambda names: _exited([children[n] for n in names]),
+            on_ready=ready,
+        )
     finally:
         if app is not None:
             app.close()
+    if failed is not None:
+        names, why = failed
+        raise _failure([children[n] for n in names], why)
 
 
-def _is_worker(child: RunningService) -> bool:
-    return isinstance(child.spec.ready, CeleryReady)
-
-
-def _raise_if_exited(children: Iterable[RunningService]) -> None:
+def _exited(children: Iterable[RunningService]) -> readiness.Failure | None:
     for child in children:
         code = child.process.poll()
         if code is not None:
-            raise _failure(child, f"exited with code {code}")
+            return [child.name], f"exited with code {code} while starting"
+    return None
 
 
-def _ready_now(children: list[RunningService], app: Celery | None) -> list[str]:
-    ready = [c.name for c in children if not _is_worker(c) and _answers(c.spec.ready)]
-    nodes = {c.spec.ready.node: c.name for c in children if isinstance(c.spec.ready, CeleryReady)}
-    if nodes and app is not None:
-        ready += [nodes[node] for node in health.ping_nodes(app, sorted(nodes)) if node in nodes]
-    return ready
-
-
-def _answers(ready: HttpReady | RedisReady | CeleryReady | Started) -> bool:
-    if isinstance(ready, Started):
-        return True
-    if isinstance(ready, RedisReady):
-        return broker.ping(ready.url) is None
-    if isinstance(ready, HttpReady):
-        try:
-            httpx.get(ready.url, timeout=1.0)
-        except httpx.TransportError:
-            return False
-        return True
-    return False
-
-
-def _failure(child: RunningService, why: str) -> ServiceUnavailable:
-    return ServiceUnavailable(
-        f"{child.name} {why}; last lines of {child.spec.log_file}:\n{log_tail(child.spec.log_file)}"
-    )
+def _failure(children: list[RunningService], why: str) -> ServiceUnavailable:
+    """The first service's log tail; the others still pending are named."""
+    first = children[0]
+    others = f" (still pending too: {', '.join(c.name for c in children[1:])})" if children[1:] else ""
+    log = first.spec.log_file
+    return ServiceUnavailable(f"{first.name} {why}{others}; last lines of {log}:\n{log_tail(log)}")
 
 
 def log_tail(path: os.PathLike[str] | str, lines: int = LOG_TAIL_LINES) -> str:
@@ -338,13 +296,13 @@ def _rank(name: str) -> int:
 def _stop_services(settings: Settings, started: list[RunningService], *, timeout_s: float) -> None:
     for rank in sorted({_rank(c.name) for c in started}):
         tier = [c for c in started if _rank(c.name) == rank]
-        _terminate({c.name: c.pid for c in tier}, timeout_s)
+        terminate({c.name: c.pid for c in tier}, timeout_s)
         for child in tier:
             child.process.poll()
             pidfiles.remove_pidfile(settings.run_dir, child.name)
 
 
-def _terminate(pids: Mapping[str, int], timeout_s: float) -> None:
+def terminate(pids: Mapping[str, int], timeout_s: float) -> None:
     """TERM every process group in ``pids``, wait up to ``timeout_s`` for them all, then KILL the rest."""
     for pid in pids.values():
         _signal_group(pid, signal.SIGTERM)

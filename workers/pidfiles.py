@@ -130,3 +130,20 @@ def process_group_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+RESTARTING_SUFFIX = ".restarting"
+
+
+def mark_restarting(run_dir: Path, name: str) -> None:
+    """Say that ``switchyard restart`` is replacing ``name``: a supervising ``up`` keeps watching it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / f"{name}{RESTARTING_SUFFIX}").touch()
+
+
+def clear_restarting(run_dir: Path, name: str) -> None:
+    (run_dir / f"{name}{RESTARTING_SUFFIX}").unlink(missing_ok=True)
+
+
+def restarting(run_dir: Path, name: str) -> bool:
+    return (run_dir / f"{name}{RESTARTING_SUFFIX}").exists()
