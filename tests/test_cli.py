@@ -141,16 +141,20 @@ def test_filters_and_short_ids(env: dict[str, str], tmp_path: Path) -> None:
     assert shown["id"] == task["id"]
 
 
-def test_up_refuses_a_data_directory_whose_fleet_runs_with_exit_code_1(
+def test_up_refuses_a_data_directory_whose_whole_fleet_runs_with_exit_code_1(
     env: dict[str, str], tmp_path: Path, processes: Processes
 ) -> None:
-    """Refused, not bad input: a pidfile of a live process says this data directory's fleet runs."""
+    """Refused, not bad input: a pidfile of a live process for every service says this fleet runs."""
     sleeper = processes.spawn(["sleep", "60"])
-    pidfiles.write_pidfile(tmp_path / "home" / "development" / "run", "api", sleeper.pid, "sleep")
-    # A RabbitMQ broker and no state Redis: `up` stops with ConfigError right after the refusal would have
-    # come, so if the refusal were lost this test fails at once instead of starting a fleet.
-    env["SWITCHYARD_BROKER_URL"] = "amqp://guest:guest@127.0.0.1:1//"
+    run_dir = tmp_path / "home" / "development" / "run"
+    groups = ("high_level", "dev_workers", "pr_review", "pr_impl", "pr_integ")
+    for name in ("api", "beat", "flower", *(f"worker-{group}" for group in groups)):
+        pidfiles.write_pidfile(run_dir, name, sleeper.pid, "sleep")
+    # An external broker that does not answer: if the refusal were lost, `up` would stop with exit 3 at once.
+    env["SWITCHYARD_BROKER_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     refused(cli(env, "up", "--detach"), f"FleetAlreadyRunning: a fleet is already running for {tmp_path.resolve()}", 1)
+    refused(cli(env, "restart", "no_such_group"), "no session group 'no_such_group'", 2)
+    refused(cli(env, "up", "--ready-timeout", "0"), "--ready-timeout", 2)
 
 
 @pytest.mark.parametrize(

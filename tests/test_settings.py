@@ -59,3 +59,12 @@ def test_a_variable_set_but_empty_counts_as_unset(monkeypatch: pytest.MonkeyPatc
     assert settings.data_dir == (tmp_path / ".switchyard" / "development").resolve()
     assert settings.workspace is None and settings.broker_port == 6399
     assert settings.anthropic_api_key is None
+
+
+def test_ready_timeout_is_adaptive_unless_set_and_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().ready_timeout is None  # unset: `up` adapts its wait (workers/readiness.py)
+    monkeypatch.setenv("SWITCHYARD_READY_TIMEOUT", "240")
+    assert load_settings().ready_timeout == 240.0
+    monkeypatch.setenv("SWITCHYARD_READY_TIMEOUT", "0")
+    with pytest.raises(ConfigError, match="SWITCHYARD_READY_TIMEOUT"):
+        load_settings()
