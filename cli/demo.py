@@ -52,7 +52,9 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the fleet up (open Flower).")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the batch.")] = 150.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the batch while no task finishes.")
+    ] = 150.0,
     ready_timeout: ReadyTimeoutOpt = None,
 ) -> None:
     """Run the whole fleet on the simulator with a batch of tasks in every environment, then stop it."""
@@ -178,8 +180,11 @@ def tracked(ctx: Context, ids: list[str]) -> dict[str, str]:
 
 
 def follow(ctx: Context, ids: list[str], timeout: float, label: str) -> dict[str, str]:
-    """A progress bar until every tracked task is terminal; the final statuses."""
-    deadline = time.monotonic() + timeout
+    """A progress bar until every tracked task is terminal; the final statuses.
+
+    ``timeout`` counts from the last task that finished: a loaded machine that is slow but progressing is
+    waited for, a batch where nothing moves for that long is not."""
+    deadline, finished = time.monotonic() + timeout, -1
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task(label, total=len(ids))
@@ -189,9 +194,11 @@ def follow(ctx: Context, ids: list[str], timeout: float, label: str) -> dict[str
             progress.update(bar, total=len(states), completed=done)
             if done == len(states):
                 return states
+            if done > finished:
+                deadline, finished = time.monotonic() + timeout, done
             if time.monotonic() > deadline:
                 raise ServiceUnavailable(
-                    f"only {done} of {len(states)} tasks finished in {timeout:.0f}s; "
+                    f"only {done} of {len(states)} tasks finished, none in the last {timeout:.0f}s; "
                     "see the workers' logs under the data directory's logs/"
                 )
             time.sleep(0.5)

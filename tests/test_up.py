@@ -54,6 +54,7 @@ def environ_of(pid: int) -> dict[str, str]:
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
+@pytest.mark.timeout(900)  # three fleet starts' worth of readiness waits on a machine at load 15
 def test_up_starts_only_the_dead_worker_and_restart_replaces_one(tmp_path: Path) -> None:
     """A detached simulated fleet: kill -9 one worker, `up` starts that one alone (still simulated), and
     `restart GROUP` replaces another; every other pid is unchanged, and both commands say what they did."""
