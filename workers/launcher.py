@@ -1,10 +1,12 @@
 """``switchyard up`` / ``down``: start the local fleet's processes, wait until they serve, and stop them.
 
 Every child runs in its own session (so Ctrl-C at the terminal reaches only the launcher, which then stops
-the fleet in order), logs to ``log_dir/<name>.log`` and is recorded in ``run_dir/<name>.pid``. The broker
-starts first and must answer before anything else starts; the rest start together. ``down`` stops workers
-first (they drain and hand back unacknowledged tasks while the broker still runs), then Flower, the API and
-the simulator, and the broker last.
+the fleet in order), logs to ``log_dir/<name>.log`` and is recorded in ``run_dir/<name>.pid``. A service
+whose pidfile names a live process is not started again: after a worker died, ``up`` starts that worker
+alone. The broker starts first and must answer before anything else starts; the rest start together, and
+each is ready when it answers for itself (:mod:`workers.probes`), waited for as :mod:`workers.readiness`
+decides. ``down`` stops workers first (they drain and hand back unacknowledged tasks while the broker still
+runs), then Flower, the API and the simulator, and the broker last.
 """
 
 from __future__ import annotations
