@@ -193,11 +193,6 @@ class LimitsConfig(_Strict):
                 f"lease_renew_every_s ({self.lease_renew_every_s}) must be at most half of lease_s ({self.lease_s}), "
                 "or one late renewal lets a running task's lease run out"
             )
-        if self.lease_s * 2 > self.visibility_timeout_s:
-            raise ValueError(
-                f"lease_s ({self.lease_s}) must be at most half of visibility_timeout_s ({self.visibility_timeout_s}):"
-                " the lease, not the broker, is what recovers a task whose worker died"
-            )
         return self
 
 

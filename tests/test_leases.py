@@ -75,8 +75,6 @@ def test_the_limits_refuse_a_lease_that_one_late_renewal_would_end() -> None:
     assert LimitsConfig().lease_s == 60 and LimitsConfig().lease_check_every_s == 15
     with pytest.raises(ValidationError, match="at most half of lease_s"):
         LimitsConfig(lease_s=20, lease_renew_every_s=15)
-    with pytest.raises(ValidationError, match="at most half of visibility_timeout_s"):
-        LimitsConfig(lease_s=1000, visibility_timeout_s=1500)
     with pytest.raises(ValidationError):
         LimitsConfig(lease_check_every_s=0)
 
