@@ -107,16 +107,21 @@ def test_a_killed_workers_task_is_taken_over_by_another_worker_of_its_group(
         )
     }
     start_beat(ctx, processes, tmp_path)
-    httpx.post(f"{server.url}/_sim/providers/claude", json={"latency_ms": 10_000}).raise_for_status()
+    httpx.post(f"{server.url}/_sim/providers/claude", json={"latency_ms": 20_000}).raise_for_status()
     calls = claude.calls
     task_id = submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/sample-1"}, context=ctx)
     pid = wait_for("a worker to run the task", lambda: owner_pid(ctx, task_id), timeout=120)
     wait_for("the provider call", lambda: claude.calls == calls + 1, timeout=60)
+    call_started = time.monotonic()
     # a second delivery while the first runs under a live lease: it ends quietly
     app_for(ctx).send_task("switchyard.pr_review", args=[task_id], task_id=task_id, queue="pr_review")
     logs = [tmp_path / f"worker-{n}.log" for n in (1, 2)]
     wait_for("the duplicate to end", lambda: any("under a live lease" in p.read_text() for p in logs), timeout=60)
     assert claude.calls == calls + 1 and lease_of(ctx, task_id)[0] == "running"
+    # the call outlasts its lease and a detector round: renewed, so never taken from the live worker
+    wait_for("a lease and a detector round", lambda: time.monotonic() - call_started > LEASE_S + CHECK_EVERY_S, 60)
+    assert owner_pid(ctx, task_id) == pid and claude.calls == calls + 1
+    assert "lost its worker" not in "".join(p.read_text() for p in logs)
 
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
