@@ -2,7 +2,8 @@
 
 One queue per session group (from the fleet file), every task kind routed to its group's queue, JSON only,
 acknowledged late and rejected (so redelivered) when its worker dies, one message prefetched per slot,
-and a visibility timeout longer than the longest task.
+and a visibility timeout longer than the longest task. The broker's redelivery is the last resort: a task
+whose worker died is found sooner by its lease, by the detector beat runs for every group (tasks/lease.py).
 """
 
 from __future__ import annotations
