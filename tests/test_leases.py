@@ -235,3 +235,17 @@ def test_the_renewer_keeps_a_long_runs_lease_alive_and_lets_it_lapse_after(sqlit
     finally:
         held.close()
         dispose_all()
+
+
+def test_a_deferral_keeps_the_task_for_its_retry_message(url: str) -> None:
+    task_id = make_task(url)
+    held = Leases(url, FLEET.limits)
+    verdict, owner = held.take(task_id, None)
+    assert verdict == "take"
+    with session_scope(url) as session:  # what the attempt loop does before raising Deferred
+        repo.set_deferred(session, task_id=task_id, reason="waiting in the merge queue")
+    assert held.extend(task_id, owner, 20 + FLEET.limits.lease_s)
+    assert held.take(task_id, None)[0] == "busy"  # a stray copy waits for the retry, which carries the lease
+    assert held.take(task_id, owner)[0] == "take"
+    assert row(url, task_id).status == "running"
+    assert not held.extend(task_id, owner, 10)  # the retry's run owns it now
