@@ -2,7 +2,8 @@
 
 One queue per session group (from the fleet file), every task kind routed to its group's queue, JSON only,
 acknowledged late and rejected (so redelivered) when its worker dies, one message prefetched per slot,
-and a visibility timeout longer than the longest task.
+and a visibility timeout longer than the longest task. The broker's redelivery is the last resort: a task
+whose worker died is found sooner by its lease, by the detector beat runs for every group (tasks/lease.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,22 @@ def task_name(kind: str) -> str:
 # Upkeep sent by `celery beat` (tasks/maintenance.py), to the first group's queue (the default queue).
 SWEEP_HOLDS_TASK = "switchyard.maintenance.sweep_holds"
 SWEEP_HOLDS_EVERY_S = 60.0
+RECOVER_LEASES_TASK = "switchyard.maintenance.recover_leases"
+
+
+def lease_checks(fleet: Fleet) -> dict[str, Any]:
+    """One lease detector per group, sent to the group's own queue: a group's live workers re-send the tasks
+    of the group's dead ones (tasks/lease.py), whatever other groups are up."""
+    every = fleet.limits.lease_check_every_s
+    return {
+        f"recover-leases-{group.name}": {
+            "task": RECOVER_LEASES_TASK,
+            "schedule": every,
+            "args": [group.name],
+            "options": {"queue": group.queue, "expires": every},  # no piling up while the group is down
+        }
+        for group in fleet.groups
+    }
 
 
 def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
@@ -57,6 +74,7 @@ def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
                 "task": SWEEP_HOLDS_TASK,
                 "schedule": SWEEP_HOLDS_EVERY_S,
                 "options": {"expires": SWEEP_HOLDS_EVERY_S},  # no piling up while no worker runs
-            }
+            },
+            **lease_checks(fleet),
         },
     }

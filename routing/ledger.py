@@ -7,7 +7,7 @@ settle the hold to the real cost or release it.
     settle   the real cost replaces the held amount on the same counters (the windows the hold was made
              in, even after they rolled over); a settle after a release still records the real cost
     release  the hold goes back (the call failed without charge, or never happened)
-    sweep    releases holds whose worker died: still held after their task ended, or older than a limit
+    sweep    releases holds whose worker died: still held after their task ended or its lease ran out
 
 All of them are idempotent on (task id, attempt): a second hold returns the first without counting again
 (a released hold is held anew), a second settle or release changes nothing. The budgets in force are read
@@ -229,10 +229,12 @@ class Ledger:
         return True
 
     def sweep(self, *, older_than: timedelta) -> int:
-        """Release holds still held whose task ended or that are older than ``older_than``; how many."""
+        """Release holds still held whose task ended or whose task's lease ran out (its worker died); of a task
+        that never had a lease, older than ``older_than``; how many."""
+        now = self.now()
         with self._transaction("find stale holds") as conn:
-            stale = sql.stale_holds(conn, created_before=self.now() - older_than)
-        reason = f"swept: its task ended, or it was held for more than {older_than.total_seconds():.0f}s"
+            stale = sql.stale_holds(conn, created_before=now - older_than, now=now)
+        reason = "swept: its task ended, or its worker died (the task's lease ran out)"
         return sum(self.release(task_id=task_id, attempt=attempt, reason=reason) for task_id, attempt in stale)
 
     # --- operators' overrides --------------------------------------------------------------------------

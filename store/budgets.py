@@ -378,14 +378,22 @@ def set_spend(db: Connection, spend_id: int, **values: Any) -> None:
     db.execute(update(_SPEND).where(_S.id == spend_id).values(**values))
 
 
-def stale_holds(db: Connection, *, created_before: datetime) -> list[tuple[str, int]]:
-    """(task, attempt) of holds still ``held`` that are older than ``created_before`` or whose task ended."""
+def stale_holds(db: Connection, *, created_before: datetime, now: datetime) -> list[tuple[str, int]]:
+    """(task, attempt) of holds still ``held`` whose task ended or whose task's lease ran out before ``now``
+    (its worker died: store/leases.py); of a task that never had a lease, older than ``created_before``."""
     tasks = cast(Table, Task.__table__)
+    lease = tasks.c.lease_until
     statement = (
         select(_S.task_id, _S.attempt)
         .join(tasks, tasks.c.id == _S.task_id)
         .where(_S.state == "held")
-        .where(or_(_S.created_at < as_utc(created_before), tasks.c.status.in_(TERMINAL_STATUSES)))
+        .where(
+            or_(
+                tasks.c.status.in_(TERMINAL_STATUSES),
+                and_(lease.is_not(None), lease < as_utc(now)),
+                and_(lease.is_(None), _S.created_at < as_utc(created_before)),
+            )
+        )
         .order_by(_S.created_at)
     )
     return [(task_id, attempt) for task_id, attempt in db.execute(statement)]

@@ -85,6 +85,7 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_env_stage_status", "environment", "stage", "status"),
         Index("ix_tasks_group_status", "group", "status"),
+        Index("ix_tasks_status_lease", "status", "lease_until"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -105,6 +106,9 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # the lease (store/leases.py): who may run the task now, and until when unless renewed
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class Attempt(Base):

@@ -167,6 +167,11 @@ class LimitsConfig(_Strict):
     provider_timeout_s: float = Field(default=120.0, gt=0)
     task_deadline_s: int = Field(default=1800, ge=1)  # how long a task may wait (deferred) for a provider
     max_defer_countdown_s: int = Field(default=60, ge=1)  # longest single deferral; well under the visibility
+    # a running task's lease (tasks/lease.py): renewed by its worker every lease_renew_every_s; once it has run
+    # out, the detector (celery beat, every lease_check_every_s) sends the task again to its group's queue
+    lease_s: float = Field(default=60.0, ge=1, le=3600)
+    lease_renew_every_s: float = Field(default=15.0, gt=0, le=1800)
+    lease_check_every_s: float = Field(default=15.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _visibility_after_time_limit(self) -> LimitsConfig:
@@ -179,6 +184,14 @@ class LimitsConfig(_Strict):
             raise ValueError(
                 f"max_defer_countdown_s ({self.max_defer_countdown_s}) must be well under visibility_timeout_s "
                 f"({self.visibility_timeout_s}); at most half of it"
+            )
+        return self._check_lease()
+
+    def _check_lease(self) -> LimitsConfig:
+        if self.lease_renew_every_s * 2 > self.lease_s:
+            raise ValueError(
+                f"lease_renew_every_s ({self.lease_renew_every_s}) must be at most half of lease_s ({self.lease_s}), "
+                "or one late renewal lets a running task's lease run out"
             )
         return self
 

@@ -1,20 +1,27 @@
 """Periodic upkeep, sent by ``celery beat`` (started by ``switchyard up``; the schedule is in celeryconfig).
 
+``recover_leases`` (one entry per group, on the group's queue) sends again the group's tasks whose lease ran
+out: their worker died, and another worker of the group takes them over (see :mod:`tasks.lease`).
+
 ``sweep_holds`` releases budget holds their worker left behind: a worker killed during a call never settles
 its hold, and the money would stay held until the window rolled over. A hold is released once its task has
-ended, or once it is older than the longest a task may run (Celery's hard time limit) plus a margin, so a
-call that is still running is never swept.
+ended, or once its task's lease has run out (the worker that took the hold is gone); a hold of a task that
+never had a lease (a run outside a worker) once it is older than the longest a task may run (Celery's hard
+time limit) plus a margin, so a call that is still running is never swept.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from celeryconfig import SWEEP_HOLDS_TASK
+from kombu.exceptions import OperationalError
+
+from celeryconfig import RECOVER_LEASES_TASK, SWEEP_HOLDS_TASK, task_name
 from routing.ledger import Ledger
 from tasks.app import app
 from tasks.context import get_context
+from tasks.lease import resend_expired
 
 log = logging.getLogger(__name__)
 SWEEP_MARGIN_S = 60  # past the task time limit: the worker that took the hold is surely gone
@@ -32,3 +39,18 @@ def sweep_holds() -> int:
     if released:
         log.warning("released %d budget hold(s) left by workers that died", released)
     return released
+
+
+@app.task(name=RECOVER_LEASES_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def recover_leases(group: str) -> int:
+    """Send again the tasks of ``group`` whose lease ran out; how many were sent."""
+    ctx = get_context()
+
+    def send(task_id: str, kind: str, token: str) -> None:
+        queue = ctx.fleet.group_for_kind(kind).queue
+        try:
+            app.send_task(task_name(kind), args=[task_id], kwargs={"lease": token}, task_id=task_id, queue=queue)
+        except OperationalError as exc:  # its lease runs out again, and a later round sends it once more
+            log.warning("could not send task %s again: %s", task_id, exc)
+
+    return len(resend_expired(ctx.database_url, ctx.fleet.limits, send, group=group, now=datetime.now(UTC)))

@@ -1,8 +1,13 @@
 """The Celery tasks, one per kind, each a thin shell around :func:`tasks.attempt.run_task`.
 
-A task message carries only the task id; everything else is read from SQL. When the database is briefly
-away the message is retried with a countdown (Celery's retry is used only to defer, never to repeat a
-provider call); any other unexpected error still ends the task with a terminal status that names it.
+A task message carries the task id, and, when it was sent to carry on a run (a deferral's retry, a re-send
+by the lease detector), the lease token that lets it take the task over (:mod:`tasks.lease`). Every run
+first takes the task's lease: a second delivery of a task that runs elsewhere under a live lease ends
+quietly (acknowledged, nothing called, nothing changed). While the run lasts, this process renews its lease.
+
+When the database is briefly away the message is retried with a countdown (Celery's retry is used only to
+defer, never to repeat a provider call); any other unexpected error still ends the task with a terminal
+status that names it.
 """
 
 from __future__ import annotations
@@ -19,22 +24,46 @@ from store.db import session_scope
 from switchyard.fleet import KINDS
 from tasks.app import app
 from tasks.attempt import Deferred, run_task
-from tasks.context import get_context
+from tasks.context import Context, get_context
+from tasks.lease import Leases
 
 log = logging.getLogger(__name__)
 DB_RETRY_COUNTDOWN_S = 5
 DB_MAX_RETRIES = 60
 
 
-def execute(celery_task: Task, task_id: str) -> str:
+def process_leases(ctx: Context) -> Leases:
+    """The leases of this worker process (one renewer thread per process)."""
+    return ctx.part("leases", lambda: Leases(ctx.database_url, ctx.fleet.limits))
+
+
+def execute(celery_task: Task, task_id: str, lease: str | None = None) -> str:
     ctx = get_context()
+    leases = process_leases(ctx)
+    try:
+        verdict, owner = leases.take(task_id, lease)
+    except OperationalError as exc:
+        raise _db_retry(celery_task, task_id, lease, exc) from None
+    if verdict == "busy":  # a second delivery (a re-send, the broker's redelivery) of a task running elsewhere
+        log.info("task %s runs elsewhere under a live lease; this delivery ends here", task_id)
+        return "busy"
+    if verdict != "take":  # finished (its follow-ups are checked) or unknown: the attempt loop says which
+        return _run(celery_task, ctx, task_id, lease)
+    with leases.holding(task_id, owner):
+        try:
+            return _run(celery_task, ctx, task_id, owner)
+        except Deferred as wait:  # the retry's message carries this run's lease on, past its countdown
+            leases.extend(task_id, owner, wait.countdown_s + ctx.fleet.limits.lease_s)
+            raise celery_task.retry(countdown=wait.countdown_s, kwargs={"lease": owner}, max_retries=None) from None
+
+
+def _run(celery_task: Task, ctx: Context, task_id: str, lease: str | None) -> str:
     try:
         return run_task(task_id, ctx)
-    except Deferred as wait:  # no provider or budget now, or waiting for another task: run again later
-        raise celery_task.retry(countdown=wait.countdown_s, max_retries=None) from None
+    except Deferred:  # no provider or budget now, or waiting for another task: run again later
+        raise
     except OperationalError as exc:
-        log.warning("database unavailable while running %s; retrying in %ss", task_id, DB_RETRY_COUNTDOWN_S)
-        raise celery_task.retry(countdown=DB_RETRY_COUNTDOWN_S, max_retries=DB_MAX_RETRIES, exc=exc) from None
+        raise _db_retry(celery_task, task_id, lease, exc) from None
     except Exception as exc:  # the task boundary: a bug must still end the task with a status that names it
         log.exception("task %s crashed", task_id)
         with session_scope(ctx.database_url) as session:
@@ -47,13 +76,23 @@ def execute(celery_task: Task, task_id: str) -> str:
         return "failed"
 
 
+def _db_retry(celery_task: Task, task_id: str, lease: str | None, exc: OperationalError) -> Exception:
+    """Run again in a few seconds; the message carries this run's lease, so it may take the task back."""
+    log.warning("database unavailable while running %s; retrying in %ss", task_id, DB_RETRY_COUNTDOWN_S)
+    kwargs = {"lease": lease} if lease else {}
+    retry: Exception = celery_task.retry(
+        countdown=DB_RETRY_COUNTDOWN_S, max_retries=DB_MAX_RETRIES, exc=exc, kwargs=kwargs
+    )
+    return retry
+
+
 def _register(kind: str) -> Any:
     # delivery options (acks_late, reject_on_worker_lost) come from celeryconfig, for every task alike
     # max_retries=None: a deferral (waiting for a provider, a budget, an earlier merge) ends at the task's
     # deadline, decided by the attempt loop, not at Celery's default of three retries
     @app.task(name=task_name(kind), bind=True, max_retries=None)  # type: ignore[untyped-decorator]
-    def run(self: Task, task_id: str) -> str:
-        return execute(self, task_id)
+    def run(self: Task, task_id: str, lease: str | None = None) -> str:
+        return execute(self, task_id, lease)
 
     return run
 

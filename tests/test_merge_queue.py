@@ -26,7 +26,7 @@ from store.models import TERMINAL_STATUSES, Environment
 from tasks.attempt import Deferred, Runner
 from tasks.context import Context
 from tasks.submit import submit
-from workers.services import child_env, worker_args
+from workers.services import beat_args, child_env, worker_args
 
 pytestmark = pytest.mark.integration
 
@@ -155,6 +155,10 @@ def test_a_worker_killed_during_an_integration_leaves_the_branch_intact_and_the_
     before = git(ctx, "rev-parse", "env/dev1")
     calls = server.sim.providers["ollama"].calls
     worker = start_worker(ctx, processes, tmp_path / "worker-1.log")
+    beat_env = child_env(ctx.settings, simulate=True, base_env=os.environ)  # the lease detector, as `up` runs it
+    with (tmp_path / "beat.log").open("ab") as out:
+        beat = [sys.executable, "-m", "celery", *beat_args(tmp_path / "beat-schedule")]
+        processes.spawn(beat, env=beat_env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     task_id = integ(ctx, "feature/sample-3")
     seen: set[str] = set()
     stop = threading.Event()
