@@ -1,6 +1,8 @@
-"""The providers' shared breakers and limits: ``status --providers`` and ``breaker enable|reset``.
+"""The providers' shared breakers and limits: ``status --providers`` and ``breaker enable|reset|heal``.
 
-Both read the state Redis (``settings.effective_state_url``: the broker unless SWITCHYARD_STATE_URL names one).
+All read the state Redis (``settings.effective_state_url``: the broker unless SWITCHYARD_STATE_URL names one).
+A model that answered 404 is marked unusable there (:mod:`routing.marks`): ``status --providers`` lists it,
+``breaker heal`` forgets it (and ``breaker reset``, which also closes the breaker).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ if TYPE_CHECKING:
     from routing.breaker import Breakers
 
 breaker_app = typer.Typer(
-    help="Provider circuit breakers: enable a disabled provider, reset one.", no_args_is_help=True
+    help="Provider circuit breakers: enable a disabled provider, reset one, heal its unusable models.",
+    no_args_is_help=True,
 )
 ProviderArg = Annotated[
     str, typer.Argument(help="A provider of the fleet file.", metavar="PROVIDER", show_default=False)
 ]
-COLUMNS = ("provider", "state", "failures", "last transition", "in flight", "calls/min")
+COLUMNS = ("provider", "state", "failures", "last transition", "in flight", "calls/min", "unusable models")
 
 
 def show_providers(as_json: bool) -> None:
@@ -53,6 +56,17 @@ def _cells(row: dict[str, Any]) -> tuple[Any, ...]:
         moved,
         f"{row['in_flight']}/{row['max_in_flight']}",
         f"{row['calls_last_minute']}/{rpm}",
+        _unusable(row.get("unusable_models") or []),
+    )
+
+
+def _unusable(marks: list[dict[str, Any]]) -> str:
+    """Models marked unusable: the reason of those in force; a mark the fleet file changed since is ignored."""
+    if not marks:
+        return "-"
+    return "; ".join(
+        f"{m['model']}: {m['reason']}" if m["in_force"] else f"{m['model']}: ignored (the fleet file changed)"
+        for m in marks
     )
 
 
@@ -66,9 +80,26 @@ def enable(provider: ProviderArg) -> None:
 
 @breaker_app.command("reset")
 def reset(provider: ProviderArg) -> None:
-    """Close a provider's breaker and forget its failures, whatever its state."""
+    """Close a provider's breaker and forget its failures and unusable models, whatever its state."""
     breakers, ctx = _breakers(provider)
     breakers.reset(provider)
+    show_one(ctx, provider)
+
+
+@breaker_app.command("heal")
+def heal(
+    provider: ProviderArg,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only this model (default: every model of the provider).")
+    ] = None,
+) -> None:
+    """Make a provider's models that answered 404 usable again (the model was pulled, access granted...).
+
+    The breaker itself is left as it is; `breaker reset` does both."""
+    breakers, ctx = _breakers(provider)
+    healed = breakers.heal_models(provider, model)
+    what = f"model {model}" if model else "every model"
+    console.print(f"{provider}: {what} usable again ({healed} mark{'' if healed == 1 else 's'} removed)")
     show_one(ctx, provider)
 
 

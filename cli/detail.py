@@ -1,8 +1,9 @@
 """``switchyard tasks show``: one task for people, with the pipeline chain it belongs to.
 
 The chain is printed as a tree from its root (the task asked about is marked ``◀``), each task with its
-status, provider and outcome, and its dependencies by short id; then the task's attempts and results per
-(environment, stage), and the chain's reviews (verdict and comments) and merges (commit and check).
+status, provider and outcome, and its dependencies by short id; then the task's attempts (with each try inside
+an attempt: when, how long, how it ended) and results per (environment, stage), and the chain's reviews
+(verdict and comments) and merges (commit and check).
 """
 
 from __future__ import annotations
@@ -56,11 +57,39 @@ def _attempts(attempts: list[Row]) -> None:
         for a in attempts
     )
     console.print(table("Attempts", columns, rows))
+    _tries(attempts)
     for a in attempts:  # why the router did not take the providers before this one (breaker, budget, busy...)
         if a.get("route_note"):
             console.print(
                 f"attempt {a.get('attempt')} on {a['provider']}, passed over: {a['route_note']}", soft_wrap=True
             )
+
+
+def _tries(attempts: list[Row]) -> None:
+    """Each call of the provider inside each attempt (tenacity's tries), in order."""
+    rows = [
+        (a.get("attempt"), t["try"], a["provider"], _clock(t["started_at"]), _took(t), t["status"], _error(t))
+        for a in attempts
+        for t in a.get("tries") or []
+    ]
+    if rows:
+        console.print(table("Tries (UTC)", ("attempt", "try", "provider", "started", "took", "status", "error"), rows))
+
+
+def _clock(iso: str) -> str:
+    return iso[11:23]  # HH:MM:SS.mmm of an ISO time in UTC
+
+
+def _took(attempt_try: Row) -> str:
+    ms: float = attempt_try["duration_ms"]
+    return f"{ms / 1000:.2f}s" if ms >= 1000 else f"{ms:.0f}ms"
+
+
+def _error(attempt_try: Row) -> str:
+    if attempt_try["status"] == "succeeded":
+        return ""
+    status = f" (HTTP {attempt_try['http_status']})" if attempt_try.get("http_status") else ""
+    return f"{attempt_try['error_class']}{status}: {attempt_try.get('error') or ''}"
 
 
 def _results(detail: Row) -> None:

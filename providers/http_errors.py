@@ -5,7 +5,8 @@
     5xx, 408, 409, timeouts,
     dropped connections      → TransientError
     401, 402, 403            → ProviderDown
-    400, 404, 413, 422, ...  → RequestRejected
+    404                      → ModelNotFound (the model is marked unusable; the attempt falls back)
+    400, 413, 422, ...       → RequestRejected (the attempt falls back to the next rung)
 
 Every message goes through :func:`scrub`, so an API key a provider echoes back never reaches a log or a row.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 
 from switchyard.errors import (
+    ModelNotFound,
     Overloaded,
     ProviderDown,
     ProviderError,
@@ -24,6 +26,7 @@ from switchyard.errors import (
 )
 
 REDACTED = "[redacted]"
+NOT_FOUND = 404  # the model named does not exist for this provider (or this key)
 MIN_SECRET_CHARS = 4  # shorter "keys" (tests, dummies) would redact ordinary words
 DOWN_STATUSES = frozenset({401, 402, 403})
 TRANSIENT_4XX = frozenset({408, 409})  # request timeout, lock conflict: trying again can work
@@ -77,6 +80,8 @@ def error_for_status(
         return TransientError(text, provider=provider, status=status)
     if status in DOWN_STATUSES:
         return ProviderDown(text, provider=provider, status=status)
+    if status == NOT_FOUND:
+        return ModelNotFound(text, provider=provider, status=status)
     return RequestRejected(text, provider=provider, status=status)
 
 

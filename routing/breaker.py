@@ -18,6 +18,10 @@ sends the permit's script before the ledger's hold and the permit is read after 
 :meth:`Breakers.send_success` sends the verdict of an answered call, read by :meth:`Breakers.flush` after the
 settle (or by the next call of this object). Redis applies both when they arrive, as a blocking call would.
 
+The same Redis holds the models a provider answered 404 for (:mod:`routing.marks`): :meth:`Breakers.mark_model`
+writes a mark, :meth:`Breakers.heal_models` (and :meth:`Breakers.reset`) forgets them, and the snapshot and
+status read them with the breaker, in the same round trip.
+
 This module talks only to Redis. Transitions come back to ``on_transition`` (which records them in SQL, see
 :mod:`routing.state`); the last one also stays in Redis for ``switchyard status --providers``. When Redis
 cannot be reached every method raises :class:`~switchyard.errors.StateUnavailable`: nothing is called blind.
@@ -29,14 +33,15 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
-from routing import breaker_lua
+from routing import breaker_lua, marks
 from routing.keys import provider_keys
+from routing.marks import ModelMark
 from routing.permits import (
     BUSY_RETRY_S,
     BreakerStatus,
@@ -54,6 +59,7 @@ from switchyard.errors import StateUnavailable
 from switchyard.fleet_models import BreakerPolicy, Fleet
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PermitRequest:
@@ -180,8 +186,24 @@ class Breakers:
         self._run(self._operate, provider, ["enable", cause])
 
     def reset(self, provider: str, cause: str = "reset by an operator") -> None:
-        """Back to closed with no failures, whatever the state (disabled included)."""
+        """Back to closed with no failures, whatever the state (disabled included); its unusable models are
+        forgotten too."""
         self._run(self._operate, provider, ["reset", cause])
+
+    def mark_model(self, provider: str, mark: ModelMark) -> None:
+        """Mark one of ``provider``'s models unusable for every worker (:mod:`routing.marks`)."""
+        log.warning("ALERT: model %s of provider %s marked unusable: %s", mark.model, provider, mark.reason)
+        self._redis(lambda: self.client.hset(provider_keys(provider).models, mark.model, mark.encode()))
+
+    def heal_models(self, provider: str, model: str | None = None) -> int:
+        """Forget ``provider``'s unusable-model marks (only ``model``'s when named); answers how many went."""
+        key = provider_keys(provider).models
+        if model is not None:
+            return int(self._redis(lambda: self.client.hdel(key, model)))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hlen(key)
+        pipe.delete(key)
+        return int(self._redis(pipe.execute)[0])
 
     def status(self, providers: Iterable[str]) -> dict[str, BreakerStatus]:
         """Every named provider's state, read in one round trip."""
@@ -220,6 +242,7 @@ class Breakers:
             max_in_flight=limits.max_in_flight,
             calls_last_minute=int(out["calls_last_minute"]),
             requests_per_minute=limits.requests_per_minute,
+            unusable_models=marks.decode(out.get("marks")),
         )
 
     def _status(self, name: str, out: dict[str, Any]) -> BreakerStatus:
@@ -235,7 +258,15 @@ class Breakers:
             calls_last_minute=int(out["calls_last_minute"]),
             last_transition=self._transition(name, last) if last else None,
             last_failure=out.get("last_failure"),
+            unusable_models=marks.decode(out.get("marks")),
         )
+
+    def _redis(self, command: Callable[[], T]) -> T:
+        self.flush()
+        try:
+            return command()
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from None
 
     def _end(self, permit: Permit, verdict: str, cause: str) -> None:
         self._run(self._verdict, permit.provider, self._verdict_args(permit, verdict, cause))

@@ -1,14 +1,14 @@
 """The breaker's Lua scripts: every change of a provider's shared state is one of these, run atomically in Redis.
 
 Time is Redis's own (``TIME``), so every worker and host judges "open for 60 s more" by the same clock.
-``KEYS`` are always :meth:`routing.keys.ProviderKeys.as_list`: breaker hash, in-flight, calls, probes.
+``KEYS`` are always :meth:`routing.keys.ProviderKeys.as_list`: breaker hash, in-flight, calls, probes, models.
 Each script answers one JSON object; a state change comes back as ``transition`` ({from, to, cause, at}).
 """
 
 from __future__ import annotations
 
 PRELUDE = """
-local h, inflight, calls, probes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local h, inflight, calls, probes, models = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -133,7 +133,7 @@ return cjson.encode(out)
 """
 )
 
-# ARGV: action (disable | enable | reset), cause
+# ARGV: action (disable | enable | reset), cause. A reset also forgets the provider's unusable models.
 OPERATE = (
     PRELUDE
     + """
@@ -149,22 +149,23 @@ elseif action == 'enable' then
 else
   if state ~= 'closed' then out.transition = move(state, 'closed', cause, now) end
   redis.call('HSET', h, 'failures', 0)
-  redis.call('DEL', probes)
+  redis.call('DEL', probes, models)
 end
 return cjson.encode(out)
 """
 )
 
-# KEYS: every provider's four keys, one provider after the other. ARGV: half-open probes, and 1 for the whole
+# KEYS: every provider's five keys, one provider after the other. ARGV: half-open probes, and 1 for the whole
 # status (last transition and failure) or 0 for the router's snapshot. Read only: an open breaker whose
 # interval passed reads as half-open. One call reads every provider the router considers (one round trip per
 # attempt); answers a JSON array in the order of the providers. (On a Redis Cluster the providers' keys would
-# live in different slots: this would then be one call per provider.)
+# live in different slots: this would then be one call per provider.) ``marks`` is the unusable models' hash
+# as a flat list (field, value...), present only when there are some (cjson encodes an empty table as {}).
 READ = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local probes_max, whole = tonumber(ARGV[1]), ARGV[2] == '1'
-local function read(h, inflight, calls, probes)
+local function read(h, inflight, calls, probes, models)
   local f = redis.call('HMGET', h, 'state', 'failures', 'open_until', 'last_from', 'last_to', 'last_cause',
     'last_at', 'last_failure')
   local out = {state = f[1] or 'closed', failures = tonumber(f[2] or '0'), retry_in_ms = 0, probe_free = true}
@@ -182,11 +183,13 @@ local function read(h, inflight, calls, probes)
   if whole and f[8] then out.last_failure = f[8] end
   out.in_flight = redis.call('ZCOUNT', inflight, string.format('(%d', now), '+inf')
   out.calls_last_minute = redis.call('ZCOUNT', calls, string.format('(%d', now - 60000), '+inf')
+  local marks = redis.call('HGETALL', models)
+  if #marks > 0 then out.marks = marks end
   return cjson.encode(out)
 end
 local answers = {}
-for i = 1, #KEYS, 4 do
-  answers[#answers + 1] = read(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3])
+for i = 1, #KEYS, 5 do
+  answers[#answers + 1] = read(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4])
 end
 return '[' .. table.concat(answers, ',') .. ']'
 """

@@ -5,10 +5,13 @@ first takes a permit from :class:`routing.breaker.Breakers`, so a breaker that a
 middle of our retries stops them at once, and a half-open probe gets exactly one try. What a failed try tells
 the breaker depends on the error's class (:func:`verdict`):
 
-    TransientError (timeouts, connection errors, 5xx, 529)   counts as a failure
+    TransientError (connection errors, 5xx, 529, and a call that hangs past the provider timeout: every
+      client turns its SDK's timeout into one, :func:`providers.http_errors.transport_error`)   a failure
     RateLimited (429)            waits for ``retry-after``; counts once, when it is still 429 on the last try
     ProviderDown with 401/402/403                          disables the provider (an alert) until enabled
-    RequestRejected (400/413/422), BadAnswer, anything else  the task's problem: no verdict, the slot is freed
+    RequestRejected (400/413/422), ModelNotFound (404)     this request's problem, not the provider's health:
+      BadAnswer, anything else                             no verdict, the slot is freed, no retry; the
+                                                           attempt falls back (a 404 marks the model unusable)
 
 The first try can use a permit asked for earlier (:class:`~routing.breaker.PermitRequest`, which the router
 sends before its hold). A success's verdict is sent without waiting (:meth:`Breakers.send_success`); the caller

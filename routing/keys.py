@@ -6,6 +6,7 @@ The state Redis (``settings.effective_state_url``, by default the broker) holds,
     switchyard:{claude}:inflight    sorted set: permit id -> lease expiry (ms, Redis time); calls in flight
     switchyard:{claude}:calls       sorted set: permit id -> start (ms); calls of the last 60 s (requests/minute)
     switchyard:{claude}:probes      sorted set: permit id -> lease expiry (ms); half-open probes out
+    switchyard:{claude}:models      hash: model -> JSON mark of a model that answered 404 (:mod:`routing.marks`)
 
 The provider name is a hash tag (``{claude}``), so all keys of one provider live in one cluster slot and a
 single Lua script may touch them all.
@@ -27,9 +28,10 @@ class ProviderKeys:
     inflight: str
     calls: str
     probes: str
+    models: str  # unusable models
 
     def as_list(self) -> list[str]:
-        return [self.breaker, self.inflight, self.calls, self.probes]
+        return [self.breaker, self.inflight, self.calls, self.probes, self.models]
 
 
 @functools.lru_cache(maxsize=256)  # a handful of providers, asked for on every permit and verdict
@@ -40,4 +42,5 @@ def provider_keys(provider: str) -> ProviderKeys:
         inflight=f"{base}:inflight",
         calls=f"{base}:calls",
         probes=f"{base}:probes",
+        models=f"{base}:models",
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from routing.marks import ModelMark, in_force
 from routing.route import BreakerState
 from switchyard.fleet_models import Fleet
 
@@ -81,8 +82,11 @@ class BreakerStatus:
     calls_last_minute: int
     last_transition: Transition | None
     last_failure: str | None
+    unusable_models: tuple[ModelMark, ...] = ()
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, fleet: Fleet | None = None) -> dict[str, Any]:
+        """The status for JSON; each unusable model says whether its mark is ``in_force`` under ``fleet``
+        (:func:`routing.marks.in_force`; without a fleet every mark counts as in force)."""
         last = self.last_transition
         return {
             "provider": self.provider,
@@ -98,6 +102,10 @@ class BreakerStatus:
             if last is None
             else {"from": last.from_state, "to": last.to_state, "cause": last.cause, "at": last.at.isoformat()},
             "last_failure": self.last_failure,
+            "unusable_models": [
+                mark.as_dict(in_force=fleet is None or in_force(mark, fleet, self.provider))
+                for mark in self.unusable_models
+            ],
         }
 
 

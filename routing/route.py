@@ -6,8 +6,9 @@ a snapshot that went stale between the two can never overspend: it can only be r
 
 Candidates are the group's ladder, then (when the kind allows it) the free providers outside it. Each one
 is usable or passed over with its reasons. A reason is permanent for this task (excluded, avoided, no key,
-disabled, no transport) or says how long to wait (breaker open, busy, rate, budget window): the refusal's
-``retry_in_s`` is the shortest wait, so the caller can defer instead of giving up.
+disabled, no transport, its model marked unusable by a 404 under the fleet in force: :mod:`routing.marks`)
+or says how long to wait (breaker open, busy, rate, budget window): the refusal's ``retry_in_s`` is the
+shortest wait, so the caller can defer instead of giving up.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import date
 from typing import Literal
 
 from routing.estimate import max_cost_micros
+from routing.marks import ModelMark, mark_for
 from switchyard.budgets import BudgetState
 from switchyard.errors import ConfigError
 from switchyard.fleet_models import Fleet, GroupConfig, Transport
@@ -48,6 +50,7 @@ class ProviderState:
     calls_last_minute: int = 0
     requests_per_minute: int | None = None
     cli_available: bool = False  # the agent CLI for this provider is installed
+    unusable_models: tuple[ModelMark, ...] = ()  # models that answered 404 (honoured while their mark is in force)
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,10 @@ def _assess(ask: _Ask, name: str, rung: int, state: ProviderState | None) -> Rou
     if isinstance(transport, _Why):
         return [transport]
     model = ask.fleet.model_for(ask.group, name)
+    if usable.unusable_models:
+        mark = mark_for(usable.unusable_models, model, ask.fleet, name)
+        if mark is not None:
+            return [_Why(f"model {model} unusable ({mark.reason}; `switchyard breaker heal {name}` once fixed)", None)]
     try:
         price = ask.fleet.price(name, model, ask.today)[1]
     except ConfigError:

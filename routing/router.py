@@ -23,9 +23,10 @@ from typing import Protocol
 
 from providers.registry import available, cli_available
 from routing.breaker import PermitRequest
+from routing.marks import ModelMark, new_mark
 from routing.route import ProviderState, Refusal, Route, RouteRequest, candidates, choose_route
 from switchyard.budgets import BudgetState
-from switchyard.errors import BudgetRefused, ServiceUnavailable
+from switchyard.errors import BudgetRefused, ServiceUnavailable, StateUnavailable
 from switchyard.fleet import Fleet
 from switchyard.settings import Settings
 
@@ -61,6 +62,8 @@ class StatePort(Protocol):
     def snapshot(self, providers: Sequence[str]) -> Mapping[str, ProviderState]: ...
 
     def request(self, provider: str) -> PermitRequest: ...
+
+    def mark_model(self, provider: str, mark: ModelMark) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,16 @@ class Router:
     def forget_state(self) -> None:
         """Drop the cached breaker snapshot (a try was refused or failed: the next choice reads Redis)."""
         self._states.clear()
+
+    def mark_unusable(self, provider: str, model: str, reason: str) -> None:
+        """``model`` of ``provider`` answered 404: every worker passes it over while the provider's entry in the
+        fleet file stays as it is now, or until an operator heals it (:mod:`routing.marks`). A state Redis that
+        is away costs the mark (the next 404 writes it), never the attempt's fallback."""
+        try:
+            self.state.mark_model(provider, new_mark(self.fleet, provider, model, reason))
+        except StateUnavailable as exc:
+            log.warning("could not mark model %s of %s unusable: %s", model, provider, exc)
+        self.forget_state()
 
     def _unusable(self, name: str) -> str | None:
         """:func:`available` for ``name``: it depends on the settings only, which never change, so asked once."""

@@ -78,7 +78,8 @@ def transition_history(database_url: str, provider: str | None = None, *, limit:
 
 
 def providers_view(state_url: str, fleet: Fleet) -> list[dict[str, Any]]:
-    """One row per provider of the fleet: breaker state, failures, last transition, in-flight and rate."""
+    """One row per provider of the fleet: breaker state, failures, last transition, in-flight and rate, and the
+    models marked unusable (each ``in_force`` under ``fleet``, the fleet file this process read)."""
     client = connect_state(state_url)
     try:
         statuses = Breakers.from_fleet(client, fleet).status(fleet.providers)
@@ -89,7 +90,7 @@ def providers_view(state_url: str, fleet: Fleet) -> list[dict[str, Any]]:
         ) from None
     finally:
         client.close()
-    return [status.as_dict() for status in statuses.values()]
+    return [status.as_dict(fleet) for status in statuses.values()]
 
 
 def where(url: str) -> str:

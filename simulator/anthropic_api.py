@@ -30,9 +30,17 @@ ERROR_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
+    422: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     529: "overloaded_error",
+}
+
+MESSAGES = {  # what the Messages API says for these statuses
+    400: "prompt is too long: 215351 tokens > 200000 maximum",
+    404: "model: {model}",
+    413: "Request exceeds the maximum allowed number of bytes.",
+    422: "messages.0.content: Input should be a valid list",
 }
 
 
@@ -113,4 +121,4 @@ def error(status: int, message: str) -> Response:
     return JSONResponse(body, status_code=status)
 
 
-DIALECT = Dialect("claude", parse, render, error)
+DIALECT = Dialect("claude", parse, render, error, MESSAGES)

@@ -19,6 +19,7 @@ from switchyard.fleet import SimulatorProviderConfig
 
 PROVIDERS = ("claude", "codex", "ollama")
 DEFAULT_HANG_MS = 30_000
+NOT_FOUND = 404
 Json = dict[str, Any]
 
 
@@ -54,10 +55,14 @@ class Reply:
 
 @dataclass(frozen=True)
 class Dialect:
+    """One wire format. ``messages`` are its providers' own texts for scripted error statuses, with ``{model}``
+    for the model the request named (a 404 says which model does not exist, as the real APIs do)."""
+
     provider: str
     parse: Callable[[Json, str], Call]
     render: Callable[[Call, Reply], Response]
     error: Callable[[int, str], Response]
+    messages: Mapping[int, str] = field(default_factory=dict)
 
 
 def make_reply(call: Call, reply_id: str) -> Reply:
@@ -120,6 +125,7 @@ class ProviderUpdate(BaseModel):
     retry_after_s: float | None = Field(default=None, ge=0, le=3600)
     fail_next: int | None = Field(default=None, ge=0, le=1_000_000)
     hang_ms: int | None = Field(default=None, ge=0, le=600_000)
+    missing_models: list[str] | None = Field(default=None, max_length=100)  # answered 404 model not found
 
     @field_validator("error_status")
     @classmethod
@@ -137,6 +143,7 @@ class ProviderState:
     retry_after_s: float = 1.0
     fail_next: int = 0
     hang_ms: int = DEFAULT_HANG_MS
+    missing_models: list[str] = field(default_factory=list)
     calls: int = 0
     errors: int = 0
     defaults: SimulatorProviderConfig = field(default_factory=SimulatorProviderConfig, repr=False)
@@ -149,6 +156,7 @@ class ProviderState:
         """Back to the configured latency with no faults; the counters stay."""
         self.latency_ms, self.error_rate = self.defaults.latency_ms, 0.0
         self.error_status, self.fail_next = self.defaults.error_status, 0
+        self.missing_models = []
 
     def view(self) -> Json:
         view = asdict(self)
@@ -165,13 +173,16 @@ class SimState:
         self.providers = {name: ProviderState.from_config(cfg) for name, cfg in self.config.items()}
         self.served = 0
 
-    def begin_call(self, provider: str) -> FaultKind | None:
-        """Count a call and decide whether it fails: ``fail_next`` first, then ``error_rate``."""
+    def begin_call(self, provider: str, model: object = None) -> FaultKind | None:
+        """Count a call and decide whether it fails: a missing model (404) first, then ``fail_next``, then
+        ``error_rate``."""
         state = self.providers[provider]
         state.calls += 1
         self.served += 1
         fault: FaultKind | None = None
-        if state.fail_next > 0:
+        if model in state.missing_models:
+            fault = NOT_FOUND
+        elif state.fail_next > 0:
             state.fail_next -= 1
             fault = state.error_status
         elif state.error_rate > 0 and self.rng.random() < state.error_rate:

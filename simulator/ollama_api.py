@@ -25,6 +25,12 @@ from simulator.core import (
 )
 
 LOAD_NS, PROMPT_NS_PER_TOKEN, EVAL_NS_PER_TOKEN = 12_000_000, 400_000, 20_000_000  # a 7B model on one GPU
+MESSAGES = {  # what an Ollama server says for these statuses
+    400: "the input length exceeds the context length",
+    404: 'model "{model}" not found, try pulling it first',
+    413: "http: request body too large",
+    422: "invalid options: num_predict",
+}
 
 
 def _common(body: Json) -> tuple[str, int | None, bool]:
@@ -107,5 +113,5 @@ def tags(models: list[str]) -> Json:
     return {"models": entries}
 
 
-CHAT = Dialect("ollama", parse_chat, render, error)
-GENERATE = Dialect("ollama", parse_generate, render, error)
+CHAT = Dialect("ollama", parse_chat, render, error, MESSAGES)
+GENERATE = Dialect("ollama", parse_generate, render, error, MESSAGES)

@@ -27,11 +27,19 @@ from simulator.core import (
 
 CACHE_MIN_TOKENS, CACHE_STEP = 1024, 128  # OpenAI caches prompts of 1024+ tokens in 128-token steps
 ERRORS: dict[int, tuple[str, str | None]] = {
-    400: ("invalid_request_error", None),
+    400: ("invalid_request_error", "context_length_exceeded"),
     401: ("invalid_request_error", "invalid_api_key"),
     403: ("invalid_request_error", "unsupported_country_region_territory"),
     404: ("invalid_request_error", "model_not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    422: ("invalid_request_error", "invalid_value"),
     429: ("requests", "rate_limit_exceeded"),
+}
+MESSAGES = {  # what the OpenAI API says for these statuses
+    400: "Your input exceeds the context window of this model. Please adjust your input and try again.",
+    404: "The model `{model}` does not exist or you do not have access to it.",
+    413: "Request too large: the request body exceeds the maximum size allowed.",
+    422: "Invalid value for 'input': the request could not be processed.",
 }
 
 
@@ -167,5 +175,5 @@ def error(status: int, message: str) -> Response:
     return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status_code=status)
 
 
-RESPONSES = Dialect("codex", parse_responses, render_responses, error)
-CHAT = Dialect("codex", parse_chat, render_chat, error)
+RESPONSES = Dialect("codex", parse_responses, render_responses, error, MESSAGES)
+CHAT = Dialect("codex", parse_chat, render_chat, error, MESSAGES)

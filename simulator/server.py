@@ -11,12 +11,14 @@ CLIs) talk to it over HTTP. Endpoints:
     GET  /_sim/health                 {"ok": true}
     GET  /_sim/state                  faults, latency and call counters per provider
     POST /_sim/providers/{provider}   change latency_ms, error_rate, error_status (int or "timeout"),
-                                      retry_after_s, fail_next, hang_ms
+                                      retry_after_s, fail_next, hang_ms, missing_models (404 for those)
     POST /_sim/providers/{provider}/heal   no more faults, configured latency
     POST /_sim/reset                  back to the configured defaults, counters zeroed
 
-Answers are deterministic by task kind (:mod:`simulator.answers`). Run it with
-``python -m simulator --host 127.0.0.1 --port 8790 [--fleet switchyard.toml]``.
+Answers are deterministic by task kind (:mod:`simulator.answers`). A scripted error comes back in the wire
+format's own shape, with the provider's own text where the status has a typical one (400 a prompt too long
+for the context, 404 the model not found, 413 too large, 422 unprocessable: see each dialect's ``MESSAGES``).
+Run it with ``python -m simulator --host 127.0.0.1 --port 8790 [--fleet switchyard.toml]``.
 """
 
 from __future__ import annotations
@@ -65,11 +67,12 @@ def _api_key(request: Request) -> str:
     return request.headers.get("x-api-key") or bearer.removeprefix("Bearer ").strip()
 
 
-def _fault_message(status: int, request: Request) -> str:
+def _fault_message(status: int, request: Request, dialect: Dialect, model: object) -> str:
     if status == 401:
         # Echoes the key it was sent, as a harsh stand-in: the clients must scrub keys from error texts.
         return f"invalid x-api-key: {_api_key(request)}"
-    return FAULT_MESSAGES.get(status, f"simulator: HTTP {status}")
+    text = dialect.messages.get(status) or FAULT_MESSAGES.get(status, f"simulator: HTTP {status}")
+    return text.replace("{model}", model if isinstance(model, str) else "")
 
 
 async def _hang(request: Request, ms: int) -> None:
@@ -82,11 +85,11 @@ async def _hang(request: Request, ms: int) -> None:
         await asyncio.sleep(min(0.05, max(deadline - loop.time(), 0)))
 
 
-async def _fault(request: Request, dialect: Dialect, state: ProviderState, fault: FaultKind) -> Response:
+async def _fault(request: Request, dialect: Dialect, state: ProviderState, fault: FaultKind, model: object) -> Response:
     if fault == "timeout":
         await _hang(request, state.hang_ms)
         return dialect.error(504, f"simulator timeout: no answer for {state.hang_ms} ms")
-    response = dialect.error(fault, _fault_message(fault, request))
+    response = dialect.error(fault, _fault_message(fault, request, dialect, model))
     if fault == 429:
         response.headers["retry-after"] = f"{state.retry_after_s:g}"
     return response
@@ -110,11 +113,11 @@ def model_handler(sim: SimState, dialect: Dialect) -> Handler:
             body = await _json_object(request)
         except BadRequest as exc:
             return dialect.error(400, str(exc))
-        fault = sim.begin_call(dialect.provider)
+        fault = sim.begin_call(dialect.provider, body.get("model"))
         state = sim.providers[dialect.provider]
         await asyncio.sleep(state.latency_ms / 1000)
         if fault is not None:
-            return await _fault(request, dialect, state, fault)
+            return await _fault(request, dialect, state, fault, body.get("model"))
         try:
             call = dialect.parse(body, request.url.path)
         except BadRequest as exc:

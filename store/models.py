@@ -338,3 +338,26 @@ class Merge(Base):
     check: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # command, exit_code, duration_s, output
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+# --- tasks: the tries inside an attempt (store/tries.py) --------------------------------------------------
+
+
+class AttemptTry(Base):
+    """One call of a provider inside an attempt (tenacity makes up to ``retry.attempts`` of them): when it
+    started and ended, ``succeeded`` or ``failed``, and for a failure the error's class, HTTP status and text."""
+
+    __tablename__ = "attempt_tries"
+    __table_args__ = (Index("ix_attempt_tries_task_attempt", "task_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... within the attempt
+    provider: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # succeeded, failed
+    error_class: Mapped[str | None] = mapped_column(String(64), default=None)
+    http_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from store.chains import pipeline_detail
 from store.models import ACTIVE_STATUSES, MICROS, Attempt, Environment, Result, Stage, Task
+from store.tries import attach_tries
 from switchyard.fleet import Fleet
 
 Row = dict[str, Any]
@@ -153,6 +154,7 @@ def task_detail(session: Session, task_id: str) -> Row | None:
     # ``attempts`` is the count in a list row; in the detail it is the list and the count is attempt_count.
     detail["attempt_count"] = detail["attempts"]
     detail["attempts"] = detail.pop("attempt_list")
+    attach_tries(session, task_id, detail["attempts"])  # each attempt's provider calls (store/tries.py)
     return detail
 
 

@@ -13,7 +13,8 @@
     │   │   ├── RateLimited         retry after ``retry_after`` seconds (HTTP 429)
     │   │   └── Overloaded          retry: the provider is overloaded (Anthropic 529)
     │   ├── ProviderDown            fall back: credentials refused (401/403) or the provider is not configured
-    │   ├── RequestRejected         stop: the provider refused this request (400/413/422): the task's problem
+    │   ├── RequestRejected         fall back: this provider refused this request (400/413/422); another rung may not
+    │   │   └── ModelNotFound       fall back, and mark the model unusable for every worker (HTTP 404)
     │   ├── BadAnswer               fall back: the answer could not be used (unparseable JSON, empty diff)
     │   │   └── HoldExceeded        fall back: an agent CLI was stopped at the attempt's hold; has ``cost_usd``
     │   └── ProviderUnavailable     fall back: the breaker or a limit refused the call (open, disabled, busy)
@@ -102,9 +103,17 @@ class ProviderDown(ProviderError):
 
 
 class RequestRejected(ProviderError):
-    """The provider refused this particular request (too large, malformed): retrying or falling back won't help."""
+    """This provider refused this particular request (400 malformed for it, 413 too large for its context, 422):
+    trying it again won't help, but the next rung of the ladder (another provider or model) may accept it. Not
+    held against the provider's health."""
 
     counts_against_provider = False
+
+
+class ModelNotFound(RequestRejected):
+    """HTTP 404: the provider does not know the model asked for (retired, misspelt, not pulled). The attempt
+    falls back, and the model is marked unusable for every worker until the fleet file's entry for the provider
+    changes or an operator heals it (``switchyard breaker heal``)."""
 
 
 class BadAnswer(ProviderError):

@@ -6,11 +6,13 @@
           → settle the hold to the real cost → the kind's handler acts on the answer
           → result row + terminal status → :func:`tasks.pipeline.after_terminal`
 
-Attempts are numbered 1, 2, … per task across runs. A provider that fails past its retries (or answers
-with something unusable) is excluded for the rest of the run and the router picks the next rung, then a
-free provider when the kind allows it; no rung restarts another's retry cycle. When nothing can serve the
-task now, it is deferred (Celery retry with a countdown) until its deadline, then ends ``no_provider`` or
-``budget_exhausted`` with the reason.
+Attempts are numbered 1, 2, … per task across runs. A provider that fails past its retries, refuses the
+request (400, 413, 422: too large or malformed for it), does not know the model (404: the model is also
+marked unusable for every worker, :mod:`routing.marks`) or answers with something unusable is excluded for
+the rest of the run and the router picks the next rung, then a free provider when the kind allows it; no
+rung restarts another's retry cycle. When nothing can serve the task now, it is deferred (Celery retry with
+a countdown) until its deadline, then ends ``no_provider`` or ``budget_exhausted`` with every reason. Each try
+inside an attempt (a call tenacity made) is recorded with its start, end and error (:mod:`tasks.tries`).
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from store.db import session_scope
 from switchyard.errors import (
     BadAnswer,
     HoldExceeded,
+    ModelNotFound,
     PatchRejected,
     ProviderError,
     ProviderUnavailable,
-    RequestRejected,
     ServiceUnavailable,
     SwitchyardError,
     TransientError,
@@ -47,6 +49,7 @@ from tasks.claim import claim, finished_task, recover
 from tasks.context import Context
 from tasks.kinds import HANDLERS
 from tasks.kinds.base import Answer, Outcome, Prompt, TaskInfo
+from tasks.tries import TryLog
 
 log = logging.getLogger(__name__)
 ProviderFactory = Callable[[str, Context, str], Provider]
@@ -152,8 +155,8 @@ class Runner:
             try:
                 return decision, self._attempt(task, number, decision, prompt)
             except (ProviderError, PatchRejected) as exc:
-                if isinstance(exc, RequestRejected):
-                    raise TaskFailed("failed", f"{decision.provider} rejected the request: {exc}") from None
+                if isinstance(exc, ModelNotFound):
+                    self._router.mark_unusable(decision.provider, decision.model, f"{type(exc).__name__}: {exc}")
                 excluded.add(decision.provider)
                 self._router.forget_state()
                 wait = recovery_wait(exc, self.ctx.fleet.limits.max_defer_countdown_s)
@@ -227,8 +230,9 @@ class Runner:
 
     def _call(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> Answer:
         request, provider = self._prepare(task, number, route, prompt)
+        tries = TryLog(self.ctx.database_url, task.id, number, route.provider, self.now)
         try:
-            response = self._guard(route.provider, lambda: provider.call(request), route.permit)
+            response = self._guard(route.provider, tries.wrap(lambda: provider.call(request)), route.permit)
         except ProviderError as exc:
             ledger = self._router.ledger
             if isinstance(exc, HoldExceeded):  # the agent spent its hold before stopping: that money is gone
@@ -242,7 +246,7 @@ class Runner:
             if self.make_provider is not default_factory:  # the default's clients live as long as the process
                 provider.close()
         try:
-            self._charge(task, number, route, response)
+            self._charge(task, number, route, response, tries)
         finally:
             self.ctx.breakers().flush()  # the success verdict, sent when the call answered, has arrived by now
         return Answer(response.text, route.provider, route.model, route.transport, request.workdir)
@@ -289,9 +293,11 @@ class Runner:
             max_cost_usd=route.max_cost_micros / 1_000_000,
         )
 
-    def _charge(self, task: TaskInfo, number: int, route: Route, response: ProviderResponse) -> None:
-        """Store the answer and its cost first, then settle the hold: a worker that dies in between leaves an
-        answered attempt, and the redelivery settles it (see :func:`tasks.claim.recover`)."""
+    def _charge(
+        self, task: TaskInfo, number: int, route: Route, response: ProviderResponse, tries: TryLog | None = None
+    ) -> None:
+        """Store the answer, its cost and the try that got it first, then settle the hold: a worker that dies in
+        between leaves an answered attempt, and the redelivery settles it (see :func:`tasks.claim.recover`)."""
         version, price = self.ctx.fleet.price(route.provider, route.model, self.now().date())
         cost = cost_micros(response.usage, price)
         if response.reported_cost_usd is not None:  # the agent CLI priced its own session: trust its figure
@@ -309,6 +315,8 @@ class Runner:
                 answer=response.text,
                 latency_ms=response.latency_ms,
             )
+            if tries is not None:
+                tries.write_pending(session)
         self._router.ledger.settle(task_id=task.id, attempt=number, charged_micros=cost, price_version=version)
 
     def _mark(self, task: TaskInfo, number: int, status: str, exc: Exception | None) -> None:

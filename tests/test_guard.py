@@ -19,6 +19,7 @@ from routing.permits import Permit, ProviderLimits, Transition
 from simulator.server import BackgroundSimulator
 from switchyard.errors import (
     BadAnswer,
+    ModelNotFound,
     Overloaded,
     ProviderDown,
     ProviderUnavailable,
@@ -231,6 +232,7 @@ def test_the_shared_state_away_fails_closed(server: BackgroundSimulator, sim: ht
         (ProviderDown("403", status=403), False, False, "disable"),
         (ProviderDown("claude CLI not installed"), False, False, "none"),
         (RequestRejected("413", status=413), True, False, "none"),
+        (ModelNotFound("404", status=404), True, True, "none"),
         (BadAnswer("empty diff"), True, True, "none"),
     ],
 )

@@ -20,6 +20,7 @@ from providers.registry import available, build_provider
 from simulator.server import BackgroundSimulator
 from switchyard.errors import (
     ConfigError,
+    ModelNotFound,
     Overloaded,
     ProviderDown,
     ProviderError,
@@ -207,7 +208,7 @@ FAULTS = [
     (401, ProviderDown),
     (403, ProviderDown),
     (400, RequestRejected),
-    (404, RequestRejected),
+    (404, ModelNotFound),
     (413, RequestRejected),
     (422, RequestRejected),
 ]
