@@ -23,6 +23,7 @@ def task_name(kind: str) -> str:
 # Upkeep sent by `celery beat` (tasks/maintenance.py), to the first group's queue (the default queue).
 SWEEP_HOLDS_TASK = "switchyard.maintenance.sweep_holds"
 SWEEP_HOLDS_EVERY_S = 60.0
+SEND_OUTBOX_TASK = "switchyard.maintenance.send_outbox"  # every [outbox] every_s (tasks/sender.py)
 
 
 def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
     queues = [Queue(g.queue, Exchange(g.queue, type="direct"), routing_key=g.queue) for g in fleet.groups]
     routes = {task_name(kind): {"queue": fleet.group_for_kind(kind).queue} for kind in KINDS}
     limits = fleet.limits
-    return {
+    conf = {
         "broker_url": settings.effective_broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": limits.visibility_timeout_s},
@@ -57,6 +58,12 @@ def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
                 "task": SWEEP_HOLDS_TASK,
                 "schedule": SWEEP_HOLDS_EVERY_S,
                 "options": {"expires": SWEEP_HOLDS_EVERY_S},  # no piling up while no worker runs
-            }
+            },
+            "send-outbox": {
+                "task": SEND_OUTBOX_TASK,
+                "schedule": fleet.outbox.every_s,
+                "options": {"expires": fleet.outbox.every_s},
+            },
         },
     }
+    return conf

@@ -4,6 +4,9 @@
 its hold, and the money would stay held until the window rolled over. A hold is released once its task has
 ended, or once it is older than the longest a task may run (Celery's hard time limit) plus a margin, so a
 call that is still running is never swept.
+
+``send_outbox`` is the outbox's periodic sender (:mod:`tasks.sender`): messages and follow-ups that were owed
+but not sent (the broker was away, or their writer died), and queued tasks whose message the broker lost.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from celeryconfig import SWEEP_HOLDS_TASK
+from celeryconfig import SEND_OUTBOX_TASK, SWEEP_HOLDS_TASK
 from routing.ledger import Ledger
 from tasks.app import app
 from tasks.context import get_context
+from tasks.sender import run_once
 
 log = logging.getLogger(__name__)
 SWEEP_MARGIN_S = 60  # past the task time limit: the worker that took the hold is surely gone
@@ -32,3 +36,12 @@ def sweep_holds() -> int:
     if released:
         log.warning("released %d budget hold(s) left by workers that died", released)
     return released
+
+
+@app.task(name=SEND_OUTBOX_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def send_outbox() -> dict[str, int]:
+    """Send what the outbox owes and re-send lost messages; the counts of what was done."""
+    done = run_once(get_context())
+    if done.failed or done.resent:
+        log.warning("outbox: %d sent, %d follow-ups, %d failed, %d lost re-sent", *vars(done).values())
+    return dict(vars(done))
