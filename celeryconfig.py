@@ -24,6 +24,7 @@ def task_name(kind: str) -> str:
 SWEEP_HOLDS_TASK = "switchyard.maintenance.sweep_holds"
 SWEEP_HOLDS_EVERY_S = 60.0
 SEND_OUTBOX_TASK = "switchyard.maintenance.send_outbox"  # every [outbox] every_s (tasks/sender.py)
+REDIS_TRANSPORT = "tasks.redis_transport:Transport"
 
 
 def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
@@ -66,4 +67,8 @@ def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
             },
         },
     }
+    if conf["broker_url"].startswith(("redis://", "rediss://")):
+        # kombu's Redis transport with a narrow fix: a broker restart while tasks run no longer kills a
+        # worker (AttributeError 'hostname' in kombu's reconnect); see tasks/redis_transport.py
+        conf["broker_transport"] = REDIS_TRANSPORT
     return conf

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import REDIS_PORT, flushed_redis
 from pydantic import ValidationError
 
 from store import outbox, repo
@@ -171,3 +172,21 @@ def test_an_unknown_action_is_refused(db: str) -> None:
     new_task(db, "t-1", send=False)
     with pytest.raises(ValueError, match="not one of"), session_scope(db) as session:
         outbox.add(session, task_id="t-1", action="shout")
+
+
+def test_a_detached_broker_connection_is_a_connection_error_not_an_attribute_error() -> None:
+    """The narrow fix of tasks/redis_transport.py: kombu's channel of a collected connection (transport.client
+    None) made Celery's consumer die with AttributeError 'hostname'; a connection error is one it handles."""
+    import redis
+    from kombu import Connection
+
+    from tasks.redis_transport import Transport
+
+    url = flushed_redis(13)
+    with Connection(url, transport=Transport) as conn:
+        channel = conn.default_channel
+        assert channel._connparams()["port"] == REDIS_PORT
+        conn.transport.client = None  # what Connection.collect() does to the transport
+        with pytest.raises(redis.ConnectionError):
+            channel._connparams()
+        assert redis.ConnectionError in conn.transport.connection_errors
