@@ -67,7 +67,7 @@ def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
             },
         },
     }
-    if conf["broker_url"].startswith(("redis://", "rediss://")):
+    if settings.effective_broker_url.startswith(("redis://", "rediss://")):
         # kombu's Redis transport with a narrow fix: a broker restart while tasks run no longer kills a
         # worker (AttributeError 'hostname' in kombu's reconnect); see tasks/redis_transport.py
         conf["broker_transport"] = REDIS_TRANSPORT
