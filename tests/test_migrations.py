@@ -25,6 +25,7 @@ TABLES = {"environments", "stages", "groups", "tasks", "attempts", "results", "s
 TABLES |= {"promotions"}  # environments/promote.py (migration 0005)
 TABLES |= {"budget_counters", "budget_overrides", "budget_alerts"}  # routing/ledger.py (migration 0002)
 TABLES |= {"task_deps", "reviews", "merges"}  # the PR pipeline (migration 0004)
+TABLES |= {"outbox"}  # messages and follow-ups owed to the broker (migration 0009)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
