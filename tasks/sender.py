@@ -65,7 +65,9 @@ def deliver(ctx: Context, row: outbox.Owed) -> bool:
         return publish(ctx, row.task_id, row.kind)
     try:
         finished = finished_task(ctx, row.task_id)
-        if finished is not None:
+        if finished is None:  # not terminal after all (cannot be: the row is written with the status)
+            _give_up(ctx, row, "given up: the task has no terminal status")
+        else:
             after_terminal(ctx, *finished)  # marks the row done at its end
     except InputError as exc:  # a follow-up the fleet refuses (a branch gone): no retry can help
         log.error("follow-ups of task %s given up: %s", row.task_id, exc)

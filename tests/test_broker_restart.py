@@ -33,16 +33,17 @@ from workers import broker, launcher
 pytestmark = pytest.mark.integration
 SLOW = {"ollama": 60, "codex": 40}  # the dev_task ladder and its default simulator latencies
 Fleet = tuple[Context, list[launcher.RunningService], list[subprocess.Popen[bytes]]]
-FAST_OUTBOX = (
-    "\n[outbox]\nevery_s = 3.0\ngrace_s = 2.0\nretry_initial_s = 1.0\nretry_max_s = 5.0\nlost_after_s = 20.0\n"
-)
+FAST_OUTBOX = {  # the sender every 3 s, a lost message re-sent 20 s after its send
+    "every_s = 15.0\ngrace_s = 20.0\nretry_initial_s = 2.0\nretry_max_s = 60.0\nlost_after_s = 120.0": (
+        "every_s = 3.0\ngrace_s = 2.0\nretry_initial_s = 1.0\nretry_max_s = 5.0\nlost_after_s = 20.0"
+    )
+}
 
 
 @pytest.fixture
 def fleet(tmp_path: Path, sqlite_url: str) -> Iterator[Fleet]:
     slow = {f"[simulator.{p}]\nlatency_ms = {ms}": f"[simulator.{p}]\nlatency_ms = 4000" for p, ms in SLOW.items()}
-    path = fleet_file(tmp_path, **slow)  # every dev_task rung answers in 4 s: calls are in flight at the kill
-    path.write_text(path.read_text() + FAST_OUTBOX)
+    path = fleet_file(tmp_path, **slow, **FAST_OUTBOX)  # every dev_task rung answers in 4 s: calls in flight
     settings = Settings(
         home=tmp_path / "home",
         broker_port=free_port(),
