@@ -125,6 +125,9 @@ def test_every_worker_survives_a_broker_kill_and_no_task_is_lost(fleet: Fleet) -
         f"every task terminal: {statuses(ctx, everything)}",
     )
     assert crashes(ctx) == {f"worker-{g.name}.log": 0 for g in ctx.fleet.groups}
+    sender_ran = f"Task {celeryconfig.SEND_OUTBOX_TASK}["  # beat sends the outbox's sender to the first group
+    log = ctx.settings.log_dir / f"worker-{ctx.fleet.groups[0].name}.log"
+    wait_for(lambda: log.read_text(errors="replace").count(sender_ran) >= 2, 60, "the periodic sender ran")
     assert all(w.process.poll() is None for w in workers), [(w.name, w.process.poll()) for w in workers]
     assert set(statuses(ctx, everything).values()) == {"succeeded"}, statuses(ctx, everything)
 
