@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store.models import Outbox, Task, utcnow
@@ -49,11 +50,15 @@ class Sent:
 
 
 def add(session: Session, *, task_id: str, action: str) -> None:
-    """Owe ``action`` for ``task_id`` (once: each is added by the one transaction that causes it)."""
+    """Owe ``action`` for ``task_id``; owed afresh when it was owed before (a task run again and finished
+    again, a held task released again after a retry)."""
     if action not in ACTIONS:
         raise ValueError(f"outbox action {action!r} is not one of {', '.join(ACTIONS)}")
-    session.add(Outbox(task_id=task_id, action=action, created_at=utcnow(), tries=0, resends=0))
-    session.flush()
+    values = {"task_id": task_id, "action": action, "created_at": utcnow(), "tries": 0, "resends": 0}
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(Outbox).values(values)
+    again = {"created_at": statement.excluded.created_at, "sent_at": None, "tries": 0, "next_try_at": None}
+    session.execute(statement.on_conflict_do_update(index_elements=["task_id", "action"], set_=again))
 
 
 def mark_sent(session: Session, *, task_id: str, action: str, now: datetime | None = None) -> None:

@@ -55,7 +55,8 @@ def run_once(ctx: Context, *, now: datetime | None = None, look: LookIntoBroker 
     done = [deliver(ctx, row) for row in rows]
     sent = sum(1 for row, ok in zip(rows, done, strict=True) if ok and row.action == outbox.SEND)
     followed = sum(1 for row, ok in zip(rows, done, strict=True) if ok and row.action == outbox.FOLLOW_UPS)
-    resent = resend_lost(ctx, now=now, look=look) if all(done) else 0  # broker away: no use looking into it
+    broker_away = any(not ok and row.action == outbox.SEND for row, ok in zip(rows, done, strict=True))
+    resent = 0 if broker_away else resend_lost(ctx, now=now, look=look)
     return SenderRun(sent=sent, followed_up=followed, failed=done.count(False), resent=resent)
 
 

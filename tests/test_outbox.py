@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from store import outbox, repo
 from store.db import session_scope
 from store.migrate import ensure_schema
-from store.models import Outbox
+from store.models import Outbox, Task
 from store.pipeline import HELD
 from switchyard.fleet_models import OutboxPolicy
 from tasks.outbox import is_lost, owed_before, retry_delay, sent_before
@@ -134,6 +134,12 @@ def test_the_terminal_status_and_its_follow_ups_are_committed_together(db: str) 
     assert row(db, "t-1", outbox.FOLLOW_UPS).sent_at is None
     with session_scope(db) as session:  # a second terminal status changes nothing, owes nothing more
         assert not repo.finish_task(session, task_id="t-1", status="failed")
+        outbox.mark_sent(session, task_id="t-1", action=outbox.FOLLOW_UPS)
+    with session_scope(db) as session:  # run again (a retry, a redelivery) and finished again: owed afresh
+        session.get(Task, "t-1").status = "running"  # type: ignore[union-attr]
+    with session_scope(db) as session:
+        assert repo.finish_task(session, task_id="t-1", status="succeeded")
+    assert row(db, "t-1", outbox.FOLLOW_UPS).sent_at is None
 
 
 def test_owed_rows_wait_out_the_grace_and_each_failed_try(db: str) -> None:

@@ -20,7 +20,7 @@ from switchyard.errors import NotYetSent
 from switchyard.settings import Settings
 from tasks.context import Context, build_context
 from tasks.queues import on_broker
-from tasks.sender import run_once
+from tasks.sender import resend_lost, run_once
 from tasks.submit import submit
 from workers import broker
 
@@ -135,3 +135,17 @@ def test_follow_ups_while_the_broker_is_down_are_recorded_never_rejected(
     done = run_once(ctx, now=later(600))
     assert done.sent == 3 and done.failed == 0
     assert {t.id for t in finished.values()} <= (on_broker(ctx) or set())
+
+
+def test_a_message_seen_on_the_second_look_or_a_broker_that_cannot_be_looked_into_is_not_resent(
+    ctx: Context, valkey: Broker
+) -> None:
+    valkey.start()
+    task_id = submit(CHORE, context=ctx)
+    redis.Redis.from_url(valkey.url).flushall()
+    past_threshold = later(ctx.fleet.outbox.lost_after_s + 1)
+    looks = iter([set(), {task_id}])  # passing from its queue to a worker: in neither for an instant
+    assert resend_lost(ctx, now=past_threshold, look=lambda _: next(looks)) == 0
+    assert resend_lost(ctx, now=past_threshold, look=lambda _: None) == 0  # RabbitMQ: a backlog is no loss
+    assert row(ctx, task_id).resends == 0
+    assert resend_lost(ctx, now=past_threshold) == 1  # the real broker, looked into twice
