@@ -42,12 +42,16 @@ def lease_checks(fleet: Fleet) -> dict[str, Any]:
     }
 
 
+SEND_OUTBOX_TASK = "switchyard.maintenance.send_outbox"  # every [outbox] every_s (tasks/sender.py)
+REDIS_TRANSPORT = "tasks.redis_transport:Transport"
+
+
 def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
     """The Celery configuration for this fleet, as a mapping for ``app.add_defaults``."""
     queues = [Queue(g.queue, Exchange(g.queue, type="direct"), routing_key=g.queue) for g in fleet.groups]
     routes = {task_name(kind): {"queue": fleet.group_for_kind(kind).queue} for kind in KINDS}
     limits = fleet.limits
-    return {
+    conf = {
         "broker_url": settings.effective_broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": limits.visibility_timeout_s},
@@ -76,5 +80,15 @@ def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
                 "options": {"expires": SWEEP_HOLDS_EVERY_S},  # no piling up while no worker runs
             },
             **lease_checks(fleet),
+            "send-outbox": {
+                "task": SEND_OUTBOX_TASK,
+                "schedule": fleet.outbox.every_s,
+                "options": {"expires": fleet.outbox.every_s},
+            },
         },
     }
+    if settings.effective_broker_url.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport with a narrow fix: a broker restart while tasks run no longer kills a
+        # worker (AttributeError 'hostname' in kombu's reconnect); see tasks/redis_transport.py
+        conf["broker_transport"] = REDIS_TRANSPORT
+    return conf

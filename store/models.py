@@ -361,3 +361,22 @@ class AttemptTry(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Outbox(Base):
+    """What Switchyard owes the broker, written in the transaction that creates the debt (store/outbox.py):
+    ``send`` a task's message (with the task row, or when a held task is released), or run a finished task's
+    ``follow_ups`` (with its terminal status). ``sent_at`` is set once it was done; until then a sender
+    retries it, never turning a broker that is away into a terminal status."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "sent_at", "created_at"),)
+
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    action: Mapped[str] = mapped_column(String(16), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    resends: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -18,6 +18,7 @@ from sqlalchemy import CursorResult, Executable, Update, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from store import outbox
 from store.models import (
     TERMINAL_STATUSES,
     Attempt,
@@ -162,6 +163,8 @@ def finish_task(
         ),
     )
     _require_task(session, task_id)
+    if finished:  # its follow-ups are owed in the same transaction as the status (store/outbox.py)
+        outbox.add(session, task_id=task_id, action=outbox.FOLLOW_UPS)
     return finished
 
 

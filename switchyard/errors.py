@@ -6,7 +6,8 @@
     │   └── NotFound                stop: the task, environment or stage named does not exist
     ├── ServiceUnavailable          retry later: the broker, database or another local service is not answering
     │   ├── LedgerUnavailable       retry later: the budget ledger cannot be read or written; nothing is spent
-    │   └── StateUnavailable        retry later: the shared provider state (Redis) is away; no provider is called
+    │   ├── StateUnavailable        retry later: the shared provider state (Redis) is away; no provider is called
+    │   └── NotYetSent              wait: the task is recorded but the broker is away; the outbox sends it later
     ├── FleetAlreadyRunning         stop: `up` was asked for a data directory whose fleet runs (`switchyard down`)
     ├── ProviderError               raised by provider clients; ``retryable`` says whether tenacity may try again
     │   ├── TransientError          retry: timeouts, connection errors, 5xx
@@ -60,6 +61,15 @@ class StateUnavailable(ServiceUnavailable):
     """The shared provider state (breakers, in-flight calls, request rates in Redis) could not be reached.
 
     It fails closed: no provider is called while the state is away."""
+
+
+class NotYetSent(ServiceUnavailable):
+    """A submitted task is recorded (``queued``, with its message owed in the outbox) but the broker did not
+    take the message: the outbox sends it once the broker is back. Do not submit it again: ``task_id`` is it."""
+
+    def __init__(self, message: str, *, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
 
 
 class FleetAlreadyRunning(SwitchyardError):

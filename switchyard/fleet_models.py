@@ -196,6 +196,24 @@ class LimitsConfig(_Strict):
         return self
 
 
+class OutboxPolicy(_Strict):
+    """How owed messages and follow-ups are sent (``[outbox]``; see :mod:`tasks.sender`)."""
+
+    every_s: float = Field(default=15.0, gt=0)  # how often celery beat runs the sender
+    grace_s: float = Field(default=20.0, ge=0)  # a fresh row is left this long to the process that wrote it
+    retry_initial_s: float = Field(default=2.0, gt=0)  # wait after a failed send, doubling per failure
+    retry_max_s: float = Field(default=60.0, gt=0)
+    publish_retries: int = Field(default=2, ge=0, le=10)  # kombu reconnects (a stale pooled connection) per send
+    lost_after_s: float = Field(default=120.0, gt=0)  # a queued task on no queue this long after its send: re-sent
+    batch: int = Field(default=200, ge=1, le=10_000)  # rows per sender run
+
+    @model_validator(mode="after")
+    def _lost_after_a_sender_run(self) -> OutboxPolicy:
+        if self.lost_after_s <= self.every_s:
+            raise ValueError(f"lost_after_s ({self.lost_after_s}) must be longer than every_s ({self.every_s})")
+        return self
+
+
 class SimulatorProviderConfig(_Strict):
     latency_ms: int = Field(default=40, ge=0, le=600_000)
     error_rate: float = Field(default=0.0, ge=0, le=1)
@@ -213,6 +231,7 @@ class Fleet(_Strict):
     retry: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
     limits: LimitsConfig = LimitsConfig()
+    outbox: OutboxPolicy = OutboxPolicy()
     simulator: dict[str, SimulatorProviderConfig] = Field(default_factory=dict)
     features: dict[str, bool] = Field(default_factory=dict)
 

@@ -3,7 +3,8 @@
 A task with unfinished dependencies is *held* when it is submitted: its row exists (``deferred``, reason
 :data:`store.pipeline.HELD`) but no message is sent, so it costs no polling. Each time a task reaches its
 terminal status, :func:`on_finished` settles every task that depends on it: when all of a held task's
-dependencies succeeded it is released (its branch will start from theirs) and enqueued; when one of them
+dependencies succeeded it is released (its branch will start from theirs) and its message is owed in the
+outbox in the same transaction, then sent (by the periodic sender if the broker is away); when one of them
 did not, it is skipped (``cancelled``) or failed, as ``[kinds.plan] on_child_failure`` says, and so are the
 tasks that depend on it in turn. Settling locks the held task's row first, so two dependencies finishing at
 the same moment release it exactly once. The handlers' ``gate`` is the safety net: a task that runs before
@@ -15,13 +16,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from store import outbox, repo
 from store import pipeline as rows
-from store import repo
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Task
 from tasks.context import Context
 from tasks.plans import update_plan
-from tasks.send import enqueue
+from tasks.send import publish
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,12 @@ def settle(ctx: Context, task_id: str) -> str:
             payload = {**held.payload, "base_branches": rows.branches_of(session, [d.id for d in deps])}
             if not rows.release_held(session, task_id=task_id, payload=payload):
                 return "wait"
+            outbox.add(session, task_id=task_id, action=outbox.SEND)  # owed with the release, sent below
         elif verdict.action == "end":
             repo.finish_task(session, task_id=task_id, status=verdict.status, reason=verdict.reason)
     if verdict.action == "release":
-        enqueue(ctx, task_id, kind)
-        log.info("task %s released: its dependencies succeeded", task_id)
+        sent = publish(ctx, task_id, kind)
+        log.info("task %s released: its dependencies succeeded%s", task_id, "" if sent else " (sent later)")
     elif verdict.action == "end":
         log.info("task %s %s: %s", task_id, verdict.status, verdict.reason)
         _ended(ctx, task_id, parent)
@@ -90,10 +92,13 @@ def settle(ctx: Context, task_id: str) -> str:
 
 
 def _ended(ctx: Context, task_id: str, parent_id: str | None) -> None:
-    """What follows a task this module ended itself (no attempt loop ran it): its dependents and its plan."""
+    """What follows a task this module ended itself (no attempt loop ran it): its dependents and its plan;
+    then its ``follow_ups`` row (owed since :func:`store.repo.finish_task`) is done."""
     on_finished(ctx, task_id)
     if parent_id:
         update_plan(ctx, parent_id)
+    with session_scope(ctx.database_url) as session:
+        outbox.mark_sent(session, task_id=task_id, action=outbox.FOLLOW_UPS)
 
 
 def gate(ctx: Context, task_id: str, kind: str) -> str | None:

@@ -8,6 +8,9 @@ its hold, and the money would stay held until the window rolled over. A hold is 
 ended, or once its task's lease has run out (the worker that took the hold is gone); a hold of a task that
 never had a lease (a run outside a worker) once it is older than the longest a task may run (Celery's hard
 time limit) plus a margin, so a call that is still running is never swept.
+
+``send_outbox`` is the outbox's periodic sender (:mod:`tasks.sender`): messages and follow-ups that were owed
+but not sent (the broker was away, or their writer died), and queued tasks whose message the broker lost.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from datetime import UTC, datetime, timedelta
 
 from kombu.exceptions import OperationalError
 
-from celeryconfig import RECOVER_LEASES_TASK, SWEEP_HOLDS_TASK, task_name
+from celeryconfig import RECOVER_LEASES_TASK, SEND_OUTBOX_TASK, SWEEP_HOLDS_TASK, task_name
 from routing.ledger import Ledger
 from tasks.app import app
 from tasks.context import get_context
 from tasks.lease import resend_expired
+from tasks.sender import run_once
 
 log = logging.getLogger(__name__)
 SWEEP_MARGIN_S = 60  # past the task time limit: the worker that took the hold is surely gone
@@ -54,3 +58,12 @@ def recover_leases(group: str) -> int:
             log.warning("could not send task %s again: %s", task_id, exc)
 
     return len(resend_expired(ctx.database_url, ctx.fleet.limits, send, group=group, now=datetime.now(UTC)))
+
+
+@app.task(name=SEND_OUTBOX_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def send_outbox() -> dict[str, int]:
+    """Send what the outbox owes and re-send lost messages; the counts of what was done."""
+    done = run_once(get_context())
+    if done.failed or done.resent:
+        log.warning("outbox: %d sent, %d follow-ups, %d failed, %d lost re-sent", *vars(done).values())
+    return dict(vars(done))

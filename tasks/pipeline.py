@@ -11,7 +11,10 @@ outcome caused it, so ``switchyard tasks show`` can walk it from any of its task
 
 A ``comment`` verdict, or ``request_changes`` once the rounds are used up, ends the chain without merging.
 Follow-up ids are derived from the task that causes them (uuid5), so a task whose follow-ups ran twice
-(a redelivery) enqueues each of them once. Besides the chain, every terminal task settles the tasks that
+(a redelivery, or the outbox's sender after a worker died) enqueues each of them once. That they run at all is
+the outbox's promise: the ``follow_ups`` row is committed with the task's terminal status
+(:func:`store.repo.finish_task`), and each follow-up's message is owed with its task row, so a broker that is
+away only delays them. Besides the chain, every terminal task settles the tasks that
 depend on it (:mod:`tasks.dependencies`) and brings its plan's result up to date (:mod:`tasks.plans`).
 """
 
@@ -23,14 +26,14 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from store import repo
+from store import outbox, repo
 from store.db import session_scope
 from tasks import dependencies
 from tasks.context import Context
 from tasks.kinds.base import Outcome, TaskInfo
 from tasks.kinds.review import render_feedback
 from tasks.plans import update_plan
-from tasks.submit import submit
+from tasks.submit import submit_follow_up
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,9 @@ def follow_up_id(task_id: str, step: str) -> str:
 
 def after_terminal(ctx: Context, task: TaskInfo, status: str, outcome: Outcome | None) -> None:
     """Enqueue what follows ``task`` (reviews, re-implementations, integrations), settle the tasks that
-    depend on it, and update its plan. Safe to call more than once for the same task."""
+    depend on it, and update its plan; then mark its ``follow_ups`` row (owed in the outbox since its terminal
+    status was committed) done. Safe to call more than once for the same task: when any step fails the row
+    stays owed, and the periodic sender (:mod:`tasks.sender`) calls this again."""
     if status == "succeeded" and outcome is not None:
         request = next_step(ctx, task, outcome.data)
         if request is not None:
@@ -52,6 +57,8 @@ def after_terminal(ctx: Context, task: TaskInfo, status: str, outcome: Outcome |
         update_plan(ctx, task.id)
     if task.request.parent_id:
         update_plan(ctx, task.request.parent_id)
+    with session_scope(ctx.database_url) as session:
+        outbox.mark_sent(session, task_id=task.id, action=outbox.FOLLOW_UPS)
 
 
 def next_step(ctx: Context, task: TaskInfo, data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -90,7 +97,7 @@ def submit_once(ctx: Context, request: dict[str, Any], task_id: str) -> bool:
         if repo.get_task(session, task_id) is not None:
             return False
     try:
-        submit({k: v for k, v in request.items() if v is not None}, context=ctx, task_id=task_id)
+        submit_follow_up({k: v for k, v in request.items() if v is not None}, context=ctx, task_id=task_id)
     except IntegrityError:  # another process submitted it at the same moment
         return False
     log.info("follow-up %s (%s) of task %s enqueued", task_id, request["kind"], request.get("parent_id"))

@@ -3,8 +3,12 @@
     from tasks.submit import submit
     task_id = submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/login"})
 
-The task row is written before the message is sent, with the row's id as the Celery task id; if the broker
-cannot take the message the row is closed as ``rejected`` with the reason, so nothing is left half-written.
+The task row is written with its message owed in the outbox (one transaction), then the message is sent with
+the row's id as the Celery task id. When the broker cannot take it, the task stays ``queued`` and the outbox
+sends it once the broker is back (:mod:`tasks.sender`); :func:`submit` then raises :class:`NotYetSent` (a
+``ServiceUnavailable``: exit 3 in the CLI, 503 over HTTP) whose message and ``task_id`` say the task is
+recorded and must not be submitted again. Follow-ups a worker submits (:func:`submit_follow_up`) need no such
+word: their message is simply owed.
 """
 
 from __future__ import annotations
@@ -17,22 +21,41 @@ from sqlalchemy.orm import Session
 
 from environments.git import branch_exists, check_branch_name
 from environments.layout import repo_dir
+from store import outbox, repo
 from store import pipeline as rows
-from store import repo
 from store.db import session_scope
 from store.models import Environment
-from switchyard.errors import InputError
+from switchyard.errors import InputError, NotYetSent
 from tasks import dependencies
 from tasks.context import Context, get_context
 from tasks.schemas import SubmitRequest, check_against_fleet, parse_request
-from tasks.send import prepare_database, send
+from tasks.send import prepare_database, publish
 
 
 def submit(
     request: SubmitRequest | dict[str, Any], *, context: Context | None = None, task_id: str | None = None
 ) -> str:
-    """Validate ``request``, record it and enqueue it on its group's queue; returns the task id."""
-    ctx = context or get_context()
+    """Validate ``request``, record it and enqueue it on its group's queue; returns the task id. Raises
+    :class:`NotYetSent` when the task is recorded but the broker is away (the outbox sends it later)."""
+    task_id, sent = _submit(request, context or get_context(), task_id)
+    if not sent:
+        raise NotYetSent(
+            f"task {task_id} is recorded (queued) but the broker did not take its message; it will be sent when "
+            "the broker is back (is the fleet up? run: switchyard up). Do not submit it again; follow it with: "
+            f"switchyard tasks show {task_id}",
+            task_id=task_id,
+        )
+    return task_id
+
+
+def submit_follow_up(request: SubmitRequest | dict[str, Any], *, context: Context, task_id: str) -> str:
+    """:func:`submit` for what a task asks for (a review, sub-tasks): a broker that is away is no error, the
+    outbox sends the message when it is back."""
+    return _submit(request, context, task_id)[0]
+
+
+def _submit(request: SubmitRequest | dict[str, Any], ctx: Context, task_id: str | None) -> tuple[str, bool]:
+    """Validate, record (task row + owed message, or held) and send; (task id, whether the broker has it)."""
     req = parse_request(request)
     check_against_fleet(req, ctx.fleet)
     group = ctx.fleet.group_for_kind(req.kind)
@@ -63,11 +86,12 @@ def submit(
         rows.add_dependencies(session, task_id=task_id, depends_on=req.depends_on)
         if req.depends_on:
             rows.hold_task(session, task_id=task_id, waiting_for=req.depends_on)
+        else:
+            outbox.add(session, task_id=task_id, action=outbox.SEND)
     if req.depends_on:  # held: released (and enqueued) now if its dependencies finished meanwhile, else later
         dependencies.settle(ctx, task_id)
-    else:
-        send(ctx, task_id, req.kind, group.queue)
-    return task_id
+        return task_id, True
+    return task_id, publish(ctx, task_id, req.kind)
 
 
 def check_dependencies(session: Session, task_id: str, depends_on: list[str]) -> None:

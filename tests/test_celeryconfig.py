@@ -34,3 +34,19 @@ def test_delivery_is_safe_and_json_only(tmp_path: Path) -> None:
     assert conf["worker_prefetch_multiplier"] == 1
     visibility = conf["broker_transport_options"]["visibility_timeout"]
     assert visibility > conf["task_time_limit"] == FLEET.limits.task_time_limit_s
+
+
+def test_beat_runs_the_outbox_sender_at_the_fleets_pace(tmp_path: Path) -> None:
+    conf = celeryconfig.build(Settings(home=tmp_path), FLEET)
+    entry = conf["beat_schedule"]["send-outbox"]
+    assert entry["task"] == celeryconfig.SEND_OUTBOX_TASK
+    assert entry["schedule"] == entry["options"]["expires"] == FLEET.outbox.every_s
+
+
+def test_a_redis_broker_uses_the_transport_that_survives_a_restart(tmp_path: Path) -> None:
+    from tasks import redis_transport
+
+    redis_conf = celeryconfig.build(Settings(home=tmp_path, broker_url="redis://example:6379/0"), FLEET)
+    assert redis_conf["broker_transport"] == celeryconfig.REDIS_TRANSPORT == redis_transport.TRANSPORT
+    amqp_conf = celeryconfig.build(Settings(home=tmp_path, broker_url="amqp://guest@example//"), FLEET)
+    assert "broker_transport" not in amqp_conf  # the URL's own transport

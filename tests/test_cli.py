@@ -83,13 +83,16 @@ def test_bad_submissions_are_refused_with_the_reason(env: dict[str, str]) -> Non
     assert as_json(cli(env, "tasks", "list", "--json")) == []
 
 
-def test_a_submission_the_broker_cannot_take_is_closed_not_lost(env: dict[str, str], tmp_path: Path) -> None:
+def test_a_submission_the_broker_cannot_take_is_recorded_and_said_so(env: dict[str, str], tmp_path: Path) -> None:
+    """The broker is down: exit 3, and the message says the task is recorded (queued, its message owed in the
+    outbox) and will be sent when the broker is back; it is not closed as rejected."""
     sample = make_sample_repo(tmp_path / "sample")
     assert cli(env, "env", "init", "--repo", str(sample), "--envs", "dev1").returncode == 0
-    refused(cli(env, "submit", "pr_review", "--env", "dev1", "--branch", "feature/sample-1"), "is the fleet up?", 3)
+    done = cli(env, "submit", "pr_review", "--env", "dev1", "--branch", "feature/sample-1")
+    refused(done, "is recorded (queued) but the broker did not take its message", 3)
+    assert "Do not submit it again" in done.stderr
     (task,) = as_json(cli(env, "tasks", "list", "--json"))
-    assert task["status"] == "rejected"
-    assert "broker unavailable" in task["reason"]
+    assert task["status"] == "queued" and task["id"] in done.stderr
 
 
 def test_a_bad_fleet_file_is_named_with_its_line(env: dict[str, str], tmp_path: Path) -> None:
@@ -135,7 +138,7 @@ def test_filters_and_short_ids(env: dict[str, str], tmp_path: Path) -> None:
     sample = make_sample_repo(tmp_path / "sample")
     assert cli(env, "env", "init", "--repo", str(sample), "--envs", "dev1").returncode == 0
     refused(cli(env, "submit", "pr_integ", "--env", "dev1", "--branch", "feature/nope"), "does not exist in the repo")
-    cli(env, "submit", "pr_integ", "--env", "dev1", "--branch", "feature/sample-1")  # broker down: rejected
+    cli(env, "submit", "pr_integ", "--env", "dev1", "--branch", "feature/sample-1")  # broker down: recorded
     (task,) = as_json(cli(env, "tasks", "list", "--json"))
     shown = as_json(cli(env, "tasks", "show", task["id"][:8], "--json"))
     assert shown["id"] == task["id"]

@@ -26,6 +26,7 @@ TABLES |= {"promotions"}  # environments/promote.py (migration 0005)
 TABLES |= {"budget_counters", "budget_overrides", "budget_alerts"}  # routing/ledger.py (migration 0002)
 TABLES |= {"task_deps", "reviews", "merges"}  # the PR pipeline (migration 0004)
 TABLES |= {"attempt_tries"}  # the tries inside an attempt (migration 0007)
+TABLES |= {"outbox"}  # messages and follow-ups owed to the broker (migration 0009)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -32,7 +32,7 @@ from tasks.kinds.base import (
     parse_json_answer,
     system_prompt,
 )
-from tasks.submit import submit
+from tasks.submit import submit_follow_up
 
 CHILD_KINDS = ("dev_task", "pr_impl", "plan")
 INSTRUCTIONS = """
@@ -161,5 +161,5 @@ class PlanHandler(BaseHandler):
             }
             if sub.kind == "plan":
                 request["goal"] = sub.description or sub.title
-            submit(request, context=ctx, task_id=cid)
+            submit_follow_up(request, context=ctx, task_id=cid)  # a broker that is away: sent later
         return {"id": cid, **sub.model_dump()}
