@@ -6,7 +6,9 @@ when the worker closes it (a timeout) or when the worker is gone for any reason,
 closes a dead process's descriptors. On EOF the guard sends SIGKILL to the check's whole process group, every
 process the check started in it included. When the check ends by itself, whatever it left running in its
 group is killed too (a server a test suite forgot), so nothing outlives a check. If the guard itself is
-killed, ``PR_SET_PDEATHSIG`` (Linux) takes the check's first process down with it.
+killed, ``PR_SET_PDEATHSIG`` (Linux) takes the check's first process down with it. (The worker's end of
+the pipe is close-on-exec and never passed to another child; only a plain ``fork()`` of the worker while the
+check runs would keep it open, and with it the check, until that copy ends.)
 
 The guard is a separate session, so killing the worker's process group does not take the guard down before
 it has done its job. It imports only the standard library (``-I -S`` keeps the checked-out tree, which may hold

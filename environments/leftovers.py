@@ -2,7 +2,8 @@
 
 :func:`find_leftovers` lists them (with the task's environment and status from SQL) and skips the worktrees
 of tasks still queued or running, which are in use; :func:`remove_leftovers` removes the worktrees and
-prunes git's bookkeeping. Task branches are kept: their commits stay reachable after the files are gone.
+prunes git's bookkeeping. Task branches are kept here: their commits stay reachable after the files are gone
+(:mod:`environments.branches` deletes those whose work is merged or no longer wanted).
 """
 
 from __future__ import annotations
