@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from environments.branches import sweep_task_branches
 from environments.checks import CheckResult, run_check
@@ -222,7 +223,7 @@ class IntegrateHandler(BaseHandler):
             swept = sweep_task_branches(
                 task.workspace, database_url=ctx.database_url, branches=[task.request.branch or ""], exclude={task.id}
             )
-        except GitError as exc:
+        except (GitError, SQLAlchemyError) as exc:  # the merge stands; a later sweep (env clean-tasks) deletes it
             log.warning("task %s: the merged branch %s was kept: %s", task.id, task.request.branch, exc)
             return
         for branch, why in swept.kept.items():
