@@ -15,7 +15,8 @@ from cli.context import cli_context
 from cli.envargs import EnvArgs, JsonOpt, WorkspaceOpt, YesOpt, workspace_for
 from cli.ops import prepare
 from cli.render import console, err_console, print_json, table
-from environments.leftovers import find_leftovers, remove_leftovers
+from environments.branches import sweep_task_branches
+from environments.leftovers import Leftover, find_leftovers, remove_leftovers
 from environments.promote import promote
 from environments.workflow import select_environments
 from environments.workspace import EnvironmentInfo, WorkspaceReport, ensure_workspace
@@ -186,18 +187,26 @@ def env_promote(
         raise typer.Exit(1)
 
 
+ListOpt = Annotated[bool, typer.Option("--list", help="Only list the kept task worktrees; remove nothing.")]
+
+
 @env_app.command("clean-tasks")
 def env_clean_tasks(
     envs: EnvArgs = None,
     yes: YesOpt = False,
+    list_only: ListOpt = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Remove the worktrees failed tasks left under .tasks/ (of the environments named, or all); branches stay."""
+    """Remove the worktrees failed tasks left under .tasks/ for inspection (of the environments named, or all),
+    then delete the task/* branches no task needs any more (merged, or their task cancelled)."""
     ctx = cli_context()
     root = workspace_for(workspace)
     select_environments(root, envs or [])  # validates the names
     found = find_leftovers(root, database_url=ctx.database_url, environments=envs or [])
+    if list_only:
+        _list_leftovers(found, as_json)
+        return
     for item in found:
         what = "skipped: the task is still " + str(item.status) if item.active else "would remove"
         err_console.print(
@@ -209,19 +218,33 @@ def env_clean_tasks(
     if removable:
         envrewrite.confirm("clean-tasks", f"({len(removable)} task worktree(s))", yes)
     removed = remove_leftovers(root, removable) if removable else []
+    swept = sweep_task_branches(root, database_url=ctx.database_url, environments=envs or [])
     if as_json:
         print_json(
             {
                 "removed": [item.as_dict() for item in removed],
                 "skipped": [item.as_dict() for item in found if item.active],
+                "branches": swept.as_dict(),
             }
         )
         return
     console.print(
-        f"Removed {len(removed)} task worktree(s); their branches are kept."
+        f"Removed {len(removed)} task worktree(s); their branches are kept while their work is not merged."
         if removed
         else "No task worktrees to remove."
     )
+    if swept.deleted:
+        console.print(f"Deleted {len(swept.deleted)} branch(es) of finished tasks: {', '.join(swept.deleted)}")
+
+
+def _list_leftovers(found: list[Leftover], as_json: bool) -> None:
+    if as_json:
+        print_json({"worktrees": [item.as_dict() for item in found]})
+        return
+    rows = [(i.task_id, i.environment or "?", i.status or "no task row", i.branch or "detached", i.path) for i in found]
+    console.print(table("Task worktrees kept for inspection", ["task", "env", "status", "branch", "path"], rows))
+    if not found:
+        console.print("No task worktrees are kept.")
 
 
 def _register_workflow(app: typer.Typer) -> None:

@@ -2,7 +2,8 @@
 
 <workspace>/
     .repo/                  bare clone of the target repository (remote ``origin`` = the source)
-    .locks/repo.lock        serializes worktree add/remove/prune and branch creation on .repo
+    .locks/repo.lock        serializes every ``git worktree`` command (add, remove, prune, list) and branch
+                            creation and deletion on .repo; taken inside an env lock, never around one
     .locks/<env>.lock       serializes merges into one environment's branch
     .tasks/<task_id>/       one worktree per writing task
     .promote/<env>-<stage>-*/  a temporary worktree where a promotion runs the check (removed after)
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -71,16 +73,30 @@ def env_lock(workspace: Path, environment: str, *, timeout: float = LOCK_TIMEOUT
     return _lock(workspace, check_environment_name(environment), timeout)
 
 
+_held = threading.local()  # the lock files this thread holds, so that holding one again does not wait for itself
+
+
 @contextmanager
 def holding(lock: filelock.FileLock) -> Iterator[None]:
-    """Hold ``lock``; a timeout becomes a GitError that names the lock file that was waited for."""
+    """Hold ``lock``; a timeout becomes a GitError that names the lock file that was waited for.
+
+    Re-entrant per thread: a function that takes the repository lock can be called from a section that holds
+    it already (two ``flock`` handles of one process on one file would otherwise wait for each other).
+    """
+    paths: set[str] = _held.__dict__.setdefault("paths", set())
+    key = os.path.realpath(lock.lock_file)
+    if key in paths:
+        yield
+        return
     try:
         lock.acquire()
     except filelock.Timeout:
         raise GitError(f"timed out waiting for {lock.lock_file}; another git operation holds it") from None
+    paths.add(key)
     try:
         yield
     finally:
+        paths.discard(key)
         lock.release()
 
 

@@ -2,7 +2,8 @@
 
 :func:`find_leftovers` lists them (with the task's environment and status from SQL) and skips the worktrees
 of tasks still queued or running, which are in use; :func:`remove_leftovers` removes the worktrees and
-prunes git's bookkeeping. Task branches are kept: their commits stay reachable after the files are gone.
+prunes git's bookkeeping. Task branches are kept here: their commits stay reachable after the files are gone
+(:mod:`environments.branches` deletes those whose work is merged or no longer wanted).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from environments.git import TASK_ID_RE, current_branch, run_git
-from environments.layout import holding, repo_dir, repo_lock, tasks_dir
-from environments.worktrees import remove_task_worktree
+from environments.git import TASK_ID_RE, current_branch
+from environments.layout import repo_dir, tasks_dir
+from environments.worktrees import remove_task_worktree, worktree_git
 from store.db import session_scope
 from store.models import ACTIVE_STATUSES, Task
 
@@ -62,6 +63,5 @@ def remove_leftovers(workspace: Path, leftovers: list[Leftover]) -> list[Leftove
     removed = [leftover for leftover in leftovers if not leftover.active]
     for leftover in removed:
         remove_task_worktree(workspace, leftover.task_id, keep_branch=True)
-    with holding(repo_lock(workspace)):
-        run_git(["worktree", "prune"], cwd=repo_dir(workspace))
+    worktree_git(repo_dir(workspace), ["prune"])
     return removed

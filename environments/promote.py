@@ -24,6 +24,7 @@ from environments.checks import CheckResult, run_check
 from environments.git import ahead_behind, is_ancestor, rev_parse, run_git
 from environments.layout import env_lock, holding, promote_dir, read_config, repo_dir, repo_lock, stage_branch
 from environments.workspace import environment_info
+from environments.worktrees import worktree_git
 from store.db import session_scope
 from store.models import Environment, Promotion
 from switchyard.errors import InputError, NotFound
@@ -130,15 +131,14 @@ def _check_in_worktree(workspace: Path, label: str, sha: str, check: Checker) ->
     promote_dir(workspace).mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=promote_dir(workspace)))
     try:
-        with holding(repo_lock(workspace)):
-            run_git(["worktree", "add", "--quiet", "--detach", str(path), sha], cwd=repo)
+        worktree_git(repo, ["add", "--quiet", "--detach", str(path), sha])
         return check(path)
     finally:
         with holding(repo_lock(workspace)):
-            run_git(["worktree", "remove", "--force", str(path)], cwd=repo, check=False)
+            worktree_git(repo, ["remove", "--force", str(path)], check=False)
             if path.exists():  # remove failed: delete the directory, then forget the worktree
                 shutil.rmtree(path, ignore_errors=True)
-                run_git(["worktree", "prune"], cwd=repo, check=False)
+                worktree_git(repo, ["prune"], check=False)
 
 
 def _check_command(database_url: str, environment: str) -> str:

@@ -36,7 +36,7 @@ from environments.layout import (
     unknown_environment,
     write_config,
 )
-from environments.worktrees import ensure_worktree, list_worktrees
+from environments.worktrees import ensure_worktree, list_worktrees, worktree_git
 from switchyard.errors import InputError, NotFound
 
 CLONE_TIMEOUT_S = 600
@@ -246,7 +246,7 @@ def _ensure_environment(workspace: Path, bare: Path, name: str, stages: list[str
     made: list[str] = []
     path = workspace / name
     branch = env_branch(name)
-    run_git(["worktree", "prune"], cwd=bare)
+    worktree_git(bare, ["prune"])
     if path.resolve() not in list_worktrees(bare):  # a working copy on any branch is the user's to keep
         existed = branch_exists(branch, cwd=bare)
         ensure_worktree(bare, path, branch, start_point=base)

@@ -1,22 +1,49 @@
 """Worktrees on the shared bare repository: one per environment, one per writing task.
 
-``git worktree add/remove/prune`` and branch creation all edit ``.repo`` bookkeeping, so every caller here
-holds the repository lock (``.locks/repo.lock``); threads and processes may call these functions at once.
+``git worktree add/remove/prune`` and branch creation edit ``.repo/worktrees``, and ``git worktree list``
+reads it: a list that runs while a worktree is being added fails (``failed to read
+'worktrees/<id>/locked'`` or ``…/commondir``). So every ``git worktree`` command Switchyard runs goes through
+:func:`worktree_git`, which holds the repository lock (``.locks/repo.lock``, re-entrant per thread); threads
+and processes may call these functions at once. A list that fails on a half-written entry anyway (a ``git
+worktree add`` run by hand in the workspace) is read again, a few times: defense in depth, not the fix.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from environments.git import branch_exists, check_branch_name, check_task_id, current_branch, run_git
 from environments.layout import holding, repo_dir, repo_lock, require_environment, tasks_dir
-from switchyard.errors import InputError
+from switchyard.errors import GitError, InputError
+
+LIST_READS = 4  # tries of ``git worktree list`` when an entry is half-written by a git run outside the lock
+LIST_RETRY_S = 0.05
+TORN_READ = "failed to read"  # git's message for an entry of .repo/worktrees that vanished or is half-written
 
 
-def list_worktrees(repo: Path) -> dict[Path, str | None]:
+def worktree_git(repo: Path, args: list[str], *, check: bool = True) -> str:
+    """``git worktree <args>`` on the bare ``repo`` (``<workspace>/.repo``), holding the repository lock."""
+    with holding(repo_lock(repo.parent)):
+        return run_git(["worktree", *args], cwd=repo, check=check)
+
+
+def list_worktrees(repo: Path, *, sleep: Callable[[float], None] = time.sleep) -> dict[Path, str | None]:
     """Registered worktrees of ``repo`` (resolved path → checked-out branch, None when detached or bare)."""
-    out = run_git(["worktree", "list", "--porcelain"], cwd=repo)
+    for attempt in range(1, LIST_READS + 1):
+        try:
+            return parse_worktree_list(worktree_git(repo, ["list", "--porcelain"]))
+        except GitError as exc:
+            if attempt == LIST_READS or TORN_READ not in (exc.stderr or ""):
+                raise
+            sleep(LIST_RETRY_S * attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def parse_worktree_list(out: str) -> dict[Path, str | None]:
+    """``git worktree list --porcelain`` as resolved path → checked-out branch (None: detached or bare)."""
     found: dict[Path, str | None] = {}
     path: Path | None = None
     for line in out.splitlines():
@@ -31,9 +58,10 @@ def list_worktrees(repo: Path) -> dict[Path, str | None]:
 def ensure_worktree(repo: Path, path: Path, branch: str, *, start_point: str) -> Path:
     """Make ``path`` a worktree on ``branch``, creating the branch from ``start_point`` if it is missing.
 
-    An existing worktree on ``branch`` is reused as it is. Call with the repository lock held.
+    An existing worktree on ``branch`` is reused as it is. Call with the repository lock held (the check and the
+    add must be one step).
     """
-    run_git(["worktree", "prune"], cwd=repo)
+    worktree_git(repo, ["prune"])
     registered = list_worktrees(repo)
     here = path.resolve()
     if here in registered:
@@ -42,10 +70,10 @@ def ensure_worktree(repo: Path, path: Path, branch: str, *, start_point: str) ->
         return path
     if path.exists():
         raise InputError(f"{path} exists but is not a worktree of {repo}; move it away and run again")
-    args = ["worktree", "add", "--quiet", str(path), branch]
+    args = ["add", "--quiet", str(path), branch]
     if not branch_exists(branch, cwd=repo):
-        args = ["worktree", "add", "--quiet", "-b", branch, str(path), start_point]
-    run_git(args, cwd=repo)
+        args = ["add", "--quiet", "-b", branch, str(path), start_point]
+    worktree_git(repo, args)
     return path
 
 
@@ -68,7 +96,7 @@ def task_worktree(workspace: Path, environment: str, task_id: str, *, base_branc
     path = tasks_dir(workspace) / task_id
     with holding(repo_lock(workspace)):
         _require_branch(repo, base_branch)
-        run_git(["worktree", "prune"], cwd=repo)
+        worktree_git(repo, ["prune"])
         if path.exists() and path.resolve() not in list_worktrees(repo):
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,10 +114,10 @@ def remove_task_worktree(workspace: Path, task_id: str, *, keep_branch: bool = T
     with holding(repo_lock(workspace)):
         branch = current_branch(cwd=path) if (path / ".git").exists() else None
         if path.resolve() in list_worktrees(repo):
-            run_git(["worktree", "remove", "--force", str(path)], cwd=repo)
+            worktree_git(repo, ["remove", "--force", str(path)])
         elif path.exists():
             shutil.rmtree(path)
-        run_git(["worktree", "prune"], cwd=repo)
+        worktree_git(repo, ["prune"])
         if branch and not keep_branch:
             run_git(["branch", "-D", "--quiet", branch], cwd=repo)
 
@@ -104,17 +132,20 @@ def detached_worktree(workspace: Path, task_id: str, commit: str) -> Path:
     path = tasks_dir(workspace) / task_id
     with holding(repo_lock(workspace)):
         if path.resolve() in list_worktrees(repo):
-            run_git(["worktree", "remove", "--force", str(path)], cwd=repo)
+            worktree_git(repo, ["remove", "--force", str(path)])
         elif path.exists():
             shutil.rmtree(path)
-        run_git(["worktree", "prune"], cwd=repo)
+        worktree_git(repo, ["prune"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        run_git(["worktree", "add", "--quiet", "--detach", str(path), commit], cwd=repo)
+        worktree_git(repo, ["add", "--quiet", "--detach", str(path), commit])
     return path
 
 
 def worktree_of(workspace: Path, branch: str) -> Path | None:
-    """The worktree that has ``branch`` checked out (an environment's own worktree), if any does."""
+    """The worktree that has ``branch`` checked out (an environment's own worktree), if any does.
+
+    Takes the repository lock (through :func:`list_worktrees`): a merge asks this while other tasks add theirs.
+    """
     for path, checked_out in list_worktrees(repo_dir(workspace)).items():
         if checked_out == branch:
             return path

@@ -392,7 +392,7 @@ def test_each_of_the_eleven_commands_runs_on_all_environments(sy: Run, ws: Path)
 def test_clean_tasks_removes_kept_task_worktrees_but_not_active_ones(sy: Run, ws: Path, tmp_path: Path) -> None:
     with session_scope(database_url(tmp_path)) as session:
         for task_id, env, status in (("t-failed", "dev1", "failed"), ("t-run", "dev1", "running"),
-                                     ("t-other", "dev2", "failed")):  # fmt: skip
+                                     ("t-other", "dev2", "failed"), ("0000abcd-merged", "dev1", "failed")):  # fmt: skip
             repo.create_task(
                 session, task_id=task_id, kind="dev_task", group="dev_workers", environment=env, stage="dev",
                 title="t", payload={},
@@ -402,16 +402,30 @@ def test_clean_tasks_removes_kept_task_worktrees_but_not_active_ones(sy: Run, ws
             if status == "failed":
                 repo.finish_task(session, task_id=task_id, status="failed", reason="kept for inspection")
     for task_id, env in (("t-failed", "dev1"), ("t-run", "dev1"), ("t-other", "dev2")):
-        task_worktree(ws, env, task_id, base_branch=f"env/{env}", branch=f"task/{task_id}")
+        path = task_worktree(ws, env, task_id, base_branch=f"env/{env}", branch=f"task/{task_id}")
+        commit_file(path, f"{task_id}.txt", "work\n", f"work of {task_id}")
+    merged = task_worktree(ws, "dev1", "0000abcd-merged", base_branch="env/dev1", branch="task/dev_task-0000abcd")
+    commit_file(merged, "merged.txt", "merged\n", "merged work")
+    git(ws / "dev1", "merge", "-q", "--ff-only", "task/dev_task-0000abcd")  # its work is in env/dev1
+    listed = sy("env", "clean-tasks", "dev1", "--list", "--json").json()  # no question asked, nothing removed
+    assert [row["task_id"] for row in listed["worktrees"]] == ["0000abcd-merged", "t-failed", "t-run"]
+    assert listed["worktrees"][1] | {"path": ""} == {
+        "task_id": "t-failed", "path": "", "environment": "dev1", "status": "failed", "branch": "task/t-failed",
+        "active": False,
+    }  # fmt: skip
+    table_out = sy("env", "clean-tasks", "--list").out
+    assert "t-failed" in table_out and "t-other" in table_out and "task/t-run" in table_out
     assert sy("env", "clean-tasks", "dev1").code == 2  # asks first; no terminal and no --yes
 
     done = sy("env", "clean-tasks", "dev1", "--yes", "--json").json()
 
-    assert [row["task_id"] for row in done["removed"]] == ["t-failed"]
+    assert [row["task_id"] for row in done["removed"]] == ["0000abcd-merged", "t-failed"]
     assert [row["task_id"] for row in done["skipped"]] == ["t-run"]
     assert not (ws / ".tasks" / "t-failed").exists()
     assert (ws / ".tasks" / "t-run").exists() and (ws / ".tasks" / "t-other").exists()
-    assert "task/t-failed" in git(ws / ".repo", "branch", "--list", "task/*")
+    assert "task/t-failed" in git(ws / ".repo", "branch", "--list", "task/*")  # unmerged work stays
+    assert done["branches"]["deleted"] == ["task/dev_task-0000abcd"]  # merged: nothing needs it
+    assert "task/t-failed" not in done["branches"]["deleted"]
     assert "t-failed" not in git(ws / ".repo", "worktree", "list")
     assert sy("env", "clean-tasks", "dev9", "--yes").code == 2
 

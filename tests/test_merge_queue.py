@@ -45,6 +45,25 @@ def slow_check(tmp_path: Path, seconds: float) -> str:
     return shlex.join([sys.executable, "-c", code])
 
 
+def first_run_hangs(tmp_path: Path) -> str:
+    """Like :func:`slow_check` (4 s), but the first run notes its pid and would sleep 600 s: only the guard that
+    kills a check with its worker ends it in time."""
+    runs, pids = tmp_path / "runs", tmp_path / "check-pids"
+    note = f"f = pathlib.Path({str(runs)!r}).open('a'); f.write('run\\n'); f.close()"
+    pid = f"pathlib.Path({str(pids)!r}).open('a').write(f'{{os.getpid()}}\\n')"
+    first = f"pathlib.Path({str(runs)!r}).read_text().count('run') == 1"
+    code = f"import os, pathlib, time; {note}; {pid}; time.sleep(600 if {first} else 4)"
+    return shlex.join([sys.executable, "-c", code])
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
 def integ(ctx: Context, branch: str) -> str:
     return submit({"kind": "pr_integ", "environment": "dev1", "branch": branch}, context=ctx)
 
@@ -150,7 +169,7 @@ def test_a_worker_killed_during_an_integration_leaves_the_branch_intact_and_the_
     tmp_path: Path, worker_ctx: Context, processes: Processes, server: BackgroundSimulator
 ) -> None:
     ctx = worker_ctx
-    set_check(ctx, slow_check(tmp_path, 4.0))
+    set_check(ctx, first_run_hangs(tmp_path))
     runs = tmp_path / "runs"
     before = git(ctx, "rev-parse", "env/dev1")
     calls = server.sim.providers["ollama"].calls
@@ -172,9 +191,13 @@ def test_a_worker_killed_during_an_integration_leaves_the_branch_intact_and_the_
     watcher.start()
     try:
         wait_until("the check to start", lambda: runs.exists() and runs.read_text().count("run") == 1, timeout=60)
+        pids = tmp_path / "check-pids"
+        wait_until("the check's pid", lambda: pids.exists() and pids.read_text().endswith("\n"), timeout=60)
         os.kill(worker.pid, signal.SIGKILL)  # mid-check: the merge exists only in the task's worktree
         worker.wait(timeout=10)
         assert git(ctx, "rev-parse", "env/dev1") == before and status(ctx, task_id) == "running"
+        check_pid = int(pids.read_text().split()[0])
+        wait_until("the killed worker's check to end", lambda: not process_alive(check_pid), timeout=90)
         start_worker(ctx, processes, tmp_path / "worker-2.log")
         wait_until("the redelivered task", lambda: status(ctx, task_id) in TERMINAL_STATUSES, timeout=200)
     finally:

@@ -19,8 +19,10 @@ from simulator.server import BackgroundSimulator
 from store.db import session_scope
 from store.models import Environment
 from tasks.attempt import Runner
+from tasks.claim import finished_task
 from tasks.context import Context
-from tasks.kinds.base import TaskInfo
+from tasks.kinds.base import Answer, TaskInfo
+from tasks.kinds.integrate import IntegrateHandler
 from tasks.pipeline import follow_up_id, next_step
 from tasks.schemas import SubmitRequest
 from tasks.submit import submit
@@ -103,6 +105,15 @@ def test_impl_review_request_changes_impl_again_approve_integrate(ctx: Context) 
     assert impl2["result"]["data"]["commits"] == [impl2["result"]["data"]["commit"]]
     assert impl1["result"]["data"]["insertions"] == 5
     assert not any((workspace(ctx) / ".tasks" / i).exists() for i in kinds["pr_impl"] + kinds["pr_integ"])
+    assert git(ctx, "branch", "--list", "task/*") == ""  # merged, needed by no task: deleted after the merge
+
+    # a redelivery after the merge (the branch is gone) reports the journal's merge instead of merging again
+    found = finished_task(ctx, integ["id"])
+    assert found is not None
+    decision = json.dumps({"decision": "merge", "commit_message": "again"})
+    again = IntegrateHandler().act(ctx, found[0], Answer(decision, "ollama", "m"), assist=None)  # type: ignore[arg-type]
+    assert again.data["merge_commit"] == merge["merge_sha"] == git(ctx, "rev-parse", "env/dev1")
+    assert not again.data["already_merged"] and again.data["files"]
 
 
 def test_request_changes_goes_back_at_most_review_rounds_times(ctx: Context) -> None:
@@ -123,6 +134,8 @@ def test_no_pipeline_and_comment_verdict_end_the_chain(ctx: Context) -> None:
     impl(ctx, "commented")
     drain(ctx, lambda kind, _: verdict("comment") if kind == "pr_review" else None)
     assert sorted(len(ids) for ids in by_kind(ctx).values()) == [1, 2]  # one review, no integration
+    branches = git(ctx, "branch", "--list", "--format=%(refname:short)", "task/*").split()
+    assert branches == sorted(f"task/pr_impl-{i[:8]}" for i in by_kind(ctx)["pr_impl"])  # unmerged work stays
 
 
 def _conflicting_impl(ctx: Context) -> str:
@@ -164,6 +177,7 @@ def test_a_conflict_the_implementer_cannot_resolve_fails_naming_the_file(ctx: Co
     assert integ["merges"][0]["status"] == "conflict"
     assert git(ctx, "rev-parse", "env/dev1") == before
     assert (workspace(ctx) / ".tasks" / integ["id"]).is_dir()  # kept for inspection
+    assert git(ctx, "branch", "--list", f"task/pr_impl-{by_kind(ctx)['pr_impl'][0][:8]}") != ""  # not merged
 
 
 def test_a_failing_check_refuses_the_merge_and_leaves_the_branch(ctx: Context) -> None:

@@ -5,13 +5,15 @@ a re-implementation after review), made from the stage branch, or from the branc
 (the first, with the others merged in). With the ``api`` transport the answer is a unified diff applied with
 ``git apply --3way``; with ``cli`` the agent has edited the worktree in place and what changed is committed. An
 empty or unappliable change is a PatchRejected (the next provider tries). The worktree is removed after the
-commit and kept after a failure, for inspection; the branch stays for review and merge.
+commit and kept after a failure, for inspection; the branch stays for review and merge (the integration
+deletes it once merged: :mod:`environments.branches`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from environments.branches import task_branch
 from environments.git import branch_exists, run_git
 from environments.merge import bring_in, review_diff
 from environments.patch import CommitInfo, apply_and_commit, commit_info, commit_worktree, extract_diff
@@ -37,7 +39,7 @@ class ImplementHandler(BaseHandler):
         self.kind = kind
 
     def branch(self, task: TaskInfo) -> str:
-        return task.request.branch or f"task/{task.kind}-{task.short_id}"
+        return task.request.branch or task_branch(task.kind, task.id)
 
     def base(self, task: TaskInfo) -> str:
         """Where a new branch starts: the first dependency's branch, else the stage's branch."""

@@ -7,18 +7,22 @@ branch moved only when the check passes. On a conflict the provider that impleme
 to resolve it (full contents of the conflicted files, or in-place edits through an agent CLI); if it cannot,
 or the check fails, the task fails naming the files or the check's output, and the branch is left as it was.
 Every outcome is recorded in the ``merges`` table; a ``merging`` row is the journal a redelivered task
-finishes from when its worker died while the branch was being moved.
+finishes from when its worker died while the branch was being moved, and a ``merged`` row is reported as it
+is. Once merged, a ``task/*`` branch is deleted unless another task still needs it (:mod:`environments.branches`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
+from environments.branches import sweep_task_branches
 from environments.checks import CheckResult, run_check
 from environments.git import run_git
 from environments.layout import env_lock, holding, tasks_dir
@@ -26,8 +30,8 @@ from environments.merge import Conflict, MergeInfo, advance, integrate
 from store import pipeline as rows
 from store import repo
 from store.db import session_scope
-from store.models import Environment
-from switchyard.errors import CheckFailed, MergeConflict, ProviderError
+from store.models import Environment, Merge
+from switchyard.errors import CheckFailed, GitError, MergeConflict, ProviderError
 from tasks.context import Context
 from tasks.kinds.base import (
     Answer,
@@ -45,7 +49,9 @@ INSTRUCTIONS = """
 Decide whether the branch below should be merged and write its merge commit message. Answer with one JSON
 object and nothing else: {"decision": "merge" | "hold", "commit_message": "<message>", "reason": "<why>"}
 """
+DONE = ("merged", "already_merged")  # journal states a redelivered task reports instead of merging again
 RESOLVE_KIND = "resolve_conflict"
+log = logging.getLogger(__name__)
 RESOLVE_INSTRUCTIONS = """
 Merging the branch below conflicts. Each conflicted file follows between "=== BEGIN FILE <path> ===" and
 "=== END FILE <path> ===" lines, with git's conflict markers. Resolve every conflict keeping the intent of
@@ -137,15 +143,19 @@ class IntegrateHandler(BaseHandler):
                 session, environment=task.environment, branch=task.request.branch or ""
             )
         if journal is not None and journal.status == "merging" and journal.base_sha and journal.merge_sha:
-            return self._finish_move(task, journal.base_sha, journal.merge_sha, journal.check, record)
+            return self._finish_move(ctx, task, journal, record)
+        if journal is not None and journal.status in DONE and journal.base_sha and journal.merge_sha:
+            done = journal.status == "already_merged"  # a redelivery after the merge (its branch may be gone)
+            return self._replayed(task, journal.base_sha, journal.merge_sha, done, journal.check)
         timeout = ctx.fleet.kind(self.kind).check_timeout_s
         resolve = ConflictResolver(task, implementer, assist) if implementer else None
         return self._merge(
-            task, decision.commit_message, command=command, timeout=timeout, resolve=resolve, record=record
+            ctx, task, decision.commit_message, command=command, timeout=timeout, resolve=resolve, record=record
         )
 
     def _merge(
         self,
+        ctx: Context,
         task: TaskInfo,
         message: str,
         *,
@@ -182,6 +192,7 @@ class IntegrateHandler(BaseHandler):
             raise
         status = "already_merged" if info.already_merged else "merged"
         check_row = info.check.as_dict() if info.check else None
+        self._drop_branch(ctx, task)
         resolved_by = resolve.provider if resolve and info.conflicts else None
         record(
             status,
@@ -193,15 +204,30 @@ class IntegrateHandler(BaseHandler):
         )
         return self._outcome(task, info, resolved_by, check_row)
 
-    def _finish_move(
-        self, task: TaskInfo, old: str, new: str, check: dict[str, Any], record: Callable[..., None]
-    ) -> Outcome:
+    def _finish_move(self, ctx: Context, task: TaskInfo, journal: Merge, record: Callable[..., None]) -> Outcome:
         """A worker died after the merge was checked, while the branch was being moved: finish moving it."""
+        old, new, check = journal.base_sha or "", journal.merge_sha or "", journal.check
         with holding(env_lock(task.workspace, task.environment)):
             advance(task.workspace, task.stage_branch, old, new)
         record("merged", base_sha=old, merge_sha=new, check=check or None)
+        self._drop_branch(ctx, task)
+        return self._replayed(task, old, new, False, check)
+
+    def _replayed(self, task: TaskInfo, old: str, new: str, already: bool, check: dict[str, Any]) -> Outcome:
         files = run_git(["diff", "--name-only", old, new], cwd=task.workspace / ".repo").split()
-        return self._outcome(task, MergeInfo(new, files, False, base=old), None, check or None)
+        return self._outcome(task, MergeInfo(new, files, already, base=old), None, check or None)
+
+    def _drop_branch(self, ctx: Context, task: TaskInfo) -> None:
+        """The merged ``task/*`` branch goes unless another task still needs it; a failure here fails nothing."""
+        try:
+            swept = sweep_task_branches(
+                task.workspace, database_url=ctx.database_url, branches=[task.request.branch or ""], exclude={task.id}
+            )
+        except (GitError, SQLAlchemyError) as exc:  # the merge stands; a later sweep (env clean-tasks) deletes it
+            log.warning("task %s: the merged branch %s was kept: %s", task.id, task.request.branch, exc)
+            return
+        for branch, why in swept.kept.items():
+            log.info("task %s: branch %s kept: %s", task.id, branch, why)
 
     def _recorder(self, ctx: Context, task: TaskInfo) -> Callable[..., None]:
         def record(status: str, **fields: Any) -> None:
