@@ -8,7 +8,8 @@ the kit's clock) the disruption began; the driver measures recovery from the mom
 | ``broker_kill``  | ``kill -9`` of the embedded broker, restarted after a 3 s outage                        |
 | ``redis_restart``| ``kill -9`` of the external broker (a private redis-server), restarted empty after 3 s   |
 | ``storm_*``      | the simulator fails every Claude and Codex call (5xx, 529, 429 + Retry-After, 400, 404,  |
-|                  | hangs, resets, malformed bodies) for :data:`STORM_S`, then heals                         |
+|                  | hangs, resets, malformed bodies) for :data:`STORM_S`, then heals; on the kinds that have |
+|                  | a next rung (a plan has Claude alone: it waits out the breaker, by design)               |
 | ``integ_kill``   | ``kill -9`` of the pr_integ worker while a check command runs, restarted 1 s later       |
 | ``postgres_stop``| PostgreSQL stopped for 15 s: a hook (:class:`PostgresControl`), skipped until wired      |
 """
@@ -32,7 +33,7 @@ from workers.services import WORKER_PREFIX
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 PAID_FIRST_RUNGS = ("claude", "codex")
-STORM_S = 8.0
+STORM_S = 6.0
 HANG_MS = 10_000
 KILL_ROUNDS = 3
 ROUND_GAP_S = 6.0
@@ -184,14 +185,14 @@ def stop_postgres(kit: FaultKit) -> float:
 
 FAULTS: tuple[Fault, ...] = (
     Fault("none", nothing),
-    Fault("storm_500", storm(500)),
-    Fault("storm_529", storm(529)),
-    Fault("storm_429", storm(429, retry_after_s=2.0)),
-    Fault("storm_400", storm(400)),
-    Fault("storm_404", storm(404)),
-    Fault("storm_hang", storm("timeout", hang_ms=HANG_MS)),
-    Fault("storm_reset", storm("reset")),
-    Fault("storm_malformed", storm("malformed")),
+    Fault("storm_500", storm(500), mix="fallback"),
+    Fault("storm_529", storm(529), mix="fallback"),
+    Fault("storm_429", storm(429, retry_after_s=2.0), mix="fallback"),
+    Fault("storm_400", storm(400), mix="fallback"),
+    Fault("storm_404", storm(404), mix="fallback"),
+    Fault("storm_hang", storm("timeout", hang_ms=HANG_MS), mix="fallback"),
+    Fault("storm_reset", storm("reset"), mix="fallback"),
+    Fault("storm_malformed", storm("malformed"), mix="fallback"),
     Fault("broker_kill", kill_broker, weight=2),
     Fault("worker_kill", kill_workers, weight=3),
     Fault("integ_kill", kill_integ_during_check, mix="pipeline"),

@@ -12,16 +12,19 @@ from switchyard.errors import ServiceUnavailable
 from tasks.context import Context
 from tasks.submit import submit
 
-Mix = Literal["mixed", "pipeline"]
+Mix = Literal["mixed", "fallback", "pipeline"]
 Request = dict[str, Any]
 # kind, weight: reviews of the sample's feature branches are the cheapest; pipelines the most complete
 MIXED_WEIGHTS = (("pr_review", 4), ("dev_task", 3), ("pr_impl", 2), ("plan", 1))
+# the kinds whose ladder has a next rung (a plan has only Claude, so a Claude storm makes it wait for the breaker)
+FALLBACK_WEIGHTS = (("pr_review", 4), ("dev_task", 3), ("pr_impl", 2))
 
 
 def requests_for(mix: Mix, count: int, environments: Sequence[str], tag: str) -> list[Request]:
     """``count`` requests, round-robin over ``environments``; ``pipeline`` is pr_impl only (they review and
-    integrate themselves), ``mixed`` follows :data:`MIXED_WEIGHTS`."""
-    kinds = ["pr_impl"] if mix == "pipeline" else [kind for kind, weight in MIXED_WEIGHTS for _ in range(weight)]
+    integrate themselves), ``mixed`` follows :data:`MIXED_WEIGHTS`, ``fallback`` :data:`FALLBACK_WEIGHTS`."""
+    weights = {"mixed": MIXED_WEIGHTS, "fallback": FALLBACK_WEIGHTS, "pipeline": (("pr_impl", 1),)}[mix]
+    kinds = [kind for kind, weight in weights for _ in range(weight)]
     envs = itertools.cycle(environments)
     return [_request(kind, next(envs), i, tag) for i, kind in zip(range(count), itertools.cycle(kinds), strict=False)]
 
