@@ -7,9 +7,10 @@ the kit's clock) the disruption began; the driver measures recovery from the mom
 | ``worker_kill``  | three rounds: ``kill -9`` of every group's worker, restarted 1 s later by the suite      |
 | ``broker_kill``  | ``kill -9`` of the embedded broker, restarted after a 3 s outage                        |
 | ``redis_restart``| ``kill -9`` of the external broker (a private redis-server), restarted empty after 3 s   |
-| ``storm_*``      | the simulator fails every Claude and Codex call (5xx, 529, 429 + Retry-After, 400, 404,  |
-|                  | hangs, resets, malformed bodies) for :data:`STORM_S`, then heals; on the kinds that have |
-|                  | a next rung (a plan has Claude alone: it waits out the breaker, by design)               |
+| ``storm_*``      | the simulator fails every call of one paid provider (5xx, 529, 429 + Retry-After, 400,   |
+|                  | 404, hangs, resets, malformed bodies) for :data:`STORM_S`, then heals; on the kinds that |
+|                  | have a next rung. One provider at a time: with both down, a review of an Ollama-made     |
+|                  | change (it must avoid its implementer) can only wait out a breaker, by design            |
 | ``integ_kill``   | ``kill -9`` of the pr_integ worker while a check command runs, restarted 1 s later       |
 | ``postgres_stop``| PostgreSQL stopped for 15 s: a hook (:class:`PostgresControl`), skipped until wired      |
 """
@@ -32,7 +33,6 @@ from workers.services import WORKER_PREFIX
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
-PAID_FIRST_RUNGS = ("claude", "codex")
 STORM_S = 6.0
 HANG_MS = 10_000
 KILL_ROUNDS = 3
@@ -116,20 +116,17 @@ def restart_redis(kit: FaultKit) -> float:
     return began
 
 
-def storm(status: int | str, **extra: float) -> Callable[[FaultKit], float]:
-    """Every call to Claude and Codex fails with ``status`` for :data:`STORM_S`, then the simulator heals."""
+def storm(provider: str, status: int | str, **extra: float) -> Callable[[FaultKit], float]:
+    """Every call to ``provider`` fails with ``status`` for :data:`STORM_S`, then the simulator heals."""
 
     def inject(kit: FaultKit) -> float:
-        url = kit.fleet.simulator_url
-        change = {"error_rate": 1.0, "error_status": status, **extra}
+        url = f"{kit.fleet.simulator_url}/_sim/providers/{provider}"
         began = kit.clock()
         try:
-            for provider in PAID_FIRST_RUNGS:
-                httpx.post(f"{url}/_sim/providers/{provider}", json=change, timeout=10).raise_for_status()
+            httpx.post(url, json={"error_rate": 1.0, "error_status": status, **extra}, timeout=10).raise_for_status()
             kit.sleep(STORM_S)
         finally:
-            for provider in PAID_FIRST_RUNGS:
-                httpx.post(f"{url}/_sim/providers/{provider}/heal", timeout=10).raise_for_status()
+            httpx.post(f"{url}/heal", timeout=10).raise_for_status()
         return began
 
     return inject
@@ -185,14 +182,14 @@ def stop_postgres(kit: FaultKit) -> float:
 
 FAULTS: tuple[Fault, ...] = (
     Fault("none", nothing),
-    Fault("storm_500", storm(500), mix="fallback"),
-    Fault("storm_529", storm(529), mix="fallback"),
-    Fault("storm_429", storm(429, retry_after_s=2.0), mix="fallback"),
-    Fault("storm_400", storm(400), mix="fallback"),
-    Fault("storm_404", storm(404), mix="fallback"),
-    Fault("storm_hang", storm("timeout", hang_ms=HANG_MS), mix="fallback"),
-    Fault("storm_reset", storm("reset"), mix="fallback"),
-    Fault("storm_malformed", storm("malformed"), mix="fallback"),
+    Fault("storm_500_claude", storm("claude", 500), mix="fallback"),
+    Fault("storm_529_claude", storm("claude", 529), mix="fallback"),
+    Fault("storm_429_codex", storm("codex", 429, retry_after_s=2.0), mix="fallback"),
+    Fault("storm_400_claude", storm("claude", 400), mix="fallback"),
+    Fault("storm_404_codex", storm("codex", 404), mix="fallback"),
+    Fault("storm_hang_claude", storm("claude", "timeout", hang_ms=HANG_MS), mix="fallback"),
+    Fault("storm_reset_codex", storm("codex", "reset"), mix="fallback"),
+    Fault("storm_malformed_claude", storm("claude", "malformed"), mix="fallback"),
     Fault("broker_kill", kill_broker, weight=2),
     Fault("worker_kill", kill_workers, weight=3),
     Fault("integ_kill", kill_integ_during_check, mix="pipeline"),

@@ -35,11 +35,11 @@ def test_malformed_answers_200_with_a_body_that_is_not_json(sim: httpx.Client, s
     sim.post("/_sim/providers/codex", json={"fail_next": 2, "error_status": "malformed"}).raise_for_status()
     response = sim.post("/v1/responses", json={"model": "m", "input": "x"})
     assert response.status_code == 200
-    with pytest.raises(ValueError, match="Unterminated|Expecting"):
+    with pytest.raises(ValueError, match=r"Unterminated|Expecting"):
         response.json()
     client = openai.OpenAI(api_key="k", base_url=f"{server.url}/v1", max_retries=0)
     try:
-        with pytest.raises(ValueError, match="Unterminated|Expecting"):
+        with pytest.raises(ValueError, match=r"Unterminated|Expecting"):
             client.responses.create(model="gpt-5.3-codex", input="x")
     finally:
         client.close()

@@ -30,14 +30,14 @@ def processes_of(home: str) -> list[int]:
 
 
 def test_a_storm_runs_end_to_end_and_stops_everything() -> None:
-    argv = [sys.executable, "-m", "ops.chaos", "--only", "storm_500", "--tasks", "6", "--keep"]
+    argv = [sys.executable, "-m", "ops.chaos", "--only", "storm_500_claude", "--tasks", "6", "--keep"]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=400, check=False)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     kept = re.search(r"kept (\S+)", proc.stderr)
     assert kept, proc.stderr[-3000:]
     home = kept.group(1)
     try:
-        row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("storm_500 "))
+        row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("storm_500_claude "))
         assert int(row[1]) >= 6  # every submitted task, and what the fleet created under them
         assert row[2:6] == ["0", "0", "0", "0"], proc.stdout  # lost, stuck, duplicate and unrecorded charges
         assert proc.returncode == 0, proc.stdout
