@@ -100,6 +100,8 @@ def cells(v: Verdict) -> list[str]:
         return [v.fault, "-", "-", "-", "-", "-", "-", "-", "-", f"skipped: {v.skipped}"]
     recover = f"{v.recover_s:.1f}" if v.recover_s is not None else "never"
     mark = "ok" if v.ok else "FAIL"
+    if not v.failures_allowed and v.failed:
+        mark += " (a healthy next rung, yet tasks failed)"
     if v.broken_branches:
         mark += f" broken: {', '.join(v.broken_branches)}"
     if v.error:

@@ -69,6 +69,8 @@ class Fault:
     weight: int = 1
     broker: Literal["embedded", "redis"] = "embedded"
     needs_postgres: bool = False
+    # a storm hits one provider and its tasks all have a healthy next rung: none of them should fail
+    failures_allowed: bool = True
 
     def skip_reason(self, kit: FaultKit) -> str | None:
         if self.needs_postgres and kit.postgres is None:
@@ -182,14 +184,14 @@ def stop_postgres(kit: FaultKit) -> float:
 
 FAULTS: tuple[Fault, ...] = (
     Fault("none", nothing),
-    Fault("storm_500_claude", storm("claude", 500), mix="fallback"),
-    Fault("storm_529_claude", storm("claude", 529), mix="fallback"),
-    Fault("storm_429_codex", storm("codex", 429, retry_after_s=2.0), mix="fallback"),
-    Fault("storm_400_claude", storm("claude", 400), mix="fallback"),
-    Fault("storm_404_codex", storm("codex", 404), mix="fallback"),
-    Fault("storm_hang_claude", storm("claude", "timeout", hang_ms=HANG_MS), mix="fallback"),
-    Fault("storm_reset_codex", storm("codex", "reset"), mix="fallback"),
-    Fault("storm_malformed_claude", storm("claude", "malformed"), mix="fallback"),
+    Fault("storm_500_claude", storm("claude", 500), mix="fallback", failures_allowed=False),
+    Fault("storm_529_claude", storm("claude", 529), mix="fallback", failures_allowed=False),
+    Fault("storm_429_codex", storm("codex", 429, retry_after_s=2.0), mix="fallback", failures_allowed=False),
+    Fault("storm_400_claude", storm("claude", 400), mix="fallback", failures_allowed=False),
+    Fault("storm_404_codex", storm("codex", 404), mix="fallback", failures_allowed=False),
+    Fault("storm_hang_claude", storm("claude", "timeout", hang_ms=HANG_MS), mix="fallback", failures_allowed=False),
+    Fault("storm_reset_codex", storm("codex", "reset"), mix="fallback", failures_allowed=False),
+    Fault("storm_malformed_claude", storm("claude", "malformed"), mix="fallback", failures_allowed=False),
     Fault("broker_kill", kill_broker, weight=2),
     Fault("worker_kill", kill_workers, weight=3),
     Fault("integ_kill", kill_integ_during_check, mix="pipeline"),

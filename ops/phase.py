@@ -145,5 +145,6 @@ def count_phase(
             verdict.branches_intact(before, observe.env_branches(fleet.workspace), observe.ancestry(fleet.workspace))
         ),
         refused=sampler.submitted.refused,
+        failures_allowed=fault.failures_allowed,
         error=None if error is None else f"{type(error).__name__}: {error}",
     )

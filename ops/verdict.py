@@ -216,6 +216,7 @@ class Verdict:
     failed: int = 0
     broken_branches: tuple[str, ...] = ()
     refused: int = 0  # submissions the fleet refused (never accepted, so never lost)
+    failures_allowed: bool = True  # False where every task had a healthy next rung: then a failure fails the row
     skipped: str | None = None
     error: str | None = None  # the fault could not be injected as meant: the row fails
 
@@ -227,4 +228,6 @@ class Verdict:
         if self.error:
             return False
         counts = (self.lost, self.stuck, self.duplicate_charges, self.unrecorded_charges, len(self.broken_branches))
+        if not self.failures_allowed and self.failed:
+            return False
         return not any(counts) and self.recover_s is not None and self.recover_s < RECOVERY_DEADLINE_S
