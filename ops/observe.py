@@ -4,6 +4,7 @@ environment branches. Reads only; the decisions are :mod:`ops.verdict`'s."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -62,13 +63,17 @@ def _in_pipeline(kind: str, payload: dict[str, object]) -> bool:
     return kind == "pr_review" and payload.get("review_of") is not None
 
 
-def attempt_rows(ctx: Context, ids: Iterable[str]) -> list[AttemptRow]:
-    """Every attempt of ``ids`` with its ledger row's settled charge."""
-    wanted = list(ids)
+def attempt_rows(ctx: Context, ids: Iterable[str] | None = None, *, since: datetime | None = None) -> list[AttemptRow]:
+    """Every attempt of ``ids`` (or, with ``since``, of any task, started since then) with its ledger row's
+    settled charge."""
+    wanted = list(ids or [])
+    which = Attempt.started_at >= since if since is not None else Attempt.task_id.in_(wanted)
     with session_scope(ctx.database_url) as session:
+        found = list(session.scalars(select(Attempt).where(which)))
+        keys = list({a.task_id for a in found})
         charges = {
             (s.task_id, s.attempt): s.charged_micros
-            for s in session.scalars(select(Spend).where(Spend.task_id.in_(wanted)))
+            for s in session.scalars(select(Spend).where(Spend.task_id.in_(keys)))
             if s.state == "settled"
         }
         return [
@@ -81,7 +86,7 @@ def attempt_rows(ctx: Context, ids: Iterable[str]) -> list[AttemptRow]:
                 charged_micros=charges.get((a.task_id, a.attempt), 0),
                 has_answer=a.answer is not None,
             )
-            for a in session.scalars(select(Attempt).where(Attempt.task_id.in_(wanted)))
+            for a in found
         ]
 
 

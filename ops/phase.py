@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,7 +14,6 @@ from ops import observe, verdict
 from ops.faults import Fault, FaultKit
 from ops.verdict import Sample, Verdict
 from ops.workload import Submitted, requests_for, submit_some
-from simulator.core import PROVIDERS
 from tasks.pipeline import follow_up_id
 
 SAMPLE_S = 1.0
@@ -60,10 +60,9 @@ class FaultThread(threading.Thread):
 def calm(kit: FaultKit) -> None:
     """Between faults: the simulator healed and every breaker closed, so each row starts from the same state."""
     ctx = kit.fleet.ctx
-    for provider in PROVIDERS:
+    for provider in ctx.fleet.providers:
         httpx.post(f"{kit.fleet.simulator_url}/_sim/providers/{provider}/heal", timeout=10).raise_for_status()
-        if provider in ctx.fleet.providers:
-            ctx.breakers().reset(provider, "chaos suite: next fault")
+        ctx.breakers().reset(provider, "chaos suite: next fault")
 
 
 def run_phase(kit: FaultKit, fault: Fault, count: int, *, recovery_s: float = verdict.RECOVERY_DEADLINE_S) -> Verdict:
@@ -73,6 +72,7 @@ def run_phase(kit: FaultKit, fault: Fault, count: int, *, recovery_s: float = ve
     fleet, ctx = kit.fleet, kit.fleet.ctx
     calm(kit)
     heads, bill_before = observe.env_branches(fleet.workspace), observe.answered_calls(fleet.simulator_url)
+    since = datetime.now(UTC)
     requests = requests_for(fault.mix, count, ctx.fleet.environments.names, fault.name)
     submitted = Submitted()
     sampler = Sampler(kit, submitted)
@@ -94,7 +94,15 @@ def run_phase(kit: FaultKit, fault: Fault, count: int, *, recovery_s: float = ve
     began = thread.began if thread.began is not None else end
     wait_to_settle(kit, sampler, end + recovery_s)
     return count_phase(
-        kit, fault, sampler=sampler, began=began, end=end, heads=heads, bill_before=bill_before, error=thread.error
+        kit,
+        fault,
+        sampler=sampler,
+        began=began,
+        end=end,
+        heads=heads,
+        bill_before=bill_before,
+        since=since,
+        error=thread.error,
     )
 
 
@@ -120,6 +128,7 @@ def count_phase(
     end: float,
     heads: dict[str, str | None],
     bill_before: dict[str, int],
+    since: datetime,
     error: BaseException | None,
 ) -> Verdict:
     fleet, ctx = kit.fleet, kit.fleet.ctx
@@ -138,7 +147,9 @@ def count_phase(
         lost=len(verdict.lost(sampler.submitted.ids, tasks, sampler.samples, follow_up_id)),
         stuck=len(verdict.stuck(sampler.samples, end + verdict.RECOVERY_DEADLINE_S)),
         duplicate_charges=len(verdict.duplicate_charges(attempts, free)),
-        unrecorded_charges=verdict.unrecorded_charges(attempts, free, bill),
+        unrecorded_charges=verdict.unrecorded_charges(
+            attempts, free, bill, in_window=observe.attempt_rows(ctx, since=since)
+        ),
         recover_s=verdict.time_to_recover(sampler.samples, began, end),
         failed=sum(1 for t in tasks if t.status in verdict.TERMINAL and t.status != "succeeded"),
         broken_branches=tuple(

@@ -21,9 +21,9 @@ Nothing here touches a database, a clock or a process: :mod:`ops.observe` gather
   its ledger row. Free providers cost nothing and are not counted.
 * **unrecorded charges** — provider answers paid for but not in the ledger: attempts on a paid provider
   that hold an answer (``answered``/``succeeded``, or a stored ``answer``) at $0; plus, from the provider's
-  side, answers the simulator served on paid providers during the phase beyond the charged attempts the
-  ledger holds for them (a call answered and then closed as lost at $0 leaves no answer in SQL, only in
-  the provider's bill).
+  side, answers the simulator served on paid providers during the phase beyond the charged attempts that
+  started in the phase (a call answered and then closed as lost at $0 leaves no answer in SQL, only in the
+  provider's bill; a worker killed after the provider answered leaves the same).
 * **time to recover** — from the end of the fault to the first moment every affected task (non-terminal
   when the fault began, or accepted while it lasted) is terminal or has moved on (its status or its
   attempt count changed: it runs again); None when some never did in the samples.
@@ -144,16 +144,24 @@ def duplicate_charges(attempts: Sequence[AttemptRow], free: Callable[[str], bool
     return out
 
 
-def unrecorded_charges(attempts: Sequence[AttemptRow], free: Callable[[str], bool], billed: Mapping[str, int]) -> int:
-    """Answered paid attempts at $0, plus the simulator's paid answers (``billed``, per provider) that no
-    charged attempt accounts for."""
+def unrecorded_charges(
+    attempts: Sequence[AttemptRow],
+    free: Callable[[str], bool],
+    billed: Mapping[str, int],
+    *,
+    in_window: Sequence[AttemptRow] | None = None,
+) -> int:
+    """Answered paid ``attempts`` at $0, plus the simulator's paid answers (``billed``, per provider, during the
+    phase) beyond the charged attempts that started in the phase (``in_window``, of any task: a task left over
+    from an earlier fault that runs now is billed now too; default ``attempts``)."""
     paid = [a for a in attempts if not free(a.provider)]
     at_zero = sum(1 for a in paid if (a.status in STORED_ANSWER or a.has_answer) and not charged(a))
+    window = attempts if in_window is None else in_window
     beyond = 0
     for provider, answers in billed.items():
         if free(provider):
             continue
-        recorded = sum(1 for a in paid if a.provider == provider and charged(a))
+        recorded = sum(1 for a in window if a.provider == provider and charged(a))
         beyond += max(0, answers - recorded)
     return at_zero + beyond
 

@@ -160,6 +160,13 @@ def test_answers_billed_beyond_the_charged_attempts_are_unrecorded() -> None:
     assert unrecorded_charges(attempts, free, {"claude": 0}) == 0  # more charged than billed is not negative
 
 
+def test_the_bill_is_read_against_every_attempt_that_started_in_the_phase() -> None:
+    mine = [AttemptRow("a", 1, "claude", "succeeded", cost_micros=5)]
+    leftover = AttemptRow("old", 2, "claude", "succeeded", cost_micros=5)  # an earlier fault's task, run now
+    assert unrecorded_charges(mine, free, {"claude": 2}) == 1
+    assert unrecorded_charges(mine, free, {"claude": 2}, in_window=[*mine, leftover]) == 0
+
+
 # --- time to recover --------------------------------------------------------------------------------------
 
 
