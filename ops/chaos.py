@@ -102,6 +102,8 @@ def cells(v: Verdict) -> list[str]:
     mark = "ok" if v.ok else "FAIL"
     if not v.failures_allowed and v.failed:
         mark += " (a healthy next rung, yet tasks failed)"
+    if v.crashed:
+        mark += f" exited: {', '.join(v.crashed)}"
     if v.broken_branches:
         mark += f" broken: {', '.join(v.broken_branches)}"
     if v.error:

@@ -92,6 +92,12 @@ class ChaosFleet:
         record = pidfiles.read_pidfile(self.settings.run_dir, name)
         return record.pid if record else None
 
+    def dead(self) -> list[str]:
+        """Services whose recorded process is gone (one a fault did not restart, or one that crashed)."""
+        run_dir = self.settings.run_dir
+        records = {name: pidfiles.read_pidfile(run_dir, name) for name in self.services}
+        return sorted(n for n, r in records.items() if r is None or not pidfiles.record_alive(r))
+
     def kill(self, name: str) -> int | None:
         """``kill -9`` of the service's main process (not its group: what it started is left to the fleet)."""
         pid = self.pid(name)

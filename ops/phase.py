@@ -93,6 +93,10 @@ def run_phase(kit: FaultKit, fault: Fault, count: int, *, recovery_s: float = ve
     end = kit.clock()
     began = thread.began if thread.began is not None else end
     wait_to_settle(kit, sampler, end + recovery_s)
+    crashed = tuple(fleet.dead())
+    for name in crashed:  # counted in the row, then started again so the next fault finds a whole fleet
+        kit.log(f"  {name} exited by itself during {fault.name}; restarting it")
+        fleet.restart(name)
     return count_phase(
         kit,
         fault,
@@ -103,6 +107,7 @@ def run_phase(kit: FaultKit, fault: Fault, count: int, *, recovery_s: float = ve
         bill_before=bill_before,
         since=since,
         error=thread.error,
+        crashed=crashed,
     )
 
 
@@ -130,6 +135,7 @@ def count_phase(
     bill_before: dict[str, int],
     since: datetime,
     error: BaseException | None,
+    crashed: tuple[str, ...],
 ) -> Verdict:
     fleet, ctx = kit.fleet, kit.fleet.ctx
     ids = list(sampler.samples[-1].tasks) if sampler.samples else list(sampler.submitted.ids)
@@ -157,5 +163,6 @@ def count_phase(
         ),
         refused=sampler.submitted.refused,
         failures_allowed=fault.failures_allowed,
+        crashed=crashed,
         error=None if error is None else f"{type(error).__name__}: {error}",
     )

@@ -225,6 +225,7 @@ class Verdict:
     broken_branches: tuple[str, ...] = ()
     refused: int = 0  # submissions the fleet refused (never accepted, so never lost)
     failures_allowed: bool = True  # False where every task had a healthy next rung: then a failure fails the row
+    crashed: tuple[str, ...] = ()  # services that exited by themselves during the fault (fails the row)
     skipped: str | None = None
     error: str | None = None  # the fault could not be injected as meant: the row fails
 
@@ -233,7 +234,7 @@ class Verdict:
         """All zeros, recovered under the deadline, every environment branch intact (a skipped row passes)."""
         if self.skipped:
             return True
-        if self.error:
+        if self.error or self.crashed:
             return False
         counts = (self.lost, self.stuck, self.duplicate_charges, self.unrecorded_charges, len(self.broken_branches))
         if not self.failures_allowed and self.failed:

@@ -217,3 +217,4 @@ def test_verdict_passes_only_with_zeros_and_a_recovery_under_90_s() -> None:
     assert not Verdict("x", 10, 0, 0, 0, 0, 1.0, error="no check ran").ok
     assert not Verdict("storm", 10, 0, 0, 0, 0, 1.0, failed=2, failures_allowed=False).ok
     assert Verdict("storm", 10, 0, 0, 0, 0, 1.0, failures_allowed=False).ok
+    assert not Verdict("broker", 10, 0, 0, 0, 0, 1.0, crashed=("worker-pr_impl",)).ok
