@@ -94,10 +94,7 @@ def run_phase(kit: FaultKit, fault: Fault, count: int, *, recovery_s: float = ve
     began = thread.began if thread.began is not None else end
     wait_to_settle(kit, sampler, end + recovery_s)
     crashed = tuple(fleet.dead())
-    for name in crashed:  # counted in the row, then started again so the next fault finds a whole fleet
-        kit.log(f"  {name} exited by itself during {fault.name}; restarting it")
-        fleet.restart(name)
-    return count_phase(
+    row = count_phase(
         kit,
         fault,
         sampler=sampler,
@@ -109,6 +106,10 @@ def run_phase(kit: FaultKit, fault: Fault, count: int, *, recovery_s: float = ve
         error=thread.error,
         crashed=crashed,
     )
+    for name in crashed:  # counted in the row (read first), then started again: the next fault needs a whole fleet
+        kit.log(f"  {name} exited by itself during {fault.name}; restarting it")
+        fleet.restart(name)
+    return row
 
 
 def wait_to_settle(kit: FaultKit, sampler: Sampler, deadline: float) -> None:
