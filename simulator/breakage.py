@@ -8,13 +8,9 @@ cut in half, as a broken proxy or provider might send it.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-BrokenKind = Literal["reset", "malformed"]
-BROKEN_KINDS: tuple[BrokenKind, ...] = ("reset", "malformed")
 PARTIAL_BODY = b'{"id": "sim_broken", "type": "message", "content": [{"type": "text", "text": "cut he'
 
 
