@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test check lint types install dev clean agent-clis
+.PHONY: demo test check lint types install dev clean agent-clis chaos
 # The real agent CLIs for tests/test_real_agent_clis.py, pinned, in a project folder (git-ignored).
 AGENT_CLIS          ?= .agent-clis
 CLAUDE_CODE_VERSION ?= 2.1.328
@@ -25,6 +25,10 @@ dev: $(VENV)/.dev
 
 demo: install
 	$(BIN)/switchyard demo
+
+# A real fleet through every fault (ops/chaos.py); e.g. CHAOS_ARGS="--database-url postgresql+psycopg://... --tasks 100"
+chaos: install
+	$(BIN)/python -m ops.chaos $(CHAOS_ARGS)
 
 # In CI a failed install stops `make test`; elsewhere it warns and the real-CLI tests skip.
 $(AGENT_CLIS)/.installed: Makefile

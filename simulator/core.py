@@ -111,7 +111,7 @@ def int_field(body: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
-FaultKind = int | Literal["timeout"]
+FaultKind = int | Literal["timeout", "reset", "malformed"]  # reset, malformed: simulator/breakage.py
 
 
 class ProviderUpdate(BaseModel):
@@ -121,7 +121,7 @@ class ProviderUpdate(BaseModel):
 
     latency_ms: int | None = Field(default=None, ge=0, le=600_000)
     error_rate: float | None = Field(default=None, ge=0, le=1)
-    error_status: int | Literal["timeout"] | None = Field(default=None)
+    error_status: FaultKind | None = Field(default=None)
     retry_after_s: float | None = Field(default=None, ge=0, le=3600)
     fail_next: int | None = Field(default=None, ge=0, le=1_000_000)
     hang_ms: int | None = Field(default=None, ge=0, le=600_000)
@@ -146,6 +146,7 @@ class ProviderState:
     missing_models: list[str] = field(default_factory=list)
     calls: int = 0
     errors: int = 0
+    answered: int = 0  # calls answered with a whole reply: what a provider would bill (the chaos suite reads it)
     defaults: SimulatorProviderConfig = field(default_factory=SimulatorProviderConfig, repr=False)
 
     @classmethod

@@ -11,7 +11,9 @@ CLIs) talk to it over HTTP. Endpoints:
     GET  /_sim/health                 {"ok": true}
     GET  /_sim/state                  faults, latency and call counters per provider
     POST /_sim/providers/{provider}   change latency_ms, error_rate, error_status (int or "timeout"),
-                                      retry_after_s, fail_next, hang_ms, missing_models (404 for those)
+                                      retry_after_s, fail_next, hang_ms, missing_models (404 for those);
+                                      error_status "reset" cuts the connection mid-answer, "malformed"
+                                      answers 200 with a broken body
     POST /_sim/providers/{provider}/heal   no more faults, configured latency
     POST /_sim/reset                  back to the configured defaults, counters zeroed
 
@@ -40,6 +42,7 @@ from starlette.routing import Route
 
 from simulator import anthropic_api, ollama_api, openai_api
 from simulator.answers import tokens
+from simulator.breakage import broken_response
 from simulator.control import control_routes
 from simulator.core import (
     BadRequest,
@@ -89,6 +92,8 @@ async def _fault(request: Request, dialect: Dialect, state: ProviderState, fault
     if fault == "timeout":
         await _hang(request, state.hang_ms)
         return dialect.error(504, f"simulator timeout: no answer for {state.hang_ms} ms")
+    if isinstance(fault, str):  # the faults that are not an HTTP status: simulator/breakage.py
+        return broken_response(fault)
     response = dialect.error(fault, _fault_message(fault, request, dialect, model))
     if fault == 429:
         response.headers["retry-after"] = f"{state.retry_after_s:g}"
@@ -122,7 +127,9 @@ def model_handler(sim: SimState, dialect: Dialect) -> Handler:
             call = dialect.parse(body, request.url.path)
         except BadRequest as exc:
             return dialect.error(400, str(exc))
-        return dialect.render(call, make_reply(call, f"sim_{dialect.provider}_{sim.served:06d}"))
+        response = dialect.render(call, make_reply(call, f"sim_{dialect.provider}_{sim.served:06d}"))
+        state.answered += 1
+        return response
 
     return handle
 

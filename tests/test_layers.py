@@ -23,6 +23,7 @@ PACKAGES = (
     "tasks",
     "workers",
     "web",
+    "ops",
     "cli",
     "simulator",
 )
