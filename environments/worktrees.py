@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from environments.git import branch_exists, check_branch_name, check_task_id, current_branch, run_git
+from environments.git import END_OF_OPTIONS, branch_exists, check_branch_name, check_task_id, current_branch, run_git
 from environments.layout import holding, repo_dir, repo_lock, require_environment, tasks_dir
 from switchyard.errors import InputError
 
@@ -42,9 +42,9 @@ def ensure_worktree(repo: Path, path: Path, branch: str, *, start_point: str) ->
         return path
     if path.exists():
         raise InputError(f"{path} exists but is not a worktree of {repo}; move it away and run again")
-    args = ["worktree", "add", "--quiet", str(path), branch]
+    args = ["worktree", "add", "--quiet", END_OF_OPTIONS, str(path), branch]
     if not branch_exists(branch, cwd=repo):
-        args = ["worktree", "add", "--quiet", "-b", branch, str(path), start_point]
+        args = ["worktree", "add", "--quiet", "-b", branch, END_OF_OPTIONS, str(path), start_point]
     run_git(args, cwd=repo)
     return path
 
@@ -91,7 +91,7 @@ def remove_task_worktree(workspace: Path, task_id: str, *, keep_branch: bool = T
             shutil.rmtree(path)
         run_git(["worktree", "prune"], cwd=repo)
         if branch and not keep_branch:
-            run_git(["branch", "-D", "--quiet", branch], cwd=repo)
+            run_git(["branch", "-D", "--quiet", END_OF_OPTIONS, branch], cwd=repo)
 
 
 def detached_worktree(workspace: Path, task_id: str, commit: str) -> Path:

@@ -12,12 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from switchyard.errors import InputError, NotFound, ServiceUnavailable
 from tasks.context import Context, build_context
 from web import api, multienv
-from web.deps import validation_message
+from web.deps import ERROR_RESPONSES, validation_message
 from web.metrics import router as metrics_router
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -29,6 +30,7 @@ def create_app(context: Context | None = None) -> FastAPI:
         title="Switchyard",
         summary="Status, tasks and costs of a Switchyard fleet.",
         version="0.1.0",
+        responses=ERROR_RESPONSES,
     )
     app.state.context = context or build_context()
     app.include_router(multienv.router)
@@ -69,4 +71,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InputError, bad_input)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ServiceUnavailable, unavailable)
-    app.add_exception_handler(SQLAlchemyError, database_error)
+    # Only what says the database is away or not ready (unreachable, locked, no tables yet) is a 503; any other
+    # database error is a bug in Switchyard (input never reaches SQL unchecked) and stays a 500, to be fixed.
+    for unreachable in (OperationalError, InterfaceError, DisconnectionError, PoolTimeout):
+        app.add_exception_handler(unreachable, database_error)
