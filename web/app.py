@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
 
 from switchyard.errors import InputError, NotFound, ServiceUnavailable
 from tasks.context import Context, build_context
@@ -59,6 +60,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this class only
         return JSONResponse({"error": validation_message(exc.errors())}, status_code=422)
 
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this class only
+        if exc.status_code == 400:  # a body that is not UTF-8 JSON: bad input like any other, said the same way
+            return JSONResponse({"error": f"invalid request: the body is not JSON in UTF-8 ({exc.detail})"}, 422)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
     async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=503)
 
@@ -70,6 +77,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(InputError, bad_input)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(ServiceUnavailable, unavailable)
     # Only what says the database is away or not ready (unreachable, locked, no tables yet) is a 503; any other
     # database error is a bug in Switchyard (input never reaches SQL unchecked) and stays a 500, to be fixed.
