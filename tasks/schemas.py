@@ -102,6 +102,17 @@ def task_ref(value: str) -> str:
     return value
 
 
+def printable(value: str) -> str:
+    """Text a provider wrote (review comments, a plan's sub-tasks), made fit for a free-text field: control
+    characters are dropped, as a provider's answer must not fail the follow-up it asks for. A user's are refused."""
+    return CONTROL.sub("", value)
+
+
+def one_line(value: str) -> str:
+    """:func:`printable`, with line breaks turned into spaces: a provider's title for a sub-task."""
+    return LINE_BREAK.sub(" ", printable(value))
+
+
 Text = Annotated[str, AfterValidator(text)]
 Name = Annotated[str, Field(max_length=64), AfterValidator(name)]
 ShortName = Annotated[str, Field(max_length=32), AfterValidator(name)]

@@ -3,6 +3,11 @@
     from tasks.submit import submit
     task_id = submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/login"})
 
+Every check runs before anything is written: the payload's field types (:mod:`tasks.schemas`), the fleet, then,
+inside the transaction that would write the row, what the database and the repository hold (the environment is
+initialized; the tasks named by ``parent_id``, ``review_of`` and ``depends_on`` exist; the branches named
+exist). A refused request raises InputError (CLI exit 2, HTTP 422) and leaves no row and no message.
+
 The task row is written before the message is sent, with the row's id as the Celery task id; if the broker
 cannot take the message the row is closed as ``rejected`` with the reason, so nothing is left half-written.
 """

@@ -132,6 +132,35 @@ def test_http_refuses_with_422(clean: Context, overrides: dict[str, Any], messag
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/api/tasks/%00", "path.task_id: has a control character (NUL)"),
+        ("/api/tasks/--all", "path.task_id: is not a task id"),
+        ("/api/tasks?environment=dev%1B1", "query.environment: has a control character (ESC)"),
+        ("/api/tasks?kind=launch", "query.kind: Input should be 'plan'"),
+        ("/api/tasks?status=%00", "query.status: has a control character (NUL)"),
+        ("/api/costs?since=0001-01-01T00:00:00%2B14:00", "query.since: Value error, is outside the years 1-9999"),
+    ],
+)
+def test_paths_and_queries_are_checked_too(clean: Context, path: str, message: str) -> None:
+    with TestClient(create_app(clean)) as client:
+        response = client.get(path)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["error"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("body", [b"\xff\xfe{", b"{not json", b"[1, 2]", b'"a string"', b"null"])
+def test_a_body_that_is_no_task_is_a_422(clean: Context, body: bytes) -> None:
+    with TestClient(create_app(clean)) as client:
+        response = client.post("/api/tasks", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"].startswith("invalid request: ")
+    nothing_written(clean)
+
+
+@pytest.mark.integration
 def test_every_door_lets_a_good_task_in(clean: Context) -> None:
     """The control: the same fixture writes a row and a message for a good payload, through each door."""
     task_id = submit(GOOD, context=clean)

@@ -132,3 +132,20 @@ def test_what_we_accept_git_accepts(name: str) -> None:
     else:
         with pytest.raises(InputError):
             check_branch_name(name)
+
+
+def test_a_providers_words_are_made_fit_not_refused() -> None:
+    """Review comments and a plan's sub-tasks come from a provider: their control characters are dropped,
+    so the follow-up they ask for is not refused after the call was paid."""
+    from tasks.kinds.plan import SubTask
+    from tasks.kinds.review import render_feedback
+    from tasks.schemas import one_line, printable
+
+    said = "fix\x1b[31m this\x00\n\tplease\r\n"
+    assert printable(said) == "fix[31m this\n\tplease\r\n"
+    assert one_line("two\nlines\x07") == "two lines"
+    feedback = render_feedback("request_changes", "no\x00", [{"file": "a.py", "line": 1, "body": "\x1bbad"}])
+    request = parse_request({"kind": "pr_impl", "environment": "dev1", "title": one_line(said), "feedback": feedback})
+    assert request.feedback == "Verdict: request_changes. no\n- a.py:1: bad"
+    with pytest.raises(ValueError, match="should match pattern"):
+        SubTask(key="-k", kind="dev_task", title="t")  # a key that starts with '-' is an unusable answer
