@@ -251,3 +251,14 @@ def test_the_installed_script_refuses_an_option_like_branch_and_takes_a_good_one
     done = cli(cli_env, *cli_args(["pr_review", "--branch", BRANCH, "--json"]))
     assert done.returncode == 0, done.stderr
     assert written(clean) == (1, 1)
+
+
+@pytest.mark.integration
+def test_postgresql_without_tables_is_a_503_not_a_500(postgres_url: str, tmp_path: Path) -> None:
+    """A 503 means a service is not there or not ready (here: before `switchyard db upgrade`), never bad input."""
+    settings = Settings(**NO_PROVIDER_KEYS, home=tmp_path / "home", database_url=postgres_url, broker_url="")
+    with TestClient(create_app(build_context(settings))) as client:
+        response = client.get("/api/tasks")
+        assert response.status_code == 503, response.text
+        assert "ProgrammingError" in response.json()["error"]
+        assert client.get("/api/tasks/%00").status_code == 422  # checked before the database is asked

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
@@ -23,6 +23,7 @@ from web.deps import ERROR_RESPONSES, validation_message
 from web.metrics import router as metrics_router
 
 STATIC = Path(__file__).resolve().parent / "static"
+UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table (SQLite says it with an OperationalError)
 
 
 def create_app(context: Context | None = None) -> FastAPI:
@@ -74,6 +75,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         message = f"the database failed ({type(exc).__name__}); see GET /api/multi-env/health"
         return JSONResponse({"error": message}, status_code=503)
 
+    async def programming_error(request: Request, exc: Exception) -> JSONResponse:
+        if getattr(getattr(exc, "orig", None), "sqlstate", None) == UNDEFINED_TABLE:  # PostgreSQL before db upgrade
+            return await database_error(request, exc)
+        raise exc  # anything else is a bug: a 500, to be fixed
+
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(InputError, bad_input)
     app.add_exception_handler(RequestValidationError, invalid_request)
@@ -83,3 +89,4 @@ def _add_error_handlers(app: FastAPI) -> None:
     # database error is a bug in Switchyard (input never reaches SQL unchecked) and stays a 500, to be fixed.
     for unreachable in (OperationalError, InterfaceError, DisconnectionError, PoolTimeout):
         app.add_exception_handler(unreachable, database_error)
+    app.add_exception_handler(ProgrammingError, programming_error)
