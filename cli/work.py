@@ -91,8 +91,8 @@ def resolve_ids(ctx: Context, refs: list[str]) -> list[str]:
                 full = resolve_task_id(session, ref)
             except ValueError as exc:
                 raise InputError(f"--depends-on: {exc}") from None
-            if full is None:
-                raise NotFound(f"--depends-on {ref}: no such task; list tasks with: switchyard tasks list")
+            if full is None:  # repr: an escape typed by mistake is shown, not sent to the terminal
+                raise NotFound(f"--depends-on {ref!r}: no such task; list tasks with: switchyard tasks list")
             found.append(full)
     return found
 

@@ -3,6 +3,10 @@
 Git is always run as an argument list (never through a shell), with prompts off, the C locale (so error
 texts are stable) and a fixed identity for the commits Switchyard makes. Every failure is a
 :class:`~switchyard.errors.GitError` that carries the command and git's stderr.
+
+Values someone else chose (branch names from a payload, refs from a provider's answer) are refused at the
+door when they start with '-' (:func:`branch_name_problem`), and are also passed after ``--end-of-options``
+(or ``--`` for paths), so that a value which slipped past a check still cannot become a git option.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,12 @@ from switchyard.errors import GitError, InputError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# What git check-ref-format refuses anywhere in a ref name: control characters, space, ~ ^ : ? * [ \, '..', '@{'
+REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{")
+BRANCH_HINT = "use letters, digits and '/', '-', '_', '.', e.g. 'feature/login-form'"
+# Put before any value a user or a provider chose (a branch, a ref): git then reads it as a value even when it
+# starts with '-' (git >= 2.24), whatever checked it before.
+END_OF_OPTIONS = "--end-of-options"
 # Commits Switchyard makes must not wait for a signing agent or passphrase the user's config may ask for.
 NO_SIGN = ["-c", "commit.gpgsign=false"]
 # Set by a calling git hook; inherited, they would point every command at the wrong repository.
@@ -82,6 +92,8 @@ def run_git(
         raise GitError(f"git {args[0]} took longer than {timeout:g}s", command=command) from None
     except OSError as exc:
         raise GitError(f"could not run git in {cwd}: {exc.strerror}", command=command) from None
+    except ValueError:  # an argument with a NUL byte: no process can be given it
+        raise GitError(f"git {args[0]} was given an argument with a NUL byte", command=command) from None
     if check and proc.returncode != 0:
         first = proc.stderr.strip().splitlines()[:1] or [f"exit status {proc.returncode}"]
         raise GitError(f"git {' '.join(args)} failed: {first[0]}", command=command, stderr=proc.stderr)
@@ -93,32 +105,62 @@ def git_ok(args: list[str], *, cwd: Path) -> bool:
     command = ["git", *args]
     try:
         proc = subprocess.run(command, cwd=cwd, env=git_env(), capture_output=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:  # ValueError: an argument with a NUL byte
         raise GitError(f"could not run git {args[0]} in {cwd}: {exc}", command=command) from None
     return proc.returncode == 0
 
 
+# A branch name's rules (git check-ref-format --branch) besides the forbidden characters, each with its reason
+BRANCH_RULES: tuple[tuple[Callable[[str], bool], str], ...] = (
+    (lambda name: not name or name != name.strip(), "is empty or has surrounding spaces"),
+    (lambda name: name.startswith("-"), "starts with '-', so git would read it as an option"),
+    (lambda name: name in {"HEAD", "@"}, "is 'HEAD' or '@', which git reserves"),
+    (
+        lambda name: any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")),
+        "has a part that starts with '.' or ends with '.lock'",
+    ),
+    (
+        lambda name: name.startswith("/") or name.endswith(("/", ".")) or "//" in name,
+        "starts or ends with '/', ends with '.', or has '//'",
+    ),
+)
+
+
+def branch_name_problem(name: str) -> str | None:
+    """Why git would refuse ``name`` as a branch name (``git check-ref-format --branch``), or None.
+
+    Pure, so the payload schema can refuse a bad name before anything runs; a name starting with '-' is
+    refused first of all, so no branch name can ever be read by git as an option."""
+    for broken, problem in BRANCH_RULES:
+        if broken(name):
+            return problem
+    bad = REF_FORBIDDEN.search(name)
+    return f"has {_shown(bad.group())}, which git does not allow in a branch name" if bad else None
+
+
+def _shown(text: str) -> str:
+    if text.isprintable() and not text.isspace():
+        return repr(text)
+    return " ".join(f"U+{ord(char):04X}" for char in text)
+
+
 def check_branch_name(name: str) -> str:
     """Return ``name`` if git accepts it as a branch name; otherwise InputError saying why and what works."""
-    hint = "use letters, digits and '/', '-', '_', '.', e.g. 'feature/login-form'"
-    if not name or name != name.strip():
-        raise InputError(f"branch name {name!r} is empty or has surrounding spaces; {hint}")
-    if name.startswith("-") or "@{" in name or name == "HEAD":
-        raise InputError(f"branch name {name!r} is not allowed (no leading '-', no '@{{', not 'HEAD'); {hint}")
-    proc = subprocess.run(
-        ["git", "check-ref-format", "--branch", name],
-        cwd="/",
-        env=git_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if proc.returncode != 0 or proc.stdout.strip() != name:
-        raise InputError(
-            f"branch name {name!r} is not a valid git branch name (no spaces, '..', '~', '^', ':', '?', '*', "
-            f"'[', '\\', no trailing '/' or '.lock'); {hint}"
+    problem = branch_name_problem(name)
+    if problem is None:  # git has the last word (its rules may be stricter than ours in another version)
+        proc = subprocess.run(
+            ["git", "check-ref-format", "--branch", name],
+            cwd="/",
+            env=git_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
+        if proc.returncode != 0 or proc.stdout.strip() != name:
+            problem = "is not a valid git branch name"
+    if problem is not None:
+        raise InputError(f"branch name {name!r} {problem}; {BRANCH_HINT}")
     return name
 
 
@@ -143,11 +185,11 @@ def check_task_id(task_id: str) -> str:
 
 def rev_parse(rev: str, *, cwd: Path) -> str:
     """The commit sha ``rev`` names; GitError when it names nothing."""
-    return run_git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=cwd).strip()
+    return run_git(["rev-parse", "--verify", "--quiet", END_OF_OPTIONS, f"{rev}^{{commit}}"], cwd=cwd).strip()
 
 
 def branch_exists(branch: str, *, cwd: Path) -> bool:
-    return git_ok(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=cwd)
+    return git_ok(["show-ref", "--verify", "--quiet", END_OF_OPTIONS, f"refs/heads/{branch}"], cwd=cwd)
 
 
 def current_branch(*, cwd: Path) -> str | None:
@@ -157,7 +199,7 @@ def current_branch(*, cwd: Path) -> str | None:
 
 
 def is_ancestor(ancestor: str, descendant: str, *, cwd: Path) -> bool:
-    return git_ok(["merge-base", "--is-ancestor", ancestor, descendant], cwd=cwd)
+    return git_ok(["merge-base", "--is-ancestor", END_OF_OPTIONS, ancestor, descendant], cwd=cwd)
 
 
 def status_porcelain(*, cwd: Path) -> str:
@@ -166,13 +208,13 @@ def status_porcelain(*, cwd: Path) -> str:
 
 def ahead_behind(ref: str, base: str, *, cwd: Path) -> tuple[int, int]:
     """How many commits ``ref`` has that ``base`` lacks, and how many ``base`` has that ``ref`` lacks."""
-    ahead, behind = run_git(["rev-list", "--left-right", "--count", f"{ref}...{base}"], cwd=cwd).split()
+    ahead, behind = run_git(["rev-list", "--left-right", "--count", END_OF_OPTIONS, f"{ref}...{base}"], cwd=cwd).split()
     return int(ahead), int(behind)
 
 
 def ref_exists(ref: str, *, cwd: Path) -> bool:
     """True when the full ref name ``ref`` (e.g. ``refs/remotes/origin/main``) exists."""
-    return git_ok(["show-ref", "--verify", "--quiet", ref], cwd=cwd)
+    return git_ok(["show-ref", "--verify", "--quiet", END_OF_OPTIONS, ref], cwd=cwd)
 
 
 def changed_files(*, cwd: Path, untracked: bool = True) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from environments.checks import CheckResult
-from environments.git import NO_SIGN, branch_exists, check_branch_name, is_ancestor, rev_parse, run_git
+from environments.git import END_OF_OPTIONS, NO_SIGN, branch_exists, check_branch_name, is_ancestor, rev_parse, run_git
 from environments.layout import env_branch, env_lock, holding, repo_dir, require_environment
 from environments.worktrees import detached_worktree, remove_task_worktree, worktree_of
 from switchyard.errors import CheckFailed, GitError, InputError, MergeConflict
@@ -118,7 +118,7 @@ def _merge(worktree: Path, branch: str, target: str, message: str, resolve: Reso
     """Merge ``branch`` into the worktree's HEAD; a conflict is resolved with ``resolve`` or raised."""
     command = [*NO_SIGN, "-c", "merge.conflictStyle=merge", "merge", "--no-ff", "--no-verify", "-q", "-m", message]
     try:
-        run_git([*command, branch], cwd=worktree)
+        run_git([*command, END_OF_OPTIONS, branch], cwd=worktree)
         return []
     except GitError as exc:
         files = _unmerged(worktree)
@@ -196,9 +196,8 @@ def bring_in(worktree: Path, branches: list[str], *, message: str) -> list[str]:
         if is_ancestor(branch, "HEAD", cwd=worktree):
             continue
         try:
-            run_git(
-                [*NO_SIGN, "merge", "--no-ff", "--no-verify", "-q", "-m", f"{message}: {branch}", branch], cwd=worktree
-            )
+            merge = [*NO_SIGN, "merge", "--no-ff", "--no-verify", "-q", "-m", f"{message}: {branch}", END_OF_OPTIONS]
+            run_git([*merge, branch], cwd=worktree)
         except GitError as exc:
             files = _unmerged(worktree)
             run_git(["merge", "--abort"], cwd=worktree, check=False)

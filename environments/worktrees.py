@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from environments.git import branch_exists, check_branch_name, check_task_id, current_branch, run_git
+from environments.git import END_OF_OPTIONS, branch_exists, check_branch_name, check_task_id, current_branch, run_git
 from environments.layout import holding, repo_dir, repo_lock, require_environment, tasks_dir
 from switchyard.errors import GitError, InputError
 
@@ -70,9 +70,9 @@ def ensure_worktree(repo: Path, path: Path, branch: str, *, start_point: str) ->
         return path
     if path.exists():
         raise InputError(f"{path} exists but is not a worktree of {repo}; move it away and run again")
-    args = ["add", "--quiet", str(path), branch]
+    args = ["add", "--quiet", END_OF_OPTIONS, str(path), branch]
     if not branch_exists(branch, cwd=repo):
-        args = ["add", "--quiet", "-b", branch, str(path), start_point]
+        args = ["add", "--quiet", "-b", branch, END_OF_OPTIONS, str(path), start_point]
     worktree_git(repo, args)
     return path
 
@@ -119,7 +119,7 @@ def remove_task_worktree(workspace: Path, task_id: str, *, keep_branch: bool = T
             shutil.rmtree(path)
         worktree_git(repo, ["prune"])
         if branch and not keep_branch:
-            run_git(["branch", "-D", "--quiet", branch], cwd=repo)
+            run_git(["branch", "-D", "--quiet", END_OF_OPTIONS, branch], cwd=repo)
 
 
 def detached_worktree(workspace: Path, task_id: str, commit: str) -> Path:

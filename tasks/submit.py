@@ -3,6 +3,11 @@
     from tasks.submit import submit
     task_id = submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/login"})
 
+Every check runs before anything is written: the payload's field types (:mod:`tasks.schemas`), the fleet, then,
+inside the transaction that would write the row, what the database and the repository hold (the environment is
+initialized; the tasks named by ``parent_id``, ``review_of`` and ``depends_on`` exist; the branches named
+exist). A refused request raises InputError (CLI exit 2, HTTP 422) and leaves no row and no message.
+
 The task row is written with its message owed in the outbox (one transaction), then the message is sent with
 the row's id as the Celery task id. When the broker cannot take it, the task stays ``queued`` and the outbox
 sends it once the broker is back (:mod:`tasks.sender`); :func:`submit` then raises :class:`NotYetSent` (a
@@ -67,11 +72,8 @@ def _submit(request: SubmitRequest | dict[str, Any], ctx: Context, task_id: str 
             raise InputError(
                 f"environment {req.environment!r} is not initialized; run: switchyard env init --repo PATH"
             )
-        if req.kind in BRANCH_KINDS:
-            check_branch(Path(env.path).parent, req.environment, req.branch or "")
-        if req.parent_id and repo.get_task(session, req.parent_id) is None:
-            raise InputError(f"parent task {req.parent_id!r} does not exist")
-        check_dependencies(session, task_id, req.depends_on)
+        check_branches(Path(env.path).parent, req)
+        check_references(session, task_id, req)
         repo.create_task(
             session,
             task_id=task_id,
@@ -94,6 +96,21 @@ def _submit(request: SubmitRequest | dict[str, Any], ctx: Context, task_id: str 
     return task_id, publish(ctx, task_id, req.kind)
 
 
+def check_references(session: Session, task_id: str, req: SubmitRequest) -> None:
+    """Every task the request names must exist, so nothing is paid for that a foreign key then refuses."""
+    if req.parent_id and repo.get_task(session, req.parent_id) is None:
+        raise InputError(f"parent_id names task {req.parent_id!r}, which does not exist; see: switchyard tasks list")
+    if req.review_of:
+        reviewed = repo.get_task(session, req.review_of)
+        if reviewed is None or reviewed.kind != "pr_impl":
+            what = "which does not exist" if reviewed is None else f"a {reviewed.kind}, not a pr_impl"
+            raise InputError(
+                f"review_of names task {req.review_of!r}, {what}; name the pr_impl task whose branch is "
+                "reviewed, or leave review_of out to review a branch on its own"
+            )
+    check_dependencies(session, task_id, req.depends_on)
+
+
 def check_dependencies(session: Session, task_id: str, depends_on: list[str]) -> None:
     """Every dependency must exist and not be the task itself (so no cycle can be made by submitting)."""
     if task_id in depends_on:
@@ -106,8 +123,16 @@ def check_dependencies(session: Session, task_id: str, depends_on: list[str]) ->
 BRANCH_KINDS = ("pr_review", "pr_integ")
 
 
+def check_branches(workspace: Path, req: SubmitRequest) -> None:
+    """The branch a review or integration names, and every branch a change is to start from, must exist."""
+    if req.kind in BRANCH_KINDS:
+        check_branch(workspace, req.environment, req.branch or "")
+    for base in req.base_branches:
+        check_branch(workspace, req.environment, base)
+
+
 def check_branch(workspace: Path, environment: str, branch: str) -> None:
-    """The branch a review or integration names must exist in the environment's repository now."""
+    """``branch`` must be a valid name and exist in the environment's repository now."""
     check_branch_name(branch)
     if not repo_dir(workspace).is_dir():
         raise InputError(

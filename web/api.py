@@ -2,51 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 from fastapi import status as http
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from routing.state import providers_view
 from store import costs as money
 from store import queries
 from switchyard.errors import NotFound
-from tasks.context import Context
-from web.deps import ContextDep, SessionDep
+from switchyard.fleet import Kind
+from tasks.schemas import Name, ShortName, SubmitRequest, TaskRef, parse_request
+from tasks.submit import submit
+from web.deps import NOT_FOUND, ContextDep, SessionDep
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 Row = dict[str, Any]
-
-
-def _submit_schema() -> Row:
-    """The request body's JSON schema for the docs, when ``tasks.schemas`` is there to describe it."""
-    try:
-        from tasks.schemas import SubmitRequest  # noqa: PLC0415 - optional: the docs work without it
-    except ImportError:
-        return {"type": "object"}
-    schema: Row = SubmitRequest.model_json_schema()
-    return schema
 
 
 @router.post(
     "/tasks",
     status_code=http.HTTP_202_ACCEPTED,
     summary="Submit a task; answers 202 with its id once it is queued",
-    openapi_extra={"requestBody": {"content": {"application/json": {"schema": _submit_schema()}}}},
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": SubmitRequest.model_json_schema()}}}},
 )
 def submit_task(context: ContextDep, body: Annotated[Row, Body()]) -> Row:
-    return {"id": _submit(body, context)}
-
-
-def _submit(body: Row, context: Context) -> str:
-    # Imported per call so this module loads (and the rest of the API works) without the submission side.
-    from tasks.schemas import parse_request  # noqa: PLC0415
-    from tasks.submit import submit  # noqa: PLC0415
-
-    task_id: str = submit(parse_request(body), context=context)  # InputError -> 422, ServiceUnavailable -> 503
-    return task_id
+    """Every check runs before anything is written: 422 says what is wrong, 503 that the broker is away."""
+    return {"id": submit(parse_request(body), context=context)}
 
 
 class TaskFilter(BaseModel):
@@ -54,12 +38,23 @@ class TaskFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    environment: str | None = None
-    stage: str | None = None
-    status: str | None = None
-    kind: str | None = None
-    group: str | None = None
+    environment: Name | None = None
+    stage: Name | None = None
+    status: ShortName | None = None
+    kind: Kind | None = None
+    group: Name | None = None
     limit: int = Field(default=100, ge=1, le=1000)
+
+
+def _utc(moment: datetime) -> datetime:
+    """``since`` in UTC; a moment that has none (year 1 at +14:00) is refused, not left to fail in SQL."""
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the years 1-9999 once taken to UTC") from None
+
+
+Since = Annotated[datetime, AfterValidator(_utc)]
 
 
 @router.get("/tasks", summary="Tasks, newest first, filtered by environment, stage, status, kind or group")
@@ -68,8 +63,8 @@ def list_tasks(session: SessionDep, filters: Annotated[TaskFilter, Query()]) -> 
     return {"count": len(tasks), "tasks": tasks}
 
 
-@router.get("/tasks/{task_id}", summary="One task with its attempts, result, children and parent")
-def get_task(session: SessionDep, task_id: str) -> Row:
+@router.get("/tasks/{task_id}", summary="One task with its attempts, result, children and parent", responses=NOT_FOUND)
+def get_task(session: SessionDep, task_id: Annotated[TaskRef, Path()]) -> Row:
     detail = queries.task_detail(session, task_id)
     if detail is None:
         raise NotFound(f"no task with id {task_id!r}; list tasks with GET /api/tasks")
@@ -77,7 +72,7 @@ def get_task(session: SessionDep, task_id: str) -> Row:
 
 
 @router.get("/costs", tags=["costs"], summary="Usage and spend by provider, group and environment")
-def costs(session: SessionDep, since: datetime | None = None) -> Row:
+def costs(session: SessionDep, since: Since | None = None) -> Row:
     return money.costs(session, since=since)
 
 

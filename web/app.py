@@ -12,15 +12,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
 
 from switchyard.errors import InputError, NotFound, ServiceUnavailable
 from tasks.context import Context, build_context
 from web import api, multienv
-from web.deps import validation_message
+from web.deps import ERROR_RESPONSES, validation_message
 from web.metrics import router as metrics_router
 
 STATIC = Path(__file__).resolve().parent / "static"
+UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table (SQLite says it with an OperationalError)
 
 
 def create_app(context: Context | None = None) -> FastAPI:
@@ -29,6 +32,7 @@ def create_app(context: Context | None = None) -> FastAPI:
         title="Switchyard",
         summary="Status, tasks and costs of a Switchyard fleet.",
         version="0.1.0",
+        responses=ERROR_RESPONSES,
     )
     app.state.context = context or build_context()
     app.include_router(multienv.router)
@@ -57,6 +61,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this class only
         return JSONResponse({"error": validation_message(exc.errors())}, status_code=422)
 
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this class only
+        if exc.status_code == 400:  # a body that is not UTF-8 JSON: bad input like any other, said the same way
+            return JSONResponse({"error": f"invalid request: the body is not JSON in UTF-8 ({exc.detail})"}, 422)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
     async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=503)
 
@@ -65,8 +75,18 @@ def _add_error_handlers(app: FastAPI) -> None:
         message = f"the database failed ({type(exc).__name__}); see GET /api/multi-env/health"
         return JSONResponse({"error": message}, status_code=503)
 
+    async def programming_error(request: Request, exc: Exception) -> JSONResponse:
+        if getattr(getattr(exc, "orig", None), "sqlstate", None) == UNDEFINED_TABLE:  # PostgreSQL before db upgrade
+            return await database_error(request, exc)
+        raise exc  # anything else is a bug: a 500, to be fixed
+
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(InputError, bad_input)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(ServiceUnavailable, unavailable)
-    app.add_exception_handler(SQLAlchemyError, database_error)
+    # Only what says the database is away or not ready (unreachable, locked, no tables yet) is a 503; any other
+    # database error is a bug in Switchyard (input never reaches SQL unchecked) and stays a 500, to be fixed.
+    for unreachable in (OperationalError, InterfaceError, DisconnectionError, PoolTimeout):
+        app.add_exception_handler(unreachable, database_error)
+    app.add_exception_handler(ProgrammingError, programming_error)

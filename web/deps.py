@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Depends, Request
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from store.db import session_scope
@@ -26,6 +27,22 @@ def get_session(request: Request) -> Iterator[Session]:
 
 ContextDep = Annotated[Context, Depends(get_context)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: one sentence that says what was wrong and what to do."""
+
+    error: str
+
+
+# What any route may answer besides its success (documented in /openapi.json, checked by tests/test_api_fuzz.py)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "Bad input: the message says which field and how to fix it"},
+    503: {"model": ErrorBody, "description": "The database, broker or state Redis did not answer; try again"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Nothing has the id in the path"},
+}
 
 
 def validation_message(errors: Sequence[Any]) -> str:

@@ -32,6 +32,7 @@ from tasks.kinds.base import (
     parse_json_answer,
     system_prompt,
 )
+from tasks.schemas import one_line, printable
 from tasks.submit import submit_follow_up
 
 CHILD_KINDS = ("dev_task", "pr_impl", "plan")
@@ -44,7 +45,7 @@ A sub-task starts from the work of the sub-tasks it depends on; independent ones
 
 
 class SubTask(BaseModel):
-    key: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    key: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     kind: Literal["dev_task", "pr_impl", "plan"]
     title: str = Field(min_length=1, max_length=200)
     description: str = ""
@@ -152,14 +153,14 @@ class PlanHandler(BaseHandler):
                 "kind": sub.kind,
                 "environment": sub.environment or task.environment,
                 "stage": task.stage,
-                "title": sub.title,
-                "description": sub.description,
+                "title": one_line(sub.title),  # the provider's words: fit for the fields, not refused
+                "description": printable(sub.description),
                 "parent_id": task.id,
                 "depth": task.request.depth + 1,
                 "plan_key": sub.key,
                 "depends_on": [child_id(task.id, dep) for dep in sub.depends_on],
             }
             if sub.kind == "plan":
-                request["goal"] = sub.description or sub.title
+                request["goal"] = printable(sub.description or sub.title)
             submit_follow_up(request, context=ctx, task_id=cid)  # a broker that is away: sent later
         return {"id": cid, **sub.model_dump()}

@@ -26,6 +26,7 @@ from tasks.kinds.base import (
     parse_json_answer,
     system_prompt,
 )
+from tasks.schemas import printable
 
 INSTRUCTIONS = """
 Review the change below. Answer with one JSON object and nothing else:
@@ -50,7 +51,7 @@ def render_feedback(verdict: str, summary: str, comments: list[dict[str, Any]]) 
     """A review as the text a re-implementation is given: the summary, then one line per comment."""
     lines = [f"Verdict: {verdict}. {summary}"]
     lines += [f"- {c['file']}:{c['line']}: {c['body']}" for c in comments]
-    return "\n".join(lines)
+    return printable("\n".join(lines))  # the provider's words become the next task's payload
 
 
 class ReviewHandler(BaseHandler):
