@@ -7,6 +7,11 @@ The state Redis (``settings.effective_state_url``, by default the broker) holds,
     switchyard:{claude}:calls       sorted set: permit id -> start (ms); calls of the last 60 s (requests/minute)
     switchyard:{claude}:probes      sorted set: permit id -> lease expiry (ms); half-open probes out
 
+and, apart from the providers' keys:
+
+    switchyard:answer:{task id}:{attempt}   string (JSON): a provider's answer waiting to be stored in SQL
+                                            while the database is away (:mod:`routing.parked`)
+
 The provider name is a hash tag (``{claude}``), so all keys of one provider live in one cluster slot and a
 single Lua script may touch them all.
 """
@@ -41,3 +46,8 @@ def provider_keys(provider: str) -> ProviderKeys:
         calls=f"{base}:calls",
         probes=f"{base}:probes",
     )
+
+
+def answer_key(task_id: str, attempt: int) -> str:
+    """Where the answer of (task, attempt) waits while the database is away."""
+    return f"{PREFIX}:answer:{task_id}:{attempt}"

@@ -8,6 +8,9 @@ settle the hold to the real cost or release it.
              in, even after they rolled over); a settle after a release still records the real cost
     release  the hold goes back (the call failed without charge, or never happened)
     sweep    releases holds whose worker died: still held after their task ended, or older than a limit
+    close an open call (its worker died during it, or while its answer waited for the database): the
+             provider may have charged, so the hold is settled at the held amount, flagged ``unknown cost``
+             (:data:`store.costs.UNKNOWN_COST`); never released to $0
 
 All of them are idempotent on (task id, attempt): a second hold returns the first without counting again
 (a released hold is held anew), a second settle or release changes nothing. The budgets in force are read
@@ -32,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from store import budgets as sql
 from store.budgets import Ending, OverrideRow, SpendRow
+from store.costs import UNKNOWN_COST
 from store.db import drop_held, get_engine, held_connection
 from store.migrate import masked
 from switchyard.budgets import (
@@ -75,6 +79,28 @@ class Hold:
     state: str
     budgets: tuple[str, ...]
     reused: bool = False
+
+
+@dataclass(frozen=True)
+class Closed:
+    """How a call left open ended in the ledger: ``charged_micros`` at ``price_version``; ``unknown`` when it
+    was charged at the amount held for it because nobody knows what the provider charged; ``held`` False when
+    there was no hold still held (none was made, or the dead worker had settled or released it already)."""
+
+    charged_micros: int
+    price_version: str | None
+    unknown: bool
+    held: bool
+
+
+def closing(row: SpendRow | None) -> Closed:
+    """What closing an open call does to its hold (pure): a hold still held is charged in full, flagged."""
+    if row is None:
+        return Closed(0, None, unknown=False, held=False)
+    if row.state == "held":
+        return Closed(row.held_micros, UNKNOWN_COST, unknown=True, held=True)
+    charged = row.charged_micros if row.state == "settled" else 0
+    return Closed(charged, row.price_version, unknown=row.price_version == UNKNOWN_COST, held=False)
 
 
 @dataclass(frozen=True)
@@ -213,6 +239,26 @@ class Ledger:
             crossed = self._crossed_by_charge(conn, row, after) if charged_micros > held else []
             recorded = self._record_alerts(conn, crossed, task_id, now)
         self._warn(recorded)
+
+    def close_open_call(self, *, task_id: str, attempt: int) -> Closed:
+        """Settle the hold of a call whose worker died before its answer was stored at the amount held
+        (:func:`closing`). Idempotent: a second close finds it settled and says the same."""
+        closed = closing(self._again_if_dropped(lambda: self._spend_row(task_id, attempt)))
+        if closed.held:
+            self.settle(
+                task_id=task_id, attempt=attempt, charged_micros=closed.charged_micros, price_version=UNKNOWN_COST
+            )
+            log.warning(
+                "task %s attempt %s: a call left open was charged at its hold ($%.6f): its real cost is unknown",
+                task_id,
+                attempt,
+                closed.charged_micros / 1e6,
+            )
+        return closed
+
+    def _spend_row(self, task_id: str, attempt: int) -> SpendRow | None:
+        with self._transaction("read the hold", task_id=task_id) as conn:
+            return sql.locked_spend(conn, task_id=task_id, attempt=attempt)
 
     def release(self, *, task_id: str, attempt: int, reason: str) -> bool:
         """Give the hold back (charged 0). False when there was no hold still held (nothing changed)."""

@@ -316,9 +316,14 @@ class SpendRow:
     environment: str
     stage: str
     budget_keys: list[Any] | None
+    charged_micros: int = 0
+    price_version: str | None = None
 
 
-_ROW = (_S.id, _S.state, _S.held_micros, _S.provider, _S.model, _S.group, _S.environment, _S.stage, _S.budget_keys)
+_ROW = (
+    *(_S.id, _S.state, _S.held_micros, _S.provider, _S.model, _S.group, _S.environment, _S.stage, _S.budget_keys),
+    *(_S.charged_micros, _S.price_version),
+)
 _THIS = (_S.task_id == bindparam("k_task"), _S.attempt == bindparam("k_attempt"))
 _LOCKED_SPEND = select(*_ROW).where(*_THIS).with_for_update()
 _END_HELD = (  # settle or release a hold still held; RETURNING gives what it held (held_micros is not changed)

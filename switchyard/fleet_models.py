@@ -167,6 +167,10 @@ class LimitsConfig(_Strict):
     provider_timeout_s: float = Field(default=120.0, gt=0)
     task_deadline_s: int = Field(default=1800, ge=1)  # how long a task may wait (deferred) for a provider
     max_defer_countdown_s: int = Field(default=60, ge=1)  # longest single deferral; well under the visibility
+    # storing a paid answer while the database is away: backoff from the first to the longest wait, tried
+    # until the task's time limit is near (routing/parked.py)
+    store_retry_initial_s: float = Field(default=0.25, gt=0)
+    store_retry_max_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _visibility_after_time_limit(self) -> LimitsConfig:

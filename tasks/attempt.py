@@ -6,6 +6,13 @@
           → settle the hold to the real cost → the kind's handler acts on the answer
           → result row + terminal status → :func:`tasks.pipeline.after_terminal`
 
+Every answer is stored before anything else can fail: the attempt's row is ``running`` while its call is
+open, ``answered`` (with the answer, usage and cost) as soon as the answer arrives, then settled in the ledger;
+the handler's outcome is stored with the attempt's verdict. When the database is away at that moment, the
+answer waits (in memory and in the state Redis, :mod:`routing.parked`) and storing is tried again until the
+task's time limit is near, instead of failing. What a redelivery does with what it finds is
+:func:`tasks.claim.recover`'s to say.
+
 Attempts are numbered 1, 2, … per task across runs. A provider that fails past its retries (or answers
 with something unusable) is excluded for the rest of the run and the router picks the next rung, then a
 free provider when the kind allows it; no rung restarts another's retry cycle. When nothing can serve the
@@ -21,13 +28,15 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import build_provider
 from routing.breaker import PermitRequest
+from routing.parked import ParkedAnswer, ParkedAnswers, until_stored
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
+from routing.state import connect_state
 from store import repo
 from store.db import session_scope
 from switchyard.errors import (
@@ -43,12 +52,13 @@ from switchyard.errors import (
 )
 from switchyard.pricing import cost_micros
 from tasks import pipeline
-from tasks.claim import claim, finished_task, recover
+from tasks.claim import Resumed, claim, finished_task, recover, store_answered, store_outcome
 from tasks.context import Context
 from tasks.kinds import HANDLERS
 from tasks.kinds.base import Answer, Outcome, Prompt, TaskInfo
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 ProviderFactory = Callable[[str, Context, str], Provider]
 Guard = Callable[[str, Callable[[], ProviderResponse], PermitRequest | None], ProviderResponse]
 GATE_COUNTDOWN_S = 2.0  # waiting for another task (an earlier merge, a dependency): look again soon
@@ -96,16 +106,22 @@ class Runner:
     router: Router | None = None  # default: the context's (ledger in SQL, breakers in the state Redis)
     guard: Guard | None = None  # default: the context's guarded call with ``sleep``
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    parked: ParkedAnswers | None = None  # default: answers waiting for the database park in the state Redis
     _router: Router = field(init=False)
     _guard: Guard = field(init=False)
+    _parked: ParkedAnswers = field(init=False)
     _task: TaskInfo | None = field(default=None, init=False)
+    _began: datetime | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._router = self.router or self.ctx.router()
         self._guard = self.guard or self.ctx.guard(sleep=self.sleep)
+        url = self.ctx.settings.effective_state_url
+        self._parked = self.parked or self.ctx.part("parked", lambda: ParkedAnswers(connect_state(url)))
 
     def run(self, task_id: str) -> str:
         """Run ``task_id`` to a terminal status and return it; raises :class:`Deferred` when it must wait."""
+        self._began = self.now()
         task = claim(self.ctx, task_id)
         if task is None:  # a redelivery of a finished task: make sure its follow-ups went out (idempotent)
             finished = finished_task(self.ctx, task_id)
@@ -127,8 +143,10 @@ class Runner:
 
     def _work(self, task: TaskInfo) -> tuple[Route, Outcome]:
         handler = HANDLERS[task.kind]
-        resumed = recover(self.ctx, task, self._router.ledger)
+        resumed = recover(self.ctx, task, self._router.ledger, self._parked)
         if resumed:
+            if resumed.outcome is not None:  # the outcome was stored with its verdict: finish from it
+                return resumed.route, resumed.outcome
             route, outcome = self._act_on(task, resumed)
             if outcome is not None:
                 return route, outcome
@@ -208,9 +226,9 @@ class Runner:
         answer = self._call(task, number, route, prompt)
         return self._judge(task, number, answer)
 
-    def _act_on(self, task: TaskInfo, resumed: tuple[int, Route, Answer]) -> tuple[Route, Outcome | None]:
+    def _act_on(self, task: TaskInfo, resumed: Resumed) -> tuple[Route, Outcome | None]:
         """Act again on the answer a dead worker stored (no second call, no second charge)."""
-        number, route, answer = resumed
+        number, route, answer = resumed.number, resumed.route, resumed.answer
         try:
             return route, self._judge(task, number, answer)
         except (BadAnswer, PatchRejected):
@@ -222,7 +240,7 @@ class Runner:
         except SwitchyardError as exc:  # unusable answers move to the next rung; the rest end the task
             self._mark(task, number, "failed", exc)
             raise
-        self._mark(task, number, "succeeded" if outcome.status == "succeeded" else "failed", None)
+        self._mark(task, number, "succeeded" if outcome.status == "succeeded" else "failed", None, outcome)
         return outcome
 
     def _call(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> Answer:
@@ -230,13 +248,7 @@ class Runner:
         try:
             response = self._guard(route.provider, lambda: provider.call(request), route.permit)
         except ProviderError as exc:
-            ledger = self._router.ledger
-            if isinstance(exc, HoldExceeded):  # the agent spent its hold before stopping: that money is gone
-                spent = round(exc.cost_usd * 1_000_000)
-                ledger.settle(task_id=task.id, attempt=number, charged_micros=spent, price_version="reported")
-            else:
-                ledger.release(task_id=task.id, attempt=number, reason=type(exc).__name__)
-            self._mark(task, number, "failed", exc)
+            self._close_failed(task, number, exc)
             raise
         finally:
             if self.make_provider is not default_factory:  # the default's clients live as long as the process
@@ -289,30 +301,74 @@ class Runner:
             max_cost_usd=route.max_cost_micros / 1_000_000,
         )
 
+    def _close_failed(self, task: TaskInfo, number: int, exc: ProviderError) -> None:
+        """A call that failed: its hold released (or, when an agent spent it before stopping, settled), then
+        the attempt closed; both kept trying while the database is away, so that a redelivery never finds
+        this call open and charges it as of unknown cost."""
+        ledger = self._router.ledger
+        if isinstance(exc, HoldExceeded):  # the agent spent its hold before stopping: that money is gone
+            spent = round(exc.cost_usd * 1_000_000)
+            self._keep(
+                lambda: ledger.settle(task_id=task.id, attempt=number, charged_micros=spent, price_version="reported")
+            )
+        else:
+            self._keep(lambda: ledger.release(task_id=task.id, attempt=number, reason=type(exc).__name__))
+        self._keep(lambda: self._mark(task, number, "failed", exc))
+
     def _charge(self, task: TaskInfo, number: int, route: Route, response: ProviderResponse) -> None:
         """Store the answer and its cost first, then settle the hold: a worker that dies in between leaves an
-        answered attempt, and the redelivery settles it (see :func:`tasks.claim.recover`)."""
+        answered attempt, and the redelivery settles it (see :func:`tasks.claim.recover`). While the database
+        is away the answer waits, parked in the state Redis too, and storing is tried again (:meth:`_keep`)."""
+        answer = self._priced(route, response)
+        parked: list[bool] = []
+
+        def park(exc: BaseException) -> None:
+            if not parked:
+                log.warning(
+                    "task %s attempt %s: answer waits for the database (%s)", task.id, number, type(exc).__name__
+                )
+                parked.append(self._parked.park(task.id, number, answer, ttl_s=self._park_ttl_s()))
+
+        self._keep(lambda: store_answered(self.ctx.database_url, task.id, number, answer), park)
+        ledger, cost, version = self._router.ledger, answer.cost_micros, answer.price_version
+        self._keep(
+            lambda: ledger.settle(task_id=task.id, attempt=number, charged_micros=cost, price_version=version), park
+        )
+        if any(parked):
+            self._parked.drop(task.id, number)
+
+    def _priced(self, route: Route, response: ProviderResponse) -> ParkedAnswer:
         version, price = self.ctx.fleet.price(route.provider, route.model, self.now().date())
         cost = cost_micros(response.usage, price)
         if response.reported_cost_usd is not None:  # the agent CLI priced its own session: trust its figure
             cost = round(response.reported_cost_usd * 1_000_000)
             version = f"{version} (reported by the {route.transport} transport)"
-        with session_scope(self.ctx.database_url) as session:
-            repo.finish_attempt(
-                session,
-                task_id=task.id,
-                attempt=number,
-                status="answered",
-                usage=response.usage,
-                cost_micros=cost,
-                price_version=version,
-                answer=response.text,
-                latency_ms=response.latency_ms,
-            )
-        self._router.ledger.settle(task_id=task.id, attempt=number, charged_micros=cost, price_version=version)
+        text, usage, latency = response.text, response.usage, response.latency_ms
+        return ParkedAnswer(route.provider, route.model, route.transport, text, usage, cost, version, latency)
 
-    def _mark(self, task: TaskInfo, number: int, status: str, exc: Exception | None) -> None:
-        """Close the attempt; the usage and cost recorded when it was answered stay as they were."""
+    def _keep(self, store: Callable[[], T], on_outage: Callable[[BaseException], None] = lambda _: None) -> T:
+        """``store()``, tried again while the database is away, until a tenth of the task's time limit is left."""
+        limits = self.ctx.fleet.limits
+        elapsed = (self.now() - (self._began or self.now())).total_seconds()
+        return until_stored(
+            store,
+            initial_s=limits.store_retry_initial_s,
+            max_s=limits.store_retry_max_s,
+            within_s=limits.task_time_limit_s * 0.9 - elapsed,
+            sleep=self.sleep,
+            on_outage=on_outage,
+        )
+
+    def _park_ttl_s(self) -> float:
+        """How long a parked answer waits for a redelivery: as long as the broker may take to redeliver."""
+        limits = self.ctx.fleet.limits
+        return limits.visibility_timeout_s + limits.task_time_limit_s + limits.task_deadline_s
+
+    def _mark(
+        self, task: TaskInfo, number: int, status: str, exc: Exception | None, outcome: Outcome | None = None
+    ) -> None:
+        """Close the attempt; the usage and cost recorded when it was answered stay as they were. An outcome is
+        stored with the verdict (the task's result row), so a redelivery finishes from it without acting again."""
         with session_scope(self.ctx.database_url) as session:
             repo.finish_attempt(
                 session,
@@ -322,6 +378,8 @@ class Runner:
                 error_class=type(exc).__name__ if exc else None,
                 error=str(exc)[:2000] if exc else None,
             )
+            if outcome is not None:
+                store_outcome(session, task, outcome)
 
     # --- assist: a handler's follow-up question inside the task ----------------------------------------
 
