@@ -112,6 +112,7 @@ class Runner:
     _parked: ParkedAnswers = field(init=False)
     _task: TaskInfo | None = field(default=None, init=False)
     _began: datetime | None = field(default=None, init=False)
+    _assists: list[tuple[int, Answer]] = field(default_factory=list, init=False)  # stored, for a redelivery
 
     def __post_init__(self) -> None:
         self._router = self.router or self.ctx.router()
@@ -144,6 +145,7 @@ class Runner:
     def _work(self, task: TaskInfo) -> tuple[Route, Outcome]:
         handler = HANDLERS[task.kind]
         resumed = recover(self.ctx, task, self._router.ledger, self._parked)
+        self._assists = list(resumed.assists) if resumed else []
         if resumed:
             if resumed.outcome is not None:  # the outcome was stored with its verdict: finish from it
                 return resumed.route, resumed.outcome
@@ -388,6 +390,10 @@ class Runner:
         task = self._task
         if task is None:
             raise RuntimeError("Runner.ask is only valid while a task runs (from a handler's act)")
+        if self._assists and self._assists[0][1].provider == provider:  # asked before the worker died: answered
+            number, stored = self._assists.pop(0)
+            self._mark(task, number, "succeeded", None)
+            return stored
         number = self._next_number(task)
         decision = self._router.route(self._request(task, prompt, set()), self._place(task, number), only=provider)
         if isinstance(decision, Refusal):

@@ -13,7 +13,8 @@ call is charged exactly once:
                Only a call whose hold was no longer held (never made, or released by the worker when the call
                failed) is closed as lost (``WorkerLost``) with nothing charged.
     answered   the answer and its cost are stored: the hold is settled (idempotent) and the stored answer is
-               acted on again, with no second call.
+               acted on again, with no second call. The questions the handler asked while acting on it
+               (assists, later attempts) are answered again from their stored answers, in order, not called.
     succeeded  the verdict and the handler's outcome were stored together (the task's result row); the worker
                died before the task's terminal status: the task finishes from the stored outcome, with no
                second call and no second act. The same for an answer whose outcome was ``failed``.
@@ -26,7 +27,7 @@ than closing the call as of unknown cost.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -69,6 +70,7 @@ class Resumed:
     route: Route
     answer: Answer
     outcome: Outcome | None = None
+    assists: tuple[tuple[int, Answer], ...] = ()  # answers to the handler's own questions, asked while acting
 
 
 def claim(ctx: Context, task_id: str) -> TaskInfo | None:
@@ -147,13 +149,21 @@ def resume_from(attempts: list[Attempt], stored: Outcome | None) -> Resumed | No
         main = max(judged, key=lambda a: (as_utc(a.finished_at) if a.finished_at else NEVER, a.attempt))
         return _resumed(main, stored)
     answered = [a for a in attempts if a.status == "answered" and a.answer is not None]
-    return _resumed(answered[-1], None) if answered else None
+    if not answered:
+        return None
+    main = answered[0]  # acting on it may have asked more questions (assists): they came after it
+    after = [a for a in attempts if a.attempt > main.attempt and a.answer is not None and a.error_class is None]
+    assists = tuple((a.attempt, _answer(a)) for a in after if a.status in ("answered", "succeeded"))
+    return replace(_resumed(main, None), assists=assists)
 
 
 def _resumed(attempt: Attempt, outcome: Outcome | None) -> Resumed:
     route = Route(attempt.provider, attempt.model, "cli" if attempt.transport == "cli" else "api", 0, 0)
-    answer = Answer(attempt.answer or "", attempt.provider, attempt.model, attempt.transport)
-    return Resumed(attempt.attempt, route, answer, outcome)
+    return Resumed(attempt.attempt, route, _answer(attempt), outcome)
+
+
+def _answer(attempt: Attempt) -> Answer:
+    return Answer(attempt.answer or "", attempt.provider, attempt.model, attempt.transport)
 
 
 def recover(ctx: Context, task: TaskInfo, ledger: Ledger, parked: ParkedAnswers) -> Resumed | None:

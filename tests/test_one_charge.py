@@ -23,6 +23,7 @@ from conftest import IN_CI, free_port
 from pipeline_kit import detail, factory, make_context
 from private_postgres import PrivatePostgres, available
 from sqlalchemy.exc import OperationalError
+from test_pipeline import _conflicting_impl, by_kind
 
 from cli.detail import show_detail
 from providers.base import ProviderResponse
@@ -40,7 +41,7 @@ from switchyard.usage import Usage
 from tasks.attempt import Runner
 from tasks.claim import resume_from
 from tasks.context import Context
-from tasks.kinds.base import Outcome
+from tasks.kinds.base import Answer, Outcome, Prompt
 from tasks.submit import submit
 
 OUTAGE_S = 15.0  # how long PostgreSQL stays away in the outage test (the issue's 16 s outage, give or take)
@@ -111,6 +112,17 @@ def test_without_an_outcome_the_latest_answered_attempt_is_acted_on_again() -> N
     assert resumed is not None and (resumed.number, resumed.outcome) == (2, None)
     assert resume_from([attempt(1, "succeeded", at=1)], None) is None  # an assist's verdict is no outcome
     assert resume_from([attempt(1, "failed", error_class="UnknownCost", answer=None, at=1)], None) is None
+
+
+def test_the_questions_asked_while_acting_are_answered_again_from_their_stored_answers() -> None:
+    attempts = [
+        attempt(1, "answered"),  # the worker died while acting on it
+        attempt(2, "succeeded", at=3),  # a question its handler asked (a conflict to resolve)
+        attempt(3, "answered"),  # another, answered, then the worker died
+    ]
+    resumed = resume_from(attempts, None)
+    assert resumed is not None and resumed.number == 1
+    assert [number for number, _ in resumed.assists] == [2, 3]
 
 
 def test_a_parked_answer_survives_its_trip_through_json() -> None:
@@ -353,3 +365,33 @@ def test_when_the_answer_waited_in_memory_only_a_dead_worker_leaves_an_unknown_c
     assert report["total"]["unknown_cost_micros"] == held
     show_detail(row)
     assert "unknown cost" in capsys.readouterr().out
+
+
+class DiesAfterAsking(Runner):
+    """Dies right after the handler's own question (a conflict to resolve) was answered and stored."""
+
+    def ask(self, provider: str, prompt: Prompt) -> Answer:
+        super().ask(provider, prompt)
+        raise WorkerDied
+
+
+def test_a_redelivery_answers_the_handlers_question_from_its_stored_answer(
+    tmp_path: Path, server: BackgroundSimulator, redis_url: str, sqlite_url: str, sim: httpx.Client
+) -> None:
+    ctx = make_context(tmp_path, server.url, redis_url, sqlite_url)
+    _conflicting_impl(ctx)  # codex implemented a change that conflicts with env/dev1
+    (review_id,) = by_kind(ctx)["pr_review"]
+    assert Runner(ctx, make_provider=factory(), sleep=lambda _: None).run(review_id) == "succeeded"
+    (integ_id,) = by_kind(ctx)["pr_integ"]
+    with pytest.raises(WorkerDied):
+        DiesAfterAsking(ctx, make_provider=factory(), sleep=lambda _: None).run(integ_id)
+    asked = calls(sim, "codex")
+
+    assert Runner(ctx, make_provider=factory(), sleep=lambda _: None).run(integ_id) == "succeeded"
+    assert calls(sim, "codex") == asked  # the resolution was not asked for again
+    integ = detail(ctx, integ_id)
+    assert [(a["provider"], a["status"]) for a in integ["attempts"]] == [
+        ("ollama", "succeeded"),
+        ("codex", "succeeded"),
+    ]
+    assert integ["merges"][0]["resolved_by"] == "codex"
