@@ -28,12 +28,12 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
 from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import build_provider
 from routing.breaker import PermitRequest
-from routing.parked import ParkedAnswer, ParkedAnswers, until_stored
+from routing.parked import ParkedAnswers
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from routing.state import connect_state
@@ -50,15 +50,14 @@ from switchyard.errors import (
     SwitchyardError,
     TransientError,
 )
-from switchyard.pricing import cost_micros
 from tasks import pipeline
-from tasks.claim import Resumed, claim, finished_task, recover, store_answered, store_outcome
+from tasks.claim import Resumed, claim, finished_task, recover, store_outcome
 from tasks.context import Context
 from tasks.kinds import HANDLERS
 from tasks.kinds.base import Answer, Outcome, Prompt, TaskInfo
+from tasks.storing import Keeper, priced
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 ProviderFactory = Callable[[str, Context, str], Provider]
 Guard = Callable[[str, Callable[[], ProviderResponse], PermitRequest | None], ProviderResponse]
 GATE_COUNTDOWN_S = 2.0  # waiting for another task (an earlier merge, a dependency): look again soon
@@ -305,66 +304,27 @@ class Runner:
 
     def _close_failed(self, task: TaskInfo, number: int, exc: ProviderError) -> None:
         """A call that failed: its hold released (or, when an agent spent it before stopping, settled), then
-        the attempt closed; both kept trying while the database is away, so that a redelivery never finds
-        this call open and charges it as of unknown cost."""
-        ledger = self._router.ledger
+        the attempt closed; both kept trying while the database is away (:mod:`tasks.storing`)."""
+        ledger, keeper = self._router.ledger, self._keeper()
         if isinstance(exc, HoldExceeded):  # the agent spent its hold before stopping: that money is gone
             spent = round(exc.cost_usd * 1_000_000)
-            self._keep(
+            keeper.keep(
                 lambda: ledger.settle(task_id=task.id, attempt=number, charged_micros=spent, price_version="reported")
             )
         else:
-            self._keep(lambda: ledger.release(task_id=task.id, attempt=number, reason=type(exc).__name__))
-        self._keep(lambda: self._mark(task, number, "failed", exc))
+            keeper.keep(lambda: ledger.release(task_id=task.id, attempt=number, reason=type(exc).__name__))
+        keeper.keep(lambda: self._mark(task, number, "failed", exc))
 
     def _charge(self, task: TaskInfo, number: int, route: Route, response: ProviderResponse) -> None:
         """Store the answer and its cost first, then settle the hold: a worker that dies in between leaves an
         answered attempt, and the redelivery settles it (see :func:`tasks.claim.recover`). While the database
-        is away the answer waits, parked in the state Redis too, and storing is tried again (:meth:`_keep`)."""
-        answer = self._priced(route, response)
-        parked: list[bool] = []
+        is away the answer waits, parked in the state Redis too (:mod:`tasks.storing`)."""
+        answer = priced(self.ctx.fleet, route, response, self.now().date())
+        self._keeper().store_answer(task.id, number, answer, self._router.ledger)
 
-        def park(exc: BaseException) -> None:
-            if not parked:
-                log.warning(
-                    "task %s attempt %s: answer waits for the database (%s)", task.id, number, type(exc).__name__
-                )
-                parked.append(self._parked.park(task.id, number, answer, ttl_s=self._park_ttl_s()))
-
-        self._keep(lambda: store_answered(self.ctx.database_url, task.id, number, answer), park)
-        ledger, cost, version = self._router.ledger, answer.cost_micros, answer.price_version
-        self._keep(
-            lambda: ledger.settle(task_id=task.id, attempt=number, charged_micros=cost, price_version=version), park
-        )
-        if any(parked):
-            self._parked.drop(task.id, number)
-
-    def _priced(self, route: Route, response: ProviderResponse) -> ParkedAnswer:
-        version, price = self.ctx.fleet.price(route.provider, route.model, self.now().date())
-        cost = cost_micros(response.usage, price)
-        if response.reported_cost_usd is not None:  # the agent CLI priced its own session: trust its figure
-            cost = round(response.reported_cost_usd * 1_000_000)
-            version = f"{version} (reported by the {route.transport} transport)"
-        text, usage, latency = response.text, response.usage, response.latency_ms
-        return ParkedAnswer(route.provider, route.model, route.transport, text, usage, cost, version, latency)
-
-    def _keep(self, store: Callable[[], T], on_outage: Callable[[BaseException], None] = lambda _: None) -> T:
-        """``store()``, tried again while the database is away, until a tenth of the task's time limit is left."""
-        limits = self.ctx.fleet.limits
-        elapsed = (self.now() - (self._began or self.now())).total_seconds()
-        return until_stored(
-            store,
-            initial_s=limits.store_retry_initial_s,
-            max_s=limits.store_retry_max_s,
-            within_s=limits.task_time_limit_s * 0.9 - elapsed,
-            sleep=self.sleep,
-            on_outage=on_outage,
-        )
-
-    def _park_ttl_s(self) -> float:
-        """How long a parked answer waits for a redelivery: as long as the broker may take to redeliver."""
-        limits = self.ctx.fleet.limits
-        return limits.visibility_timeout_s + limits.task_time_limit_s + limits.task_deadline_s
+    def _keeper(self) -> Keeper:
+        began = self._began or self.now()
+        return Keeper(self.ctx.database_url, self.ctx.fleet.limits, self._parked, began, self.now, self.sleep)
 
     def _mark(
         self, task: TaskInfo, number: int, status: str, exc: Exception | None, outcome: Outcome | None = None

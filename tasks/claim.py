@@ -36,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from routing.ledger import Closed
-from routing.parked import ParkedAnswer, ParkedAnswers
+from routing.parked import ParkedAnswers
 from routing.route import Route
 from store import repo
 from store.costs import UNKNOWN_COST_ERROR
@@ -46,6 +46,7 @@ from store.queries import as_utc
 from tasks.context import Context
 from tasks.kinds.base import Answer, Outcome, TaskInfo
 from tasks.schemas import SubmitRequest
+from tasks.storing import store_answered
 
 log = logging.getLogger(__name__)
 LOST = "the worker was lost; its call had ended without charge (its hold released) or never started"
@@ -104,22 +105,6 @@ def _outcome(session: Session, task_id: str, stage: str) -> Outcome | None:
 
 
 # --- storing what a call produced --------------------------------------------------------------------------
-
-
-def store_answered(database_url: str, task_id: str, number: int, answer: ParkedAnswer) -> None:
-    """The attempt ``answered``, with its answer, usage and cost (a second store changes nothing)."""
-    with session_scope(database_url) as session:
-        repo.finish_attempt(
-            session,
-            task_id=task_id,
-            attempt=number,
-            status="answered",
-            usage=answer.usage,
-            cost_micros=answer.cost_micros,
-            price_version=answer.price_version,
-            answer=answer.text,
-            latency_ms=answer.latency_ms,
-        )
 
 
 def store_outcome(session: Session, task: TaskInfo, outcome: Outcome) -> None:
