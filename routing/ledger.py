@@ -7,7 +7,9 @@ settle the hold to the real cost or release it.
     settle   the real cost replaces the held amount on the same counters (the windows the hold was made
              in, even after they rolled over); a settle after a release still records the real cost
     release  the hold goes back (the call failed without charge, or never happened)
-    sweep    releases holds whose worker died: still held after their task ended, or older than a limit
+    sweep    ends holds whose worker died (still held after their task ended, or older than a limit) as their
+             attempt says: settled at the stored cost, closed as unknown cost when the call was left open,
+             else released
     close an open call (its worker died during it, or while its answer waited for the database): the
              provider may have charged, so the hold is settled at the held amount, flagged ``unknown cost``
              (:data:`store.costs.UNKNOWN_COST`); never released to $0
@@ -101,6 +103,18 @@ def closing(row: SpendRow | None) -> Closed:
         return Closed(row.held_micros, UNKNOWN_COST, unknown=True, held=True)
     charged = row.charged_micros if row.state == "settled" else 0
     return Closed(charged, row.price_version, unknown=row.price_version == UNKNOWN_COST, held=False)
+
+
+def stale_ending(call: tuple[str, bool, int, str | None] | None) -> str:
+    """How the sweep ends a hold its worker left (pure), from its attempt's (status, answer stored, cost,
+    price version): ``settle`` at the stored cost when the answer was stored, ``unknown`` (charged at the hold,
+    flagged) when the call was left open, ``release`` when no call began or it ended without an answer."""
+    if call is None:
+        return "release"
+    status, answered, _, _ = call
+    if answered:
+        return "settle"
+    return "unknown" if status == "running" else "release"
 
 
 @dataclass(frozen=True)
@@ -275,11 +289,22 @@ class Ledger:
         return True
 
     def sweep(self, *, older_than: timedelta) -> int:
-        """Release holds still held whose task ended or that are older than ``older_than``; how many."""
+        """End holds still held whose task ended or that are older than ``older_than``, as their attempt says
+        (:func:`stale_ending`); how many were ended."""
         with self._transaction("find stale holds") as conn:
             stale = sql.stale_holds(conn, created_before=self.now() - older_than)
+            calls = sql.calls_of(conn, stale)
         reason = f"swept: its task ended, or it was held for more than {older_than.total_seconds():.0f}s"
-        return sum(self.release(task_id=task_id, attempt=attempt, reason=reason) for task_id, attempt in stale)
+        return sum(self._end_stale(task_id, number, calls.get((task_id, number)), reason) for task_id, number in stale)
+
+    def _end_stale(self, task_id: str, attempt: int, call: tuple[str, bool, int, str | None] | None, why: str) -> bool:
+        ending = stale_ending(call)
+        if ending == "unknown":
+            return self.close_open_call(task_id=task_id, attempt=attempt).held
+        if ending == "settle" and call is not None:
+            self.settle(task_id=task_id, attempt=attempt, charged_micros=call[2], price_version=call[3])
+            return True
+        return self.release(task_id=task_id, attempt=attempt, reason=why)
 
     # --- operators' overrides --------------------------------------------------------------------------
 

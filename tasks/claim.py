@@ -156,6 +156,8 @@ def recover(ctx: Context, task: TaskInfo, ledger: Ledger, parked: ParkedAnswers)
     goes on (see the module's docstring); None: from the ladder's next attempt."""
     with session_scope(ctx.database_url) as session:
         attempts = repo.attempts_of(session, task_id=task.id)
+    if not attempts:  # a first run: nothing to pick up
+        return None
     open_calls = [a.attempt for a in attempts if a.status == "running"]
     waiting = {number: parked.find(task.id, number) for number in open_calls}  # all asked before any change
     for number, answer in waiting.items():
