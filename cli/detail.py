@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from cli.render import console, table, usd
+from store.costs import UNKNOWN_COST
 
 Row = dict[str, Any]
 HEADER = ("id", "kind", "group", "environment", "stage", "status", "title", "provider", "model", "reason")
@@ -51,13 +52,15 @@ def _attempts(attempts: list[Row]) -> None:
             a["status"],
             a.get("input_tokens"),
             a.get("output_tokens"),
-            usd(a.get("cost_usd")),
+            usd(a.get("cost_usd")) + (" unknown cost" if a.get("price_version") == UNKNOWN_COST else ""),
             a.get("error") or "",
         )
         for a in attempts
     )
     console.print(table("Attempts", columns, rows))
     _tries(attempts)
+    if any(a.get("price_version") == UNKNOWN_COST for a in attempts):
+        console.print("unknown cost: a call its worker left open, charged at the amount held for it", soft_wrap=True)
     for a in attempts:  # why the router did not take the providers before this one (breaker, budget, busy...)
         if a.get("route_note"):
             console.print(

@@ -8,6 +8,11 @@ The state Redis (``settings.effective_state_url``, by default the broker) holds,
     switchyard:{claude}:probes      sorted set: permit id -> lease expiry (ms); half-open probes out
     switchyard:{claude}:models      hash: model -> JSON mark of a model that answered 404 (:mod:`routing.marks`)
 
+and, apart from the providers' keys:
+
+    switchyard:answer:{task id}:{attempt}   string (JSON): a provider's answer waiting to be stored in SQL
+                                            while the database is away (:mod:`routing.parked`)
+
 The provider name is a hash tag (``{claude}``), so all keys of one provider live in one cluster slot and a
 single Lua script may touch them all.
 """
@@ -44,3 +49,8 @@ def provider_keys(provider: str) -> ProviderKeys:
         probes=f"{base}:probes",
         models=f"{base}:models",
     )
+
+
+def answer_key(task_id: str, attempt: int) -> str:
+    """Where the answer of (task, attempt) waits while the database is away."""
+    return f"{PREFIX}:answer:{task_id}:{attempt}"

@@ -7,7 +7,13 @@ settle the hold to the real cost or release it.
     settle   the real cost replaces the held amount on the same counters (the windows the hold was made
              in, even after they rolled over); a settle after a release still records the real cost
     release  the hold goes back (the call failed without charge, or never happened)
-    sweep    releases holds whose worker died: still held after their task ended or its lease ran out
+    sweep    ends holds whose worker died (still held after their task ended or its lease ran out;
+             a hold of a task never leased, older than a limit) as their
+             attempt says: settled at the stored cost, closed as unknown cost when the call was left open,
+             else released
+    close an open call (its worker died during it, or while its answer waited for the database): the
+             provider may have charged, so the hold is settled at the held amount, flagged ``unknown cost``
+             (:data:`store.costs.UNKNOWN_COST`); never released to $0
 
 All of them are idempotent on (task id, attempt): a second hold returns the first without counting again
 (a released hold is held anew), a second settle or release changes nothing. The budgets in force are read
@@ -32,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from store import budgets as sql
 from store.budgets import Ending, OverrideRow, SpendRow
+from store.costs import UNKNOWN_COST
 from store.db import drop_held, get_engine, held_connection
 from store.migrate import masked
 from switchyard.budgets import (
@@ -75,6 +82,40 @@ class Hold:
     state: str
     budgets: tuple[str, ...]
     reused: bool = False
+
+
+@dataclass(frozen=True)
+class Closed:
+    """How a call left open ended in the ledger: ``charged_micros`` at ``price_version``; ``unknown`` when it
+    was charged at the amount held for it because nobody knows what the provider charged; ``held`` False when
+    there was no hold still held (none was made, or the dead worker had settled or released it already)."""
+
+    charged_micros: int
+    price_version: str | None
+    unknown: bool
+    held: bool
+
+
+def closing(row: SpendRow | None) -> Closed:
+    """What closing an open call does to its hold (pure): a hold still held is charged in full, flagged."""
+    if row is None:
+        return Closed(0, None, unknown=False, held=False)
+    if row.state == "held":
+        return Closed(row.held_micros, UNKNOWN_COST, unknown=True, held=True)
+    charged = row.charged_micros if row.state == "settled" else 0
+    return Closed(charged, row.price_version, unknown=row.price_version == UNKNOWN_COST, held=False)
+
+
+def stale_ending(call: tuple[str, bool, int, str | None] | None) -> str:
+    """How the sweep ends a hold its worker left (pure), from its attempt's (status, answer stored, cost,
+    price version): ``settle`` at the stored cost when the answer was stored, ``unknown`` (charged at the hold,
+    flagged) when the call was left open, ``release`` when no call began or it ended without an answer."""
+    if call is None:
+        return "release"
+    status, answered, _, _ = call
+    if answered:
+        return "settle"
+    return "unknown" if status == "running" else "release"
 
 
 @dataclass(frozen=True)
@@ -214,6 +255,26 @@ class Ledger:
             recorded = self._record_alerts(conn, crossed, task_id, now)
         self._warn(recorded)
 
+    def close_open_call(self, *, task_id: str, attempt: int) -> Closed:
+        """Settle the hold of a call whose worker died before its answer was stored at the amount held
+        (:func:`closing`). Idempotent: a second close finds it settled and says the same."""
+        closed = closing(self._again_if_dropped(lambda: self._spend_row(task_id, attempt)))
+        if closed.held:
+            self.settle(
+                task_id=task_id, attempt=attempt, charged_micros=closed.charged_micros, price_version=UNKNOWN_COST
+            )
+            log.warning(
+                "task %s attempt %s: a call left open was charged at its hold ($%.6f): its real cost is unknown",
+                task_id,
+                attempt,
+                closed.charged_micros / 1e6,
+            )
+        return closed
+
+    def _spend_row(self, task_id: str, attempt: int) -> SpendRow | None:
+        with self._transaction("read the hold", task_id=task_id) as conn:
+            return sql.locked_spend(conn, task_id=task_id, attempt=attempt)
+
     def release(self, *, task_id: str, attempt: int, reason: str) -> bool:
         """Give the hold back (charged 0). False when there was no hold still held (nothing changed)."""
         return self._again_if_dropped(lambda: self._release(task_id, attempt, reason))
@@ -229,13 +290,23 @@ class Ledger:
         return True
 
     def sweep(self, *, older_than: timedelta) -> int:
-        """Release holds still held whose task ended or whose task's lease ran out (its worker died); of a task
-        that never had a lease, older than ``older_than``; how many."""
+        """End holds still held whose task ended or whose task's lease ran out (its worker died) -- of a task that
+        never had a lease, older than ``older_than`` -- as their attempt says (:func:`stale_ending`); how many."""
         now = self.now()
         with self._transaction("find stale holds") as conn:
             stale = sql.stale_holds(conn, created_before=now - older_than, now=now)
+            calls = sql.calls_of(conn, stale)
         reason = "swept: its task ended, or its worker died (the task's lease ran out)"
-        return sum(self.release(task_id=task_id, attempt=attempt, reason=reason) for task_id, attempt in stale)
+        return sum(self._end_stale(task_id, number, calls.get((task_id, number)), reason) for task_id, number in stale)
+
+    def _end_stale(self, task_id: str, attempt: int, call: tuple[str, bool, int, str | None] | None, why: str) -> bool:
+        ending = stale_ending(call)
+        if ending == "unknown":
+            return self.close_open_call(task_id=task_id, attempt=attempt).held
+        if ending == "settle" and call is not None:
+            self.settle(task_id=task_id, attempt=attempt, charged_micros=call[2], price_version=call[3])
+            return True
+        return self.release(task_id=task_id, attempt=attempt, reason=why)
 
     # --- operators' overrides --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from providers.registry import available, cli_available
 from routing.breaker import PermitRequest
+from routing.ledger import Closed
 from routing.marks import ModelMark, new_mark
 from routing.route import ProviderState, Refusal, Route, RouteRequest, candidates, choose_route
 from switchyard.budgets import BudgetState
@@ -56,6 +57,8 @@ class LedgerPort(Protocol):
     def settle(self, *, task_id: str, attempt: int, charged_micros: int, price_version: str | None) -> None: ...
 
     def release(self, *, task_id: str, attempt: int, reason: str) -> bool: ...
+
+    def close_open_call(self, *, task_id: str, attempt: int) -> Closed: ...
 
 
 class StatePort(Protocol):

@@ -40,7 +40,7 @@ from sqlalchemy.exc import MultipleResultsFound
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 
-from store.models import TERMINAL_STATUSES, BudgetAlert, BudgetCounter, BudgetOverride, Spend, Task
+from store.models import TERMINAL_STATUSES, Attempt, BudgetAlert, BudgetCounter, BudgetOverride, Spend, Task
 from store.prepared import run
 from switchyard.budgets import Action, Alert, Budget, CounterKey, as_utc, label, window_bounds
 from switchyard.fleet_models import Scope, Window
@@ -316,9 +316,14 @@ class SpendRow:
     environment: str
     stage: str
     budget_keys: list[Any] | None
+    charged_micros: int = 0
+    price_version: str | None = None
 
 
-_ROW = (_S.id, _S.state, _S.held_micros, _S.provider, _S.model, _S.group, _S.environment, _S.stage, _S.budget_keys)
+_ROW = (
+    *(_S.id, _S.state, _S.held_micros, _S.provider, _S.model, _S.group, _S.environment, _S.stage, _S.budget_keys),
+    *(_S.charged_micros, _S.price_version),
+)
 _THIS = (_S.task_id == bindparam("k_task"), _S.attempt == bindparam("k_attempt"))
 _LOCKED_SPEND = select(*_ROW).where(*_THIS).with_for_update()
 _END_HELD = (  # settle or release a hold still held; RETURNING gives what it held (held_micros is not changed)
@@ -397,3 +402,22 @@ def stale_holds(db: Connection, *, created_before: datetime, now: datetime) -> l
         .order_by(_S.created_at)
     )
     return [(task_id, attempt) for task_id, attempt in db.execute(statement)]
+
+
+def calls_of(
+    db: Connection, holds: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[str, bool, int, str | None]]:
+    """The attempt rows of ``holds`` (task, attempt): status, whether an answer is stored, its cost and price
+    version. A hold with no attempt row is left out (its call never began)."""
+    if not holds:
+        return {}
+    attempts = cast(Table, Attempt.__table__).c
+    columns = (attempts.task_id, attempts.attempt, attempts.status, attempts.answer.is_not(None))
+    statement = select(*columns, attempts.cost_micros, attempts.price_version)
+    statement = statement.where(attempts.task_id.in_(sorted({task_id for task_id, _ in holds})))
+    wanted = set(holds)
+    return {
+        (task_id, number): (status, bool(answered), int(cost or 0), version)
+        for task_id, number, status, answered, cost, version in db.execute(statement)
+        if (task_id, number) in wanted
+    }

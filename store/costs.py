@@ -16,6 +16,11 @@ from store.queries import Row, as_utc, iso, usd
 from switchyard.budgets import Budget, effective, window_bounds
 from switchyard.fleet import Fleet
 
+# The price version of a charge nobody knows the real cost of: a call left open by a worker that died (during
+# the call, or while its answer waited for the database) is charged at the amount held for it, and flagged.
+UNKNOWN_COST = "unknown cost: charged at the amount held"
+UNKNOWN_COST_ERROR = "UnknownCost"  # the attempt's error_class
+
 
 def since_filter(column: Any, since: datetime | None, until: datetime | None = None) -> list[ColumnElement[bool]]:
     after = [] if since is None else [column >= as_utc(since)]
@@ -57,6 +62,18 @@ def _spend_by(
     }
 
 
+def _unknown_by_provider(session: Session, since: datetime | None) -> dict[str, Row]:
+    """Charges whose real cost is unknown (charged at their hold, see :data:`UNKNOWN_COST`), by provider."""
+    query = select(Spend.provider, func.count(), func.sum(Spend.charged_micros)).group_by(Spend.provider)
+    query = query.where(
+        Spend.state == "settled", Spend.price_version == UNKNOWN_COST, *since_filter(Spend.created_at, since)
+    )
+    return {
+        provider: {"unknown_cost_charges": count, **_money("unknown_cost", int(charged or 0))}
+        for provider, count, charged in session.execute(query)
+    }
+
+
 def _money(prefix: str, micros: int) -> Row:
     return {f"{prefix}_micros": micros, f"{prefix}_usd": usd(micros)}
 
@@ -66,17 +83,21 @@ def _keyed(rows: dict[str, Row], key: str) -> list[Row]:
 
 
 def costs(session: Session, *, since: datetime | None = None) -> Row:
-    """Usage (attempts) and money (the spend ledger) by provider, group and environment, with the total."""
+    """Usage (attempts) and money (the spend ledger) by provider, group and environment, with the total.
+    ``unknown_cost_*`` flag the charges whose real cost nobody knows (included in ``cost``)."""
     usage = _usage_by_provider(session, since)
     money = _spend_by(session, "provider", since)
+    unknown = _unknown_by_provider(session, since)
     empty_usage: Row = {"calls": 0, **dict.fromkeys(USAGE_COLUMNS, 0), "compute_seconds": 0.0}
     empty_money: Row = {"charges": 0, **_money("cost", 0), **_money("held", 0)}
+    empty_money.update({"unknown_cost_charges": 0, **_money("unknown_cost", 0)})
     providers = {
-        name: {**empty_usage, **usage.get(name, {}), **empty_money, **money.get(name, {})}
+        name: {**empty_usage, **usage.get(name, {}), **empty_money, **money.get(name, {}), **unknown.get(name, {})}
         for name in set(usage) | set(money)
     }
     total = {key: sum(row[key] for row in providers.values()) for key in (*empty_usage, *empty_money)}
-    total.update(cost_usd=usd(total["cost_micros"]), held_usd=usd(total["held_micros"]))
+    for prefix in ("cost", "held", "unknown_cost"):
+        total[f"{prefix}_usd"] = usd(total[f"{prefix}_micros"])
     return {
         "since": iso(as_utc(since)) if since else None,
         "providers": _keyed(providers, "provider"),

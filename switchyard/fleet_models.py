@@ -172,6 +172,10 @@ class LimitsConfig(_Strict):
     lease_s: float = Field(default=60.0, ge=1, le=3600)
     lease_renew_every_s: float = Field(default=15.0, gt=0, le=1800)
     lease_check_every_s: float = Field(default=15.0, gt=0, le=3600)
+    # storing a paid answer while the database is away: backoff from the first to the longest wait, tried
+    # until the task's time limit is near (routing/parked.py)
+    store_retry_initial_s: float = Field(default=0.25, gt=0)
+    store_retry_max_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _visibility_after_time_limit(self) -> LimitsConfig:

@@ -6,6 +6,13 @@
           → settle the hold to the real cost → the kind's handler acts on the answer
           → result row + terminal status → :func:`tasks.pipeline.after_terminal`
 
+Every answer is stored before anything else can fail: the attempt's row is ``running`` while its call is
+open, ``answered`` (with the answer, usage and cost) as soon as the answer arrives, then settled in the ledger;
+the handler's outcome is stored with the attempt's verdict. When the database is away at that moment, the
+answer waits (in memory and in the state Redis, :mod:`routing.parked`) and storing is tried again until the
+task's time limit is near, instead of failing. What a redelivery does with what it finds is
+:func:`tasks.claim.recover`'s to say.
+
 Attempts are numbered 1, 2, … per task across runs. A provider that fails past its retries, refuses the
 request (400, 413, 422: too large or malformed for it), does not know the model (404: the model is also
 marked unusable for every worker, :mod:`routing.marks`) or answers with something unusable is excluded for
@@ -28,8 +35,10 @@ from typing import NoReturn
 from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import build_provider
 from routing.breaker import PermitRequest
+from routing.parked import ParkedAnswers
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
+from routing.state import connect_state
 from store import repo
 from store.db import session_scope
 from switchyard.errors import (
@@ -43,12 +52,12 @@ from switchyard.errors import (
     SwitchyardError,
     TransientError,
 )
-from switchyard.pricing import cost_micros
 from tasks import pipeline
-from tasks.claim import claim, finished_task, recover
+from tasks.claim import Resumed, claim, finished_task, recover, store_outcome
 from tasks.context import Context
 from tasks.kinds import HANDLERS
 from tasks.kinds.base import Answer, Outcome, Prompt, TaskInfo
+from tasks.storing import Keeper, priced
 from tasks.tries import TryLog
 
 log = logging.getLogger(__name__)
@@ -99,16 +108,23 @@ class Runner:
     router: Router | None = None  # default: the context's (ledger in SQL, breakers in the state Redis)
     guard: Guard | None = None  # default: the context's guarded call with ``sleep``
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    parked: ParkedAnswers | None = None  # default: answers waiting for the database park in the state Redis
     _router: Router = field(init=False)
     _guard: Guard = field(init=False)
+    _parked: ParkedAnswers = field(init=False)
     _task: TaskInfo | None = field(default=None, init=False)
+    _began: datetime | None = field(default=None, init=False)
+    _assists: list[tuple[int, Answer]] = field(default_factory=list, init=False)  # stored, for a redelivery
 
     def __post_init__(self) -> None:
         self._router = self.router or self.ctx.router()
         self._guard = self.guard or self.ctx.guard(sleep=self.sleep)
+        url = self.ctx.settings.effective_state_url
+        self._parked = self.parked or self.ctx.part("parked", lambda: ParkedAnswers(connect_state(url)))
 
     def run(self, task_id: str) -> str:
         """Run ``task_id`` to a terminal status and return it; raises :class:`Deferred` when it must wait."""
+        self._began = self.now()
         task = claim(self.ctx, task_id)
         if task is None:  # a redelivery of a finished task: make sure its follow-ups went out (idempotent)
             finished = finished_task(self.ctx, task_id)
@@ -130,8 +146,11 @@ class Runner:
 
     def _work(self, task: TaskInfo) -> tuple[Route, Outcome]:
         handler = HANDLERS[task.kind]
-        resumed = recover(self.ctx, task, self._router.ledger)
+        resumed = recover(self.ctx, task, self._router.ledger, self._parked)
+        self._assists = list(resumed.assists) if resumed else []
         if resumed:
+            if resumed.outcome is not None:  # the outcome was stored with its verdict: finish from it
+                return resumed.route, resumed.outcome
             route, outcome = self._act_on(task, resumed)
             if outcome is not None:
                 return route, outcome
@@ -211,9 +230,9 @@ class Runner:
         answer = self._call(task, number, route, prompt)
         return self._judge(task, number, answer)
 
-    def _act_on(self, task: TaskInfo, resumed: tuple[int, Route, Answer]) -> tuple[Route, Outcome | None]:
+    def _act_on(self, task: TaskInfo, resumed: Resumed) -> tuple[Route, Outcome | None]:
         """Act again on the answer a dead worker stored (no second call, no second charge)."""
-        number, route, answer = resumed
+        number, route, answer = resumed.number, resumed.route, resumed.answer
         try:
             return route, self._judge(task, number, answer)
         except (BadAnswer, PatchRejected):
@@ -225,7 +244,7 @@ class Runner:
         except SwitchyardError as exc:  # unusable answers move to the next rung; the rest end the task
             self._mark(task, number, "failed", exc)
             raise
-        self._mark(task, number, "succeeded" if outcome.status == "succeeded" else "failed", None)
+        self._mark(task, number, "succeeded" if outcome.status == "succeeded" else "failed", None, outcome)
         return outcome
 
     def _call(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> Answer:
@@ -234,13 +253,7 @@ class Runner:
         try:
             response = self._guard(route.provider, tries.wrap(lambda: provider.call(request)), route.permit)
         except ProviderError as exc:
-            ledger = self._router.ledger
-            if isinstance(exc, HoldExceeded):  # the agent spent its hold before stopping: that money is gone
-                spent = round(exc.cost_usd * 1_000_000)
-                ledger.settle(task_id=task.id, attempt=number, charged_micros=spent, price_version="reported")
-            else:
-                ledger.release(task_id=task.id, attempt=number, reason=type(exc).__name__)
-            self._mark(task, number, "failed", exc)
+            self._close_failed(task, number, exc)
             raise
         finally:
             if self.make_provider is not default_factory:  # the default's clients live as long as the process
@@ -293,34 +306,38 @@ class Runner:
             max_cost_usd=route.max_cost_micros / 1_000_000,
         )
 
+    def _close_failed(self, task: TaskInfo, number: int, exc: ProviderError) -> None:
+        """A call that failed: its hold released (or, when an agent spent it before stopping, settled), then
+        the attempt closed; both kept trying while the database is away (:mod:`tasks.storing`)."""
+        ledger, keeper = self._router.ledger, self._keeper()
+        if isinstance(exc, HoldExceeded):  # the agent spent its hold before stopping: that money is gone
+            spent = round(exc.cost_usd * 1_000_000)
+            keeper.keep(
+                lambda: ledger.settle(task_id=task.id, attempt=number, charged_micros=spent, price_version="reported")
+            )
+        else:
+            keeper.keep(lambda: ledger.release(task_id=task.id, attempt=number, reason=type(exc).__name__))
+        keeper.keep(lambda: self._mark(task, number, "failed", exc))
+
     def _charge(
         self, task: TaskInfo, number: int, route: Route, response: ProviderResponse, tries: TryLog | None = None
     ) -> None:
         """Store the answer, its cost and the try that got it first, then settle the hold: a worker that dies in
-        between leaves an answered attempt, and the redelivery settles it (see :func:`tasks.claim.recover`)."""
-        version, price = self.ctx.fleet.price(route.provider, route.model, self.now().date())
-        cost = cost_micros(response.usage, price)
-        if response.reported_cost_usd is not None:  # the agent CLI priced its own session: trust its figure
-            cost = round(response.reported_cost_usd * 1_000_000)
-            version = f"{version} (reported by the {route.transport} transport)"
-        with session_scope(self.ctx.database_url) as session:
-            repo.finish_attempt(
-                session,
-                task_id=task.id,
-                attempt=number,
-                status="answered",
-                usage=response.usage,
-                cost_micros=cost,
-                price_version=version,
-                answer=response.text,
-                latency_ms=response.latency_ms,
-            )
-            if tries is not None:
-                tries.write_pending(session)
-        self._router.ledger.settle(task_id=task.id, attempt=number, charged_micros=cost, price_version=version)
+        between leaves an answered attempt, and the redelivery settles it (see :func:`tasks.claim.recover`).
+        While the database is away the answer waits, parked in the state Redis too (:mod:`tasks.storing`)."""
+        answer = priced(self.ctx.fleet, route, response, self.now().date())
+        also = tries.write_pending if tries is not None else None
+        self._keeper().store_answer(task.id, number, answer, self._router.ledger, also=also)
 
-    def _mark(self, task: TaskInfo, number: int, status: str, exc: Exception | None) -> None:
-        """Close the attempt; the usage and cost recorded when it was answered stay as they were."""
+    def _keeper(self) -> Keeper:
+        began = self._began or self.now()
+        return Keeper(self.ctx.database_url, self.ctx.fleet.limits, self._parked, began, self.now, self.sleep)
+
+    def _mark(
+        self, task: TaskInfo, number: int, status: str, exc: Exception | None, outcome: Outcome | None = None
+    ) -> None:
+        """Close the attempt; the usage and cost recorded when it was answered stay as they were. An outcome is
+        stored with the verdict (the task's result row), so a redelivery finishes from it without acting again."""
         with session_scope(self.ctx.database_url) as session:
             repo.finish_attempt(
                 session,
@@ -330,6 +347,8 @@ class Runner:
                 error_class=type(exc).__name__ if exc else None,
                 error=str(exc)[:2000] if exc else None,
             )
+            if outcome is not None:
+                store_outcome(session, task, outcome)
 
     # --- assist: a handler's follow-up question inside the task ----------------------------------------
 
@@ -338,6 +357,10 @@ class Runner:
         task = self._task
         if task is None:
             raise RuntimeError("Runner.ask is only valid while a task runs (from a handler's act)")
+        if self._assists and self._assists[0][1].provider == provider:  # asked before the worker died: answered
+            number, stored = self._assists.pop(0)
+            self._mark(task, number, "succeeded", None)
+            return stored
         number = self._next_number(task)
         decision = self._router.route(self._request(task, prompt, set()), self._place(task, number), only=provider)
         if isinstance(decision, Refusal):

@@ -56,10 +56,10 @@ class TryLog:
         return one_try
 
     def write_pending(self, session: Session) -> None:
-        """Write the successful try in the caller's transaction (the one that stores the answer)."""
+        """Write the successful try in the caller's transaction (the one that stores the answer; it is tried again
+        while the database is away, so the try stays pending until that transaction is done)."""
         if self.pending is not None:
             record_try(session, task_id=self.task_id, attempt=self.attempt, provider=self.provider, record=self.pending)
-            self.pending = None
 
     def _write_failed(self, record: TryRecord) -> None:
         try:

@@ -12,6 +12,7 @@ from pipeline_kit import detail, factory, make_context
 from routing.permits import Permit
 from simulator.server import BackgroundSimulator
 from store import repo
+from store.costs import UNKNOWN_COST
 from store.db import session_scope
 from store.models import Spend
 from tasks.attempt import Deferred, Runner
@@ -81,19 +82,39 @@ def test_a_kind_without_a_free_fallback_ends_budget_exhausted(ctx: Context) -> N
     assert "all/day" in detail(ctx, task_id)["reason"]
 
 
-def test_a_call_a_dead_worker_left_open_is_released_and_the_task_goes_on(ctx: Context) -> None:
-    task_id = integ(ctx)
-    with session_scope(ctx.database_url) as session:  # as if a worker died during attempt 1's call
+def left_open(ctx: Context, task_id: str, *, held: int) -> None:
+    """As if a worker died during attempt 1's call, with ``held`` micro-dollars held for it."""
+    with session_scope(ctx.database_url) as session:
         repo.claim_task(session, task_id=task_id)
         repo.begin_attempt(session, task_id=task_id, attempt=1, provider="ollama", model="m", transport="api")
     ctx.ledger().hold(
         task_id=task_id, attempt=1, provider="ollama", model="m", group="pr_integ", environment="dev1",
-        stage="dev", micros=0,
+        stage="dev", micros=held,
     )  # fmt: skip
+
+
+def spend_of(ctx: Context, task_id: str) -> dict[int, tuple[str, int]]:
+    with session_scope(ctx.database_url) as session:
+        rows = session.query(Spend).filter_by(task_id=task_id)
+        return {row.attempt: (row.state, row.charged_micros) for row in rows}
+
+
+def test_a_call_a_dead_worker_left_open_is_charged_at_its_hold_as_unknown_cost(ctx: Context) -> None:
+    task_id = integ(ctx)
+    left_open(ctx, task_id, held=5_000)
     assert runner(ctx).run(task_id) == "succeeded"
     first, second = detail(ctx, task_id)["attempts"]
-    assert (first["status"], first["error_class"]) == ("failed", "WorkerLost")
+    assert (first["status"], first["error_class"], first["cost_micros"]) == ("failed", "UnknownCost", 5_000)
+    assert first["price_version"] == UNKNOWN_COST
     assert second["status"] == "succeeded"
-    with session_scope(ctx.database_url) as session:
-        states = {row.attempt: row.state for row in session.query(Spend).filter_by(task_id=task_id)}
-    assert states == {1: "released", 2: "settled"}
+    assert spend_of(ctx, task_id) == {1: ("settled", 5_000), 2: ("settled", 0)}
+
+
+def test_an_open_call_whose_hold_was_released_is_closed_as_lost(ctx: Context) -> None:
+    task_id = integ(ctx)
+    left_open(ctx, task_id, held=5_000)
+    ctx.ledger().release(task_id=task_id, attempt=1, reason="the call failed; then the worker died")
+    assert runner(ctx).run(task_id) == "succeeded"
+    first, _ = detail(ctx, task_id)["attempts"]
+    assert (first["status"], first["error_class"], first["cost_micros"]) == ("failed", "WorkerLost", 0)
+    assert spend_of(ctx, task_id) == {1: ("released", 0), 2: ("settled", 0)}

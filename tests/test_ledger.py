@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 import celeryconfig
 from routing.ledger import Hold, Ledger
 from store import repo
-from store.costs import budget_status
+from store.costs import UNKNOWN_COST, budget_status
 from store.db import dispose_all, session_scope
 from store.migrate import ensure_schema
 from store.models import BudgetCounter, Spend
@@ -289,6 +289,26 @@ def test_the_sweeper_releases_holds_of_dead_workers(url: str) -> None:
     assert [spend(url, t).state for t in (old, ended, fresh)] == ["released", "released", "held"]
     assert used(ledger) == {"all=*/month": 400_000}
     assert ledger.sweep(older_than=timedelta(minutes=16)) == 0
+
+
+def test_the_sweeper_ends_a_hold_as_its_attempt_says(url: str) -> None:
+    clock = Clock()
+    ledger = Ledger(url, fleet_with(BudgetConfig(scope="all", window="month", cap_usd=1.0)), now=clock)
+    left_open, answered, never_began = make_tasks(url, 3, prefix="s")
+    for task_id in (left_open, answered, never_began):
+        hold(ledger, task_id, 100_000)
+    with session_scope(url) as session:
+        for task_id in (left_open, answered):
+            repo.begin_attempt(session, task_id=task_id, attempt=1, provider="claude", model="m", transport="api")
+        repo.finish_attempt(
+            session, task_id=answered, attempt=1, status="answered", cost_micros=1_234, price_version="v1", answer="ok"
+        )
+    clock.at += timedelta(minutes=20)
+    assert ledger.sweep(older_than=timedelta(minutes=16)) == 3
+    ended = {t: (spend(url, t).state, spend(url, t).charged_micros) for t in (left_open, answered, never_began)}
+    assert ended == {left_open: ("settled", 100_000), answered: ("settled", 1_234), never_began: ("released", 0)}
+    assert spend(url, left_open).price_version == UNKNOWN_COST  # never $0 for a call that may have been paid
+    assert used(ledger) == {"all=*/month": 101_234}
 
 
 def test_an_override_applies_on_the_next_hold_without_a_restart(url: str) -> None:
