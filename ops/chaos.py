@@ -25,6 +25,7 @@ from types import FrameType
 
 from ops.faults import FAULTS, Fault, FaultKit, PostgresControl
 from ops.fleet import chaos_settings, free_port, start_fleet
+from ops.pgcluster import PrivatePostgres
 from ops.phase import run_phase
 from ops.redis_server import PrivateRedis
 from ops.verdict import Verdict
@@ -125,10 +126,17 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=DEFAULT_TASKS, help=f"tasks in all (default {DEFAULT_TASKS})")
     names = [f.name for f in FAULTS]
     parser.add_argument("--only", action="append", choices=names, metavar="FAULT", help=f"one of {names}")
+    parser.add_argument(
+        "--private-postgres",
+        action="store_true",
+        help="run on a PostgreSQL cluster of the suite's own (initdb + pg_ctl), which the postgres_stop fault stops",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the suite's home (logs, database) afterwards")
     args = parser.parse_args(argv)
     if args.tasks < 1:
         parser.error("--tasks must be at least 1")
+    if args.private_postgres and args.database_url:
+        parser.error("--private-postgres brings its own database: leave out --database-url")
     return args
 
 
@@ -138,9 +146,16 @@ def main(argv: Sequence[str] | None = None, *, postgres: PostgresControl | None 
     home = Path(tempfile.mkdtemp(prefix="switchyard-chaos-"))
     previous = signal.signal(signal.SIGTERM, _exit_on_term)
     started = time.monotonic()
+    cluster = PrivatePostgres(home) if args.private_postgres else None
     try:
-        verdicts = run_suite(faults, home=home, tasks=args.tasks, database_url=args.database_url, postgres=postgres)
+        database_url = args.database_url
+        if cluster is not None:
+            cluster.start()
+            database_url, postgres = cluster.database("chaos"), cluster
+        verdicts = run_suite(faults, home=home, tasks=args.tasks, database_url=database_url, postgres=postgres)
     finally:
+        if cluster is not None:
+            cluster.close()
         signal.signal(signal.SIGTERM, previous)
         if args.keep:
             log(f"kept {home}")

@@ -21,11 +21,11 @@ import pytest
 import redis
 from conftest import IN_CI, free_port
 from pipeline_kit import detail, factory, make_context
-from private_postgres import PrivatePostgres, available
 from sqlalchemy.exc import OperationalError
 from test_pipeline import _conflicting_impl, by_kind
 
 from cli.detail import show_detail
+from ops.pgcluster import PrivatePostgres, available
 from providers.base import ProviderResponse
 from routing.breaker import PermitRequest
 from routing.keys import answer_key

@@ -1,4 +1,5 @@
-"""A PostgreSQL cluster of a test's own, which it may stop and start (an outage) without touching the shared one.
+"""A PostgreSQL cluster of one's own, to stop and start (an outage) without touching a shared one: the chaos
+suite's ``postgres_stop`` fault (``python -m ops.chaos --private-postgres``) and the tests use it.
 
     pg = PrivatePostgres(tmp_dir)
     pg.start()                   # initdb on the first start, then pg_ctl start; waits until it answers
@@ -19,13 +20,21 @@ import contextlib
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-from conftest import free_port
+import psycopg
 
 START_TIMEOUT_S = 300  # pg_ctl -w waits at most this long; a loaded machine is slow to start a cluster
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def pg_bin(name: str) -> str | None:
@@ -71,8 +80,6 @@ class PrivatePostgres:
 
     def database(self, name: str) -> str:
         """Create database ``name`` (the cluster must be running); its URL."""
-        import psycopg
-
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url_of(name)
