@@ -101,6 +101,7 @@ def test_a_404_marks_the_model_for_every_worker_until_it_is_healed(ctx: Context,
 
     sim.post("/_sim/providers/claude/heal").raise_for_status()  # the model exists again...
     assert other.breakers().heal_models("claude") == 1  # ...and an operator says so
+    other.router().forget_state()  # workers see it once their 250 ms snapshot of the breakers is renewed
     third = review(other, 3)
     assert runner(other).run(third) == "succeeded"
     assert detail(other, third)["provider"] == "claude"
