@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ops.fleet import SAMPLE_BRANCHES
-from switchyard.errors import ServiceUnavailable
+from switchyard.errors import NotYetSent, ServiceUnavailable
 from tasks.context import Context
 from tasks.submit import submit
 
@@ -53,6 +53,8 @@ def submit_some(ctx: Context, requests: Sequence[Request], into: Submitted, *, e
     for request in requests:
         try:
             into.ids.append(submit(request, context=ctx))
+        except NotYetSent as recorded:  # accepted: the outbox sends it once the broker is back, so it is tracked
+            into.ids.append(recorded.task_id)
         except ServiceUnavailable:
             into.refused += 1
         each()

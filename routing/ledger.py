@@ -7,13 +7,13 @@ settle the hold to the real cost or release it.
     settle   the real cost replaces the held amount on the same counters (the windows the hold was made
              in, even after they rolled over); a settle after a release still records the real cost
     release  the hold goes back (the call failed without charge, or never happened)
-    sweep    ends holds whose worker died (still held after their task ended or its lease ran out;
-             a hold of a task never leased, older than a limit) as their
-             attempt says: settled at the stored cost, closed as unknown cost when the call was left open,
-             else released
-    close an open call (its worker died during it, or while its answer waited for the database): the
-             provider may have charged, so the hold is settled at the held amount, flagged ``unknown cost``
-             (:data:`store.costs.UNKNOWN_COST`); never released to $0
+    sweep    ends holds whose worker died (still held after their task ended or its lease ran out; a hold
+             of a task never leased, older than a limit) as their attempt says: settled at the stored cost,
+             closed as unknown cost when the call was left open, else released
+    close_open_call
+             a call its worker left open (it died during the call, or while the answer waited for the
+             database): the provider may have charged, so the hold is settled at the held amount, flagged
+             ``unknown cost`` (:data:`store.costs.UNKNOWN_COST`); never released to $0
 
 All of them are idempotent on (task id, attempt): a second hold returns the first without counting again
 (a released hold is held anew), a second settle or release changes nothing. The budgets in force are read
@@ -246,11 +246,12 @@ class Ledger:
         settled = Ending("settled", charged_micros, now, price_version)
         with self._transaction("settle", task_id=task_id) as conn:
             row = sql.end_held(conn, task_id=task_id, attempt=attempt, ending=settled)
-            held = 0 if row is None else row.held_micros
-            row = row or self._settle_unheld(conn, task_id, attempt, settled)
+            held, before = (0, 0) if row is None else (row.held_micros, 0)
+            if row is None:
+                row, before = self._settle_unheld(conn, task_id, attempt, settled)
             if row is None:  # settled already
                 return
-            after = self._move(row, conn, used_delta=charged_micros - held, held_delta=-held)
+            after = self._move(row, conn, used_delta=charged_micros - held - before, held_delta=-held)
             crossed = self._crossed_by_charge(conn, row, after) if charged_micros > held else []
             recorded = self._record_alerts(conn, crossed, task_id, now)
         self._warn(recorded)
@@ -417,17 +418,22 @@ class Ledger:
         sql.set_spend(conn, existing.id, **row, state="held", charged_micros=0, price_version=None)
         return None
 
-    def _settle_unheld(self, conn: Connection, task_id: str, attempt: int, settled: Ending) -> SpendRow | None:
-        """Settle a hold that is not held any more: None when it was settled already; a released one records
-        the real cost (nothing is held to give back)."""
+    def _settle_unheld(
+        self, conn: Connection, task_id: str, attempt: int, settled: Ending
+    ) -> tuple[SpendRow | None, int]:
+        """Settle a hold that is not held any more, and what was charged for it before: (None, 0) when it was
+        settled already; a released one records the real cost (nothing is held to give back); one charged as
+        unknown cost (the sweep found its call open) takes the real cost when it is known after all (the
+        answer waited in the state Redis), the counters moved by the difference."""
         row = sql.locked_spend(conn, task_id=task_id, attempt=attempt)
         if row is None:
             raise NotFound(f"task {task_id!r} attempt {attempt} has no hold to settle; hold before calling")
-        if row.state == "settled":
-            return None
+        corrects = row.price_version == UNKNOWN_COST and settled.price_version != UNKNOWN_COST
+        if row.state == "settled" and not corrects:
+            return None, 0
         values = {"charged_micros": settled.charged_micros, "price_version": settled.price_version}
         sql.set_spend(conn, row.id, state="settled", settled_at=settled.at, **values)
-        return row
+        return row, row.charged_micros if corrects else 0
 
     def _raise_counters(self, conn: Connection, counters: _Counters, micros: int, now: datetime) -> list[Crossing]:
         if micros == 0:  # a free call spends nothing: it passes even a budget that is already full

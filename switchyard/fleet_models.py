@@ -208,7 +208,7 @@ class OutboxPolicy(_Strict):
     retry_initial_s: float = Field(default=2.0, gt=0)  # wait after a failed send, doubling per failure
     retry_max_s: float = Field(default=60.0, gt=0)
     publish_retries: int = Field(default=2, ge=0, le=10)  # kombu reconnects (a stale pooled connection) per send
-    lost_after_s: float = Field(default=120.0, gt=0)  # a queued task on no queue this long after its send: re-sent
+    lost_after_s: float = Field(default=30.0, gt=0)  # a queued task on no queue this long after its send: re-sent
     batch: int = Field(default=200, ge=1, le=10_000)  # rows per sender run
 
     @model_validator(mode="after")

@@ -3,8 +3,9 @@
 ``recover_leases`` (one entry per group, on the group's queue) sends again the group's tasks whose lease ran
 out: their worker died, and another worker of the group takes them over (see :mod:`tasks.lease`).
 
-``sweep_holds`` releases budget holds their worker left behind: a worker killed during a call never settles
-its hold, and the money would stay held until the window rolled over. A hold is released once its task has
+``sweep_holds`` ends the budget holds their worker left behind: a worker killed during a call never settles
+its hold, and the money would stay held until the window rolled over. A hold is ended as its attempt says
+(settled at the stored cost, charged as unknown cost for a call left open, else released) once its task has
 ended, or once its task's lease has run out (the worker that took the hold is gone); a hold of a task that
 never had a lease (a run outside a worker) once it is older than the longest a task may run (Celery's hard
 time limit) plus a margin, so a call that is still running is never swept.
@@ -41,7 +42,7 @@ def sweep_holds() -> int:
     ctx = get_context()
     released = Ledger(ctx.database_url, ctx.fleet).sweep(older_than=hold_age_limit(ctx.fleet.limits.task_time_limit_s))
     if released:
-        log.warning("released %d budget hold(s) left by workers that died", released)
+        log.warning("ended %d budget hold(s) left by workers that died", released)
     return released
 
 

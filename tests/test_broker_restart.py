@@ -29,6 +29,7 @@ from switchyard.settings import Settings
 from tasks.context import Context, build_context
 from tasks.submit import submit
 from workers import broker, launcher
+from workers.readiness import ReadyPolicy
 
 pytestmark = pytest.mark.integration
 SLOW = {"ollama": 60, "codex": 40}  # the dev_task ladder and its default simulator latencies
@@ -58,7 +59,9 @@ def fleet(tmp_path: Path, sqlite_url: str) -> Iterator[Fleet]:
     ctx = build_context(settings)
     init_environments(ctx, str(make_sample_repo(tmp_path / "sample", feature_branches=1)), tmp_path / "ws", ["dev1"])
     names = {"broker", "simulator", "beat"} | {f"worker-{g.name}" for g in ctx.fleet.groups}
-    started = launcher.up(settings, ctx.fleet, simulate=True, services=names, on_event=lambda _: None, timeout_s=300)
+    started = launcher.up(
+        settings, ctx.fleet, simulate=True, services=names, on_event=lambda _: None, policy=ReadyPolicy()
+    )
     restarted: list[subprocess.Popen[bytes]] = []
     try:
         yield ctx, started, restarted

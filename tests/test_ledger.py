@@ -311,6 +311,23 @@ def test_the_sweeper_ends_a_hold_as_its_attempt_says(url: str) -> None:
     assert used(ledger) == {"all=*/month": 101_234}
 
 
+def test_an_unknown_cost_takes_the_real_cost_once_it_is_known(url: str) -> None:
+    """The sweep charged a call left open at its hold; the answer had waited in the state Redis, and the
+    redelivery settles it at its real cost: the charge and the counters follow, once."""
+    ledger = Ledger(url, fleet_with(BudgetConfig(scope="all", window="month", cap_usd=1.0)), now=Clock())
+    (task_id,) = make_tasks(url, 1, prefix="u")
+    hold(ledger, task_id, 100_000)
+    assert ledger.close_open_call(task_id=task_id, attempt=1).held
+    assert (spend(url, task_id).charged_micros, used(ledger)) == (100_000, {"all=*/month": 100_000})
+    ledger.settle(task_id=task_id, attempt=1, charged_micros=1_234, price_version="v1")
+    row = spend(url, task_id)
+    assert (row.state, row.charged_micros, row.price_version) == ("settled", 1_234, "v1")
+    assert used(ledger) == {"all=*/month": 1_234}
+    ledger.settle(task_id=task_id, attempt=1, charged_micros=1_234, price_version="v1")  # a second settle: nothing
+    ledger.close_open_call(task_id=task_id, attempt=1)  # nor a late close: the known cost stands
+    assert (spend(url, task_id).price_version, used(ledger)) == ("v1", {"all=*/month": 1_234})
+
+
 def test_an_override_applies_on_the_next_hold_without_a_restart(url: str) -> None:
     worker = Ledger(url, FILE_FLEET, now=Clock())  # the file: $50 a day, $10 an hour
     operator = Ledger(url, FILE_FLEET, now=Clock())

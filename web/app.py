@@ -16,7 +16,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError,
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from switchyard.errors import InputError, NotFound, ServiceUnavailable
+from switchyard.errors import InputError, NotFound, NotYetSent, ServiceUnavailable
 from tasks.context import Context, build_context
 from web import api, multienv
 from web.deps import ERROR_RESPONSES, validation_message
@@ -68,6 +68,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, NotYetSent):  # recorded: a client that retries a 503 must not submit it twice
+            return JSONResponse({"error": str(exc), "id": exc.task_id, "sent": False}, status_code=503)
         return JSONResponse({"error": str(exc)}, status_code=503)
 
     async def database_error(_request: Request, exc: Exception) -> JSONResponse:

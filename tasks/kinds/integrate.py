@@ -192,7 +192,6 @@ class IntegrateHandler(BaseHandler):
             raise
         status = "already_merged" if info.already_merged else "merged"
         check_row = info.check.as_dict() if info.check else None
-        self._drop_branch(ctx, task)
         resolved_by = resolve.provider if resolve and info.conflicts else None
         record(
             status,
@@ -202,6 +201,7 @@ class IntegrateHandler(BaseHandler):
             resolved_by=resolved_by,
             check=check_row,
         )
+        self._drop_branch(ctx, task)  # after the journal says merged: a redelivery never merges a branch that is gone
         return self._outcome(task, info, resolved_by, check_row)
 
     def _finish_move(self, ctx: Context, task: TaskInfo, journal: Merge, record: Callable[..., None]) -> Outcome:
