@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 SLOW = {"ollama": 60, "codex": 40}  # the dev_task ladder and its default simulator latencies
 Fleet = tuple[Context, list[launcher.RunningService], list[subprocess.Popen[bytes]]]
 FAST_OUTBOX = {  # the sender every 3 s, a lost message re-sent 20 s after its send
-    "every_s = 15.0\ngrace_s = 20.0\nretry_initial_s = 2.0\nretry_max_s = 60.0\nlost_after_s = 120.0": (
+    "every_s = 15.0\ngrace_s = 20.0\nretry_initial_s = 2.0\nretry_max_s = 60.0\nlost_after_s = 30.0": (
         "every_s = 3.0\ngrace_s = 2.0\nretry_initial_s = 1.0\nretry_max_s = 5.0\nlost_after_s = 20.0"
     )
 }
