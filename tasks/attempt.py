@@ -89,6 +89,11 @@ class TaskFailed(SwitchyardError):
         self.status = status
 
 
+class TakenOver(Exception):
+    """This run lost its task's lease (its renewals came too late, e.g. the database was away longer than a
+    lease) and another worker took the task over: this run stops without acting or finishing the task."""
+
+
 class Deferred(Exception):
     """The task waits ``countdown_s`` and runs again; its row says ``deferred`` with the reason."""
 
@@ -109,6 +114,7 @@ class Runner:
     guard: Guard | None = None  # default: the context's guarded call with ``sleep``
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     parked: ParkedAnswers | None = None  # default: answers waiting for the database park in the state Redis
+    owns: Callable[[], bool] = lambda: True  # whether this run still holds the task's lease (tasks/lease.py)
     _router: Router = field(init=False)
     _guard: Guard = field(init=False)
     _parked: ParkedAnswers = field(init=False)
@@ -134,6 +140,8 @@ class Runner:
         self._task = task
         try:
             route, outcome = self._work(task)
+        except TakenOver:
+            return self._taken_over(task)
         except ServiceUnavailable as exc:  # the ledger or the shared state is away: fail closed, try again soon
             self._defer(task, f"{type(exc).__name__}: {exc}", UNAVAILABLE_RETRY_S)
         except TaskFailed as exc:
@@ -228,7 +236,13 @@ class Runner:
 
     def _attempt(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> Outcome:
         answer = self._call(task, number, route, prompt)
+        if not self.owns():  # the answer is stored: the worker that took the task over acts on it, not this one
+            raise TakenOver(task.id)
         return self._judge(task, number, answer)
+
+    def _taken_over(self, task: TaskInfo) -> str:
+        log.error("task %s: another worker took it over (this run lost its lease); this run stops here", task.id)
+        return "taken over"
 
     def _act_on(self, task: TaskInfo, resumed: Resumed) -> tuple[Route, Outcome | None]:
         """Act again on the answer a dead worker stored (no second call, no second charge)."""
@@ -372,6 +386,8 @@ class Runner:
     # --- the end -------------------------------------------------------------------------------------------
 
     def _succeed(self, task: TaskInfo, route: Route, outcome: Outcome) -> str:
+        if not self.owns():
+            return self._taken_over(task)
         with session_scope(self.ctx.database_url) as session:
             repo.upsert_result(
                 session,
@@ -397,6 +413,8 @@ class Runner:
         return outcome.status
 
     def _finish(self, task: TaskInfo, status: str, reason: str) -> str:
+        if not self.owns():
+            return self._taken_over(task)
         with session_scope(self.ctx.database_url) as session:
             repo.finish_task(session, task_id=task.id, status=status, reason=reason[:4000])
         log.warning("task %s (%s) %s: %s", task.id, task.kind, status, reason)
@@ -410,5 +428,5 @@ class Runner:
             log.exception("follow-ups of task %s (%s) failed", task.id, task.kind)
 
 
-def run_task(task_id: str, ctx: Context) -> str:
-    return Runner(ctx).run(task_id)
+def run_task(task_id: str, ctx: Context, *, owns: Callable[[], bool] = lambda: True) -> str:
+    return Runner(ctx, owns=owns).run(task_id)

@@ -34,6 +34,7 @@ from switchyard.fleet_models import LimitsConfig
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 Send = Callable[[str, str, str], None]  # (task id, kind, lease token): put the task's message on its queue
+RENEW_RETRY_S = 1.0  # after a failed renewal round (the database was away), the next one this soon
 RESEND_LEASES = 2  # a re-sent message has two leases' time to be picked up before it is sent once more
 
 
@@ -101,6 +102,12 @@ class Leases:
             log.error("task %s: its lease was taken over (renewals came too late); another worker runs it", task_id)
         return lost
 
+    def still_mine(self, task_id: str, owner: str) -> bool:
+        """Whether ``owner`` still holds ``task_id``'s lease as far as this process knows (a renewal that found
+        it taken over drops it)."""
+        with self._lock:
+            return self._held.get(task_id) == owner
+
     def close(self) -> None:
         self._stop.set()
 
@@ -110,11 +117,14 @@ class Leases:
             self._thread.start()
 
     def _renew_forever(self) -> None:
-        while not self._stop.wait(self.limits.lease_renew_every_s):
+        wait = self.limits.lease_renew_every_s
+        while not self._stop.wait(wait):
             try:
                 self.renew_all()
-            except SQLAlchemyError as exc:  # the next round tries again; a lease outlives a few missed renewals
+                wait = self.limits.lease_renew_every_s
+            except SQLAlchemyError as exc:  # soon again: the lease must be renewed as soon as the database is back
                 log.warning("could not renew task leases: %s: %s", type(exc).__name__, exc)
+                wait = min(RENEW_RETRY_S, self.limits.lease_renew_every_s)
 
 
 def resend_expired(database_url: str, limits: LimitsConfig, send: Send, *, group: str, now: datetime) -> list[str]:

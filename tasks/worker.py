@@ -13,6 +13,7 @@ status that names it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
@@ -51,15 +52,17 @@ def execute(celery_task: Task, task_id: str, lease: str | None = None) -> str:
         return _run(celery_task, ctx, task_id, lease)
     with leases.holding(task_id, owner):
         try:
-            return _run(celery_task, ctx, task_id, owner)
+            return _run(celery_task, ctx, task_id, owner, owns=lambda: leases.still_mine(task_id, owner))
         except Deferred as wait:  # the retry's message carries this run's lease on, past its countdown
             leases.extend(task_id, owner, wait.countdown_s + ctx.fleet.limits.lease_s)
             raise celery_task.retry(countdown=wait.countdown_s, kwargs={"lease": owner}, max_retries=None) from None
 
 
-def _run(celery_task: Task, ctx: Context, task_id: str, lease: str | None) -> str:
+def _run(
+    celery_task: Task, ctx: Context, task_id: str, lease: str | None, *, owns: Callable[[], bool] = lambda: True
+) -> str:
     try:
-        return run_task(task_id, ctx)
+        return run_task(task_id, ctx, owns=owns)
     except Deferred:  # no provider or budget now, or waiting for another task: run again later
         raise
     except OperationalError as exc:

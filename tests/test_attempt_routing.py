@@ -118,3 +118,16 @@ def test_an_open_call_whose_hold_was_released_is_closed_as_lost(ctx: Context) ->
     first, _ = detail(ctx, task_id)["attempts"]
     assert (first["status"], first["error_class"], first["cost_micros"]) == ("failed", "WorkerLost", 0)
     assert spend_of(ctx, task_id) == {1: ("released", 0), 2: ("settled", 0)}
+
+
+def test_a_run_that_lost_its_lease_stores_the_answer_and_stops(ctx: Context) -> None:
+    """Its renewals came too late and another worker took the task over: the paid answer is stored (the new
+    owner acts on it, without a second call), and this run neither acts on it nor finishes the task."""
+    owned = iter([False])  # the lease is found lost once the answer is in
+    task_id = submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/sample-2"}, context=ctx)
+    lost = Runner(ctx, make_provider=factory(), sleep=lambda _: None, owns=lambda: next(owned, False))
+    assert lost.run(task_id) == "taken over"
+    row = detail(ctx, task_id)
+    assert row["status"] == "running" and [a["status"] for a in row["attempts"]] == ["answered"]
+    assert runner(ctx).run(task_id) == "succeeded"  # the new owner: the stored answer, no new attempt
+    assert [a["status"] for a in detail(ctx, task_id)["attempts"]] == ["succeeded"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from pydantic import ValidationError
+from sqlalchemy import update
 
 import celeryconfig
 from routing.ledger import Ledger
@@ -249,3 +250,17 @@ def test_a_deferral_keeps_the_task_for_its_retry_message(url: str) -> None:
     assert held.take(task_id, owner)[0] == "take"
     assert row(url, task_id).status == "running"
     assert not held.extend(task_id, owner, 10)  # the retry's run owns it now
+
+
+def test_a_lease_taken_over_is_no_longer_the_runs(sqlite_url: str) -> None:
+    ensure_schema(sqlite_url)
+    task_id = make_task(sqlite_url)
+    mine = Leases(sqlite_url, LimitsConfig(lease_s=60, lease_renew_every_s=15, lease_check_every_s=15))
+    verdict, owner = mine.take(task_id, None)
+    assert verdict == "take"
+    with mine.holding(task_id, owner):
+        assert mine.still_mine(task_id, owner)
+        with session_scope(sqlite_url) as session:  # another worker took it over after the lease ran out
+            session.execute(update(Task).where(Task.id == task_id).values(lease_owner="elsewhere/1/x"))
+        assert mine.renew_all() == [task_id]
+        assert not mine.still_mine(task_id, owner)
