@@ -8,6 +8,7 @@ Usage is normalized as :mod:`providers.base` says: ``input_tokens`` already excl
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -78,6 +79,8 @@ class ClaudeProvider:
             message = self._send(request, timeout)
         except (anthropic.AnthropicError, httpx2.TransportError) as exc:
             raise self._error(exc, timeout) from None
+        except json.JSONDecodeError as exc:  # a 200 whose body is not JSON: the SDK lets the decoder's error out
+            raise BadAnswer(f"{self.name}: the answer is not JSON ({exc.msg})", provider=self.name) from None
         return ProviderResponse(
             provider=self.name,
             model=message.model,

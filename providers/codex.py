@@ -6,6 +6,7 @@ cached_tokens``. ``reasoning_tokens`` are reported and stay inside ``output_toke
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -75,6 +76,8 @@ class CodexProvider:
             response = self._stream(request, timeout) if self.stream else self._create(request, timeout)
         except (openai.OpenAIError, httpx2.TransportError) as exc:
             raise self._error(exc, timeout) from None
+        except json.JSONDecodeError as exc:  # a 200 whose body is not JSON: the SDK lets the decoder's error out
+            raise BadAnswer(f"{self.name}: the answer is not JSON ({exc.msg})", provider=self.name) from None
         if response.status == "failed":
             raise self._failed(response)
         details = response.incomplete_details

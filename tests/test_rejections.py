@@ -20,7 +20,7 @@ from routing.breaker import Breakers
 from routing.guard import guarded_call
 from routing.permits import ProviderLimits
 from simulator.server import BackgroundSimulator
-from switchyard.errors import ModelNotFound, RequestRejected, TransientError
+from switchyard.errors import BadAnswer, ModelNotFound, RequestRejected, TransientError
 from switchyard.fleet_models import BreakerPolicy, RetryPolicy
 
 SECRET = "sk-test-REJECT-0123456789abcdef"
@@ -121,3 +121,17 @@ def test_a_call_that_hangs_past_its_timeout_counts_as_a_breaker_failure(
     state = breakers.status([name])[name]
     assert (state.failures, state.in_flight) == (3, 0)
     assert state.last_failure is not None and "timed out" in state.last_failure
+
+
+@pytest.mark.parametrize(("name", "stream"), [("claude", False), ("codex", False)])
+def test_a_200_whose_body_is_not_json_is_an_unusable_answer(
+    breakers: Breakers, server: BackgroundSimulator, sim: httpx.Client, name: str, stream: bool
+) -> None:
+    """The SDKs let the JSON decoder's error out; ours is a BadAnswer, so the ladder moves to the next rung."""
+    sim.post(f"/_sim/providers/{name}", json={"error_rate": 1.0, "error_status": "malformed"}).raise_for_status()
+    provider = build(name, server.url, 5.0, stream=stream)
+    try:
+        with pytest.raises(BadAnswer, match="not JSON"):
+            call(breakers, provider, name)()
+    finally:
+        provider.close()
