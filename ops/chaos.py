@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None, *, postgres: PostgresControl | None 
     home = Path(tempfile.mkdtemp(prefix="switchyard-chaos-"))
     previous = signal.signal(signal.SIGTERM, _exit_on_term)
     started = time.monotonic()
-    cluster = PrivatePostgres(home) if args.private_postgres else None
+    cluster = PrivatePostgres() if args.private_postgres else None  # under /tmp: the postgres user must reach it
     try:
         database_url = args.database_url
         if cluster is not None:

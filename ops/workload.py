@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sqlalchemy.exc import OperationalError
+
 from ops.fleet import SAMPLE_BRANCHES
 from switchyard.errors import NotYetSent, ServiceUnavailable
 from tasks.context import Context
@@ -55,6 +57,6 @@ def submit_some(ctx: Context, requests: Sequence[Request], into: Submitted, *, e
             into.ids.append(submit(request, context=ctx))
         except NotYetSent as recorded:  # accepted: the outbox sends it once the broker is back, so it is tracked
             into.ids.append(recorded.task_id)
-        except ServiceUnavailable:
+        except (ServiceUnavailable, OperationalError):  # the broker or the database is away: nothing was written
             into.refused += 1
         each()
