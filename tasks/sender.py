@@ -10,6 +10,12 @@ Run by celery beat every ``[outbox] every_s`` (:func:`tasks.maintenance.send_out
    ``lost_after_s`` and that the broker has no message for, looked at twice (a message passing from its queue
    to a worker is in neither for an instant): their message is sent again. A duplicate delivery is harmless:
    a task that already runs or finished is not run again.
+3. finds messages a worker reserved and never acknowledged because it was killed (kombu keeps them until the
+   broker's visibility timeout, an hour by default): a task still waiting for its message past
+   ``lost_after_s`` (deferred: past its longest countdown too) whose message sits reserved that long has its
+   message put back at the head of its queue; the reservation of a task that has ended is dropped (its
+   acknowledgement died with the worker). A running task's reservation is left alone: its lease says whether
+   its worker lives (:mod:`tasks.lease`).
 """
 
 from __future__ import annotations
@@ -17,24 +23,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from store import outbox
 from store.db import session_scope
-from store.models import Task
+from store.models import TERMINAL_STATUSES, Task
+from store.pipeline import HELD
 from switchyard.errors import InputError
 from switchyard.fleet_models import OutboxPolicy
 from tasks.claim import finished_task
 from tasks.context import Context
 from tasks.outbox import LOST_STATUSES, is_lost, owed_before, sent_before
 from tasks.pipeline import after_terminal
-from tasks.queues import on_broker
+from tasks.queues import BrokerView, Reserved, forget, look_into, reservations, restore
 from tasks.send import failed, publish, put_on_queue
 
 log = logging.getLogger(__name__)
-LookIntoBroker = Callable[[Context], set[str] | None]
+LookIntoBroker = Callable[[Context], BrokerView | None]
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ class SenderRun:
     resent: int = 0
 
 
-def run_once(ctx: Context, *, now: datetime | None = None, look: LookIntoBroker = on_broker) -> SenderRun:
+def run_once(ctx: Context, *, now: datetime | None = None, look: LookIntoBroker = look_into) -> SenderRun:
     now = now or datetime.now(UTC)
     policy = ctx.fleet.outbox
     with session_scope(ctx.database_url) as session:
@@ -56,7 +63,7 @@ def run_once(ctx: Context, *, now: datetime | None = None, look: LookIntoBroker 
     sent = sum(1 for row, ok in zip(rows, done, strict=True) if ok and row.action == outbox.SEND)
     followed = sum(1 for row, ok in zip(rows, done, strict=True) if ok and row.action == outbox.FOLLOW_UPS)
     broker_away = any(not ok and row.action == outbox.SEND for row, ok in zip(rows, done, strict=True))
-    resent = 0 if broker_away else resend_lost(ctx, now=now, look=look)
+    resent = 0 if broker_away else resend_lost(ctx, now=now, look=look) + release_stale(ctx, now=now)
     return SenderRun(sent=sent, followed_up=followed, failed=done.count(False), resent=resent)
 
 
@@ -86,7 +93,7 @@ def _give_up(ctx: Context, row: outbox.Owed, why: str) -> None:
         outbox.mark_sent(session, task_id=row.task_id, action=row.action)
 
 
-def resend_lost(ctx: Context, *, now: datetime, look: LookIntoBroker = on_broker) -> int:
+def resend_lost(ctx: Context, *, now: datetime, look: LookIntoBroker = look_into) -> int:
     """Send again the message of every task that waits for one the broker does not have; how many."""
     policy = ctx.fleet.outbox
     with session_scope(ctx.database_url) as session:
@@ -99,9 +106,9 @@ def resend_lost(ctx: Context, *, now: datetime, look: LookIntoBroker = on_broker
     first = look(ctx)
     if first is None:
         return 0
-    maybe = [w for w in candidates if w.task_id not in first]
-    second = look(ctx) if maybe else set()
-    lost = [w for w in maybe if _lost(w, now, policy, on_broker=w.task_id in (second or ()))]
+    maybe = [w for w in candidates if w.task_id not in first.task_ids]
+    second = look(ctx) if maybe else BrokerView()
+    lost = [w for w in maybe if _lost(w, now, policy, on_broker=w.task_id in (second or BrokerView()).task_ids)]
     still = _still_waiting(ctx, {w.task_id: w.status for w in lost})
     for w in lost:
         if w.task_id in still:
@@ -110,6 +117,46 @@ def resend_lost(ctx: Context, *, now: datetime, look: LookIntoBroker = on_broker
                 outbox.mark_resent(session, task_id=w.task_id, now=now, why=f"re-sent: {w.status} with no message")
             log.warning("task %s (%s, %s) had no message on the broker; sent again", w.task_id, w.kind, w.status)
     return len(still)
+
+
+def release_stale(ctx: Context, *, now: datetime) -> int:
+    """Put back the messages killed workers reserved and never started; drop those of ended tasks.
+    How many were put back."""
+    policy, limits = ctx.fleet.outbox, ctx.fleet.limits
+    held = reservations(ctx)
+    if not held:
+        return 0
+    old = now - timedelta(seconds=policy.lost_after_s)
+    stale = {task_id: r for task_id, r in held.items() if r.since <= old.timestamp()}
+    if not stale:
+        return 0
+    with session_scope(ctx.database_url) as session:
+        found = session.execute(select(Task.id, Task.status, Task.reason).where(Task.id.in_(stale)))
+        statuses = {task_id: (status, reason) for task_id, status, reason in found}
+    deferred_old = (old - timedelta(seconds=limits.max_defer_countdown_s)).timestamp()
+    put_back = 0
+    for task_id, reserved in stale.items():
+        status, reason = statuses.get(task_id, ("", None))
+        if status in TERMINAL_STATUSES:
+            forget(ctx, reserved.tag)
+        elif _unstarted(status, reason, reserved, deferred_old):
+            restore(ctx, reserved.tag)
+            with session_scope(ctx.database_url) as session:
+                why = f"re-sent: {status}, its message reserved by a worker that never started it"
+                outbox.mark_resent(session, task_id=task_id, now=now, why=why)
+            log.warning(
+                "task %s (%s): its message was reserved by a dead worker; put back on its queue", task_id, status
+            )
+            put_back += 1
+    return put_back
+
+
+def _unstarted(status: str, reason: str | None, reserved: Reserved, deferred_old: float) -> bool:
+    """A task waiting for the message a worker holds: queued, or deferred for longer than any countdown
+    (a deferred task's message waits in its worker for its countdown; a held one has no message on purpose)."""
+    if status == "queued":
+        return True
+    return status == "deferred" and not (reason or "").startswith(HELD) and reserved.since <= deferred_old
 
 
 def _lost(w: outbox.Sent, now: datetime, policy: OutboxPolicy, *, on_broker: bool) -> bool:

@@ -3,7 +3,10 @@ the broker is away is recorded and sent once it is back, and a message the broke
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,15 +15,17 @@ import pytest
 import redis
 from conftest import free_port
 from pipeline_kit import drain, make_context, tasks
+from sqlalchemy import update
 
 from simulator.server import BackgroundSimulator
 from store import outbox
 from store.db import session_scope
+from store.models import Task
 from switchyard.errors import NotYetSent
 from switchyard.settings import Settings
 from tasks.context import Context, build_context
-from tasks.queues import on_broker
-from tasks.sender import resend_lost, run_once
+from tasks.queues import BrokerView, Reserved, on_broker, reservations
+from tasks.sender import release_stale, resend_lost, run_once
 from tasks.submit import submit
 from workers import broker
 
@@ -144,8 +149,71 @@ def test_a_message_seen_on_the_second_look_or_a_broker_that_cannot_be_looked_int
     task_id = submit(CHORE, context=ctx)
     redis.Redis.from_url(valkey.url).flushall()
     past_threshold = later(ctx.fleet.outbox.lost_after_s + 1)
-    looks = iter([set(), {task_id}])  # passing from its queue to a worker: in neither for an instant
+    looks = iter(
+        [BrokerView(), BrokerView(reserved={task_id: Reserved("t", 0.0)})]
+    )  # passing from its queue to a worker: in neither for an instant
     assert resend_lost(ctx, now=past_threshold, look=lambda _: next(looks)) == 0
     assert resend_lost(ctx, now=past_threshold, look=lambda _: None) == 0  # RabbitMQ: a backlog is no loss
     assert row(ctx, task_id).resends == 0
     assert resend_lost(ctx, now=past_threshold) == 1  # the real broker, looked into twice
+
+
+# A worker that reserves one message (kombu's basic_get with acknowledgement owed) and is then killed with -9:
+# kombu's close would have restored the message, a kill leaves it in the ``unacked`` hash.
+RESERVE = """
+import sys, time
+from kombu import Connection
+with Connection(sys.argv[1]) as conn:
+    channel = conn.default_channel
+    message = channel.basic_get(sys.argv[2], no_ack=False)
+    print("reserved" if message is not None else "empty", flush=True)
+    time.sleep(600)
+"""
+
+
+def reserve_and_die(url: str, queue: str) -> None:
+    worker = subprocess.Popen([sys.executable, "-c", RESERVE, url, queue], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "reserved"
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=60)
+        if worker.stdout is not None:
+            worker.stdout.close()
+
+
+def test_a_message_a_killed_worker_reserved_is_put_back_long_before_the_visibility_timeout(
+    ctx: Context, valkey: Broker
+) -> None:
+    valkey.start()
+    task_id = submit(CHORE, context=ctx)
+    queue = ctx.fleet.group_for_kind("dev_task").queue
+    client = redis.Redis.from_url(valkey.url)
+    reserve_and_die(valkey.url, queue)
+    assert client.llen(queue) == 0 and task_id in (reservations(ctx) or {})
+    assert ctx.fleet.limits.visibility_timeout_s >= 600  # what kombu alone would wait for
+
+    assert release_stale(ctx, now=later(1)) == 0  # a fresh reservation: its worker may be starting it
+    assert client.llen(queue) == 0
+    assert run_once(ctx, now=later(ctx.fleet.outbox.lost_after_s + 1)).resent == 1
+    assert client.llen(queue) == 1 and not reservations(ctx)  # back at the head of its queue, once
+    assert row(ctx, task_id).resends == 1 and status(ctx, task_id) == "queued"
+    assert release_stale(ctx, now=later(ctx.fleet.outbox.lost_after_s + 1)) == 0
+    client.close()
+
+
+def test_a_reservation_of_an_ended_task_is_dropped_and_one_of_a_running_task_is_left_to_its_lease(
+    ctx: Context, valkey: Broker
+) -> None:
+    valkey.start()
+    ended, running = submit(CHORE, context=ctx), submit(CHORE, context=ctx)
+    queue = ctx.fleet.group_for_kind("dev_task").queue
+    reserve_and_die(valkey.url, queue)
+    reserve_and_die(valkey.url, queue)
+    with session_scope(ctx.database_url) as session:
+        session.execute(update(Task).where(Task.id == ended).values(status="succeeded"))
+        session.execute(update(Task).where(Task.id == running).values(status="running"))
+    assert release_stale(ctx, now=later(ctx.fleet.outbox.lost_after_s + 1)) == 0
+    left = reservations(ctx) or {}
+    assert ended not in left and running in left  # the running one's lease decides (tasks/lease.py)
+    assert redis.Redis.from_url(valkey.url).llen(queue) == 0
