@@ -1,7 +1,9 @@
 """The ``switchyard`` command. Commands print tables for people; the read commands, ``submit``, ``budget``,
 ``simulator`` and the ``env`` commands print JSON instead with ``--json``.
 
-Errors Switchyard raises on purpose are printed as one clear line; nothing else is caught here. Exit codes:
+Errors Switchyard raises on purpose are printed as one clear line, and so is a service that went away in the
+middle of a command (a database error that says it is unreachable, locked or restarting; the state Redis or the
+broker not answering); anything else is a bug and keeps its traceback. Exit codes:
 0 done; 1 refused or failed (a check, a task, an environment, or a SwitchyardError such as
 FleetAlreadyRunning); 2 bad input (InputError, NotFound, ConfigError, and click's usage errors); 3 a service
 Switchyard needs (broker, database, state Redis, simulator) did not answer (ServiceUnavailable).
@@ -77,7 +79,36 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code_for(exc)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:
+        away = service_away(exc)
+        if away is None:
+            raise
+        print(f"switchyard: ServiceUnavailable: {away}", file=sys.stderr)
+        return UNAVAILABLE
     return 0
+
+
+def service_away(exc: Exception) -> str | None:
+    """One line saying which service went away, when ``exc`` says one did (None: a bug). The driver's own
+    first line only: a SQLAlchemy error's text quotes the statement and its parameters."""
+    from kombu.exceptions import OperationalError as BrokerAway  # only on this error path
+    from redis.exceptions import ConnectionError as RedisAway
+    from redis.exceptions import TimeoutError as RedisSlow
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout):
+        said = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
+        return (
+            f"the database failed during the command ({type(exc).__name__}: {said[0] if said else ''}); "
+            "nothing half-written stays (each change is one transaction): try again once it answers "
+            "(switchyard status)"
+        )
+    if isinstance(exc, RedisAway | RedisSlow):
+        return f"the state Redis did not answer ({exc}); is the fleet up? run: switchyard status"
+    if isinstance(exc, BrokerAway):
+        return f"the broker did not answer ({exc}); is the fleet up? run: switchyard status"
+    return None
 
 
 if __name__ == "__main__":
