@@ -111,6 +111,16 @@ def apply_and_commit(worktree: Path, diff: str, *, message: str) -> CommitInfo:
     return commit_info(worktree, "HEAD")
 
 
+def discard_uncommitted(worktree: Path) -> bool:
+    """Throw away what is not committed in a worktree Switchyard owns (a task's): a patch a killed run left
+    half-applied. True when there was something to throw away."""
+    if not run_git(["status", "--porcelain"], cwd=worktree).strip():
+        return False
+    run_git(["reset", "--hard", "--quiet", "HEAD"], cwd=worktree)
+    run_git(["clean", "-d", "--force", "--quiet"], cwd=worktree)
+    return True
+
+
 def _touched_paths(worktree: Path, diff: str) -> list[str]:
     """Every path the diff names; a diff git cannot even parse is rejected here, before anything changes."""
     try:

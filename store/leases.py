@@ -3,6 +3,7 @@
     take     a delivery of the task's message claims it: ``queued`` → ``running`` under a new lease owner
     renew    the worker that runs it pushes ``lease_until`` on (a thread of the worker, see tasks/lease.py)
     expired  running or deferred tasks whose lease ran out: their worker died (or lost its deferred message)
+    held_by  running or deferred tasks whose lease runs of one host hold (the detector checks their processes)
     resend   the detector marks one of them as sent again, under a token the new message carries
 
 The columns are ``tasks.lease_owner`` and ``tasks.lease_until``. ``lease_owner`` names who may run the task
@@ -122,6 +123,15 @@ def expired(session: Session, *, now: datetime, group: str | None = None, limit:
         statement = statement.where(Task.group == group)
     rows = session.execute(statement.order_by(Task.lease_until).limit(limit))
     return [LeaseView(*row) for row in rows]
+
+
+def held_by(session: Session, *, prefix: str, group: str | None = None, limit: int = 100) -> list[LeaseView]:
+    """Running or deferred tasks (of ``group``) whose lease an owner named ``prefix…`` holds, however long it
+    has left (the detector asks for the runs of its own host, to tell which of them died)."""
+    statement = _columns().where(Task.status.in_(LEASED), Task.lease_owner.startswith(prefix, autoescape=True))
+    if group is not None:
+        statement = statement.where(Task.group == group)
+    return [LeaseView(*row) for row in session.execute(statement.order_by(Task.lease_until).limit(limit))]
 
 
 def mark_resent(session: Session, view: LeaseView, *, token: str, until: datetime) -> bool:

@@ -23,7 +23,7 @@ from environments.merge import (
     review_diff,
     truncate,
 )
-from environments.patch import apply_and_commit, commit_worktree, extract_diff
+from environments.patch import apply_and_commit, commit_worktree, discard_uncommitted, extract_diff
 from environments.sample import make_sample_repo
 from environments.workspace import init_workspace
 from environments.worktrees import task_worktree
@@ -138,6 +138,17 @@ def test_partly_good_diff_leaves_no_new_file_behind(task: Path) -> None:
         apply_and_commit(task, NEW_FILE_DIFF + bad_edit, message="half")
     assert not (task / "app" / "colors.py").exists()
     assert status_porcelain(cwd=task) == ""
+
+
+def test_a_patch_a_killed_run_left_half_applied_is_discarded_and_applied_again(task: Path) -> None:
+    run_git(["apply", "--index", "-"], cwd=task, input=EDIT_DIFF)  # applied, never committed
+    (task / "stray.txt").write_text("an untracked leftover\n")
+    with pytest.raises(GitError, match="uncommitted changes"):
+        apply_and_commit(task, EDIT_DIFF, message="again")
+    assert discard_uncommitted(task) and not discard_uncommitted(task)
+    assert status_porcelain(cwd=task) == "" and not (task / "stray.txt").exists()
+    info = apply_and_commit(task, EDIT_DIFF, message="again")
+    assert len(info.files) == 1
 
 
 def test_already_applied_diff_is_rejected(task: Path) -> None:

@@ -5,6 +5,9 @@ task's lease runs out, and the fleet limits and beat schedule."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +29,7 @@ from store.migrate import ensure_schema
 from store.models import Spend, Task
 from switchyard.fleet import BudgetConfig, LimitsConfig, load_fleet
 from switchyard.settings import Settings
-from tasks.lease import Leases, resend_expired
+from tasks.lease import Leases, process_gone, resend_expired, this_host
 
 FLEET = load_fleet(REPO / "switchyard.toml")
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
@@ -264,3 +267,23 @@ def test_a_lease_taken_over_is_no_longer_the_runs(sqlite_url: str) -> None:
             session.execute(update(Task).where(Task.id == task_id).values(lease_owner="elsewhere/1/x"))
         assert mine.renew_all() == [task_id]
         assert not mine.still_mine(task_id, owner)
+
+
+def test_a_lease_whose_process_on_this_host_is_gone_is_sent_again_at_once(url: str) -> None:
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait(timeout=60)  # a process that existed and is gone (reaped: its pid names nothing now)
+    host = this_host()
+    gone, alive = make_task(url, "gone"), make_task(url, "alive")
+    elsewhere, other_group = make_task(url, "elsewhere"), make_task(url, "other", group="pr_impl")
+    now = datetime.now(UTC)
+    take(url, gone, f"{host}/{dead_pid.pid}/aaaa", now=now)
+    take(url, alive, f"{host}/{os.getpid()}/bbbb", now=now)
+    take(url, elsewhere, f"another-host/{dead_pid.pid}/cccc", now=now)  # not ours to look into
+    take(url, other_group, f"{host}/{dead_pid.pid}/dddd", now=now)
+    sent: list[str] = []
+    got = resend_expired(url, FLEET.limits, lambda i, _k, _t: sent.append(i), group="pr_review", now=now)
+    assert got == sent == [gone]  # long before its lease (60 s) runs out
+    assert row(url, gone).lease_owner.startswith(leases.RESENT)  # type: ignore[union-attr]
+    assert resend_expired(url, FLEET.limits, lambda i, _k, _t: sent.append(i), group="pr_review", now=now) == []
+    assert process_gone(f"{host}/{dead_pid.pid}/x", host) and not process_gone(f"{host}/{os.getpid()}/x", host)
+    assert not process_gone("resent:abc", host) and not process_gone(None, host)

@@ -11,12 +11,20 @@ deletes it once merged: :mod:`environments.branches`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from environments.branches import task_branch
 from environments.git import branch_exists, run_git
 from environments.merge import bring_in, review_diff
-from environments.patch import CommitInfo, apply_and_commit, commit_info, commit_worktree, extract_diff
+from environments.patch import (
+    CommitInfo,
+    apply_and_commit,
+    commit_info,
+    commit_worktree,
+    discard_uncommitted,
+    extract_diff,
+)
 from environments.worktrees import remove_task_worktree, task_worktree
 from tasks import dependencies
 from tasks.context import Context
@@ -28,6 +36,8 @@ Make the change described below in the repository. Answer with a single unified 
 prefixed a/ and b/) inside a ```diff fenced block, and nothing else. When review comments are given, the
 branch already holds the earlier attempt: write the diff against it and address every comment.
 """
+
+log = logging.getLogger(__name__)
 
 
 def start_ref(task_id: str) -> str:
@@ -87,6 +97,8 @@ class ImplementHandler(BaseHandler):
         elif answer.transport == "cli":
             commit = commit_worktree(worktree, base=self._start(worktree, task), message=message)
         else:
+            if discard_uncommitted(worktree):  # a run killed while applying this same answer: start it over
+                log.warning("task %s: a half-applied patch of an earlier run was discarded", task.id)
             commit = apply_and_commit(worktree, extract_diff(answer.text), message=message)
         own = run_git(["rev-list", "--reverse", f"{self._start(worktree, task)}..{commit.sha}"], cwd=worktree).split()
         run_git(["update-ref", "-d", start_ref(task.id)], cwd=worktree, check=False)
