@@ -42,9 +42,15 @@ class TryRecord:
 
 
 def record_try(session: Session, *, task_id: str, attempt: int, provider: str, record: TryRecord) -> None:
-    """Append one try of ``attempt`` of ``task_id`` on ``provider``."""
+    """Append one try of ``attempt`` of ``task_id`` on ``provider``; a try already on record (its number in
+    that attempt: a store tried again after a commit whose answer was lost) is not written twice."""
     if record.status not in TRY_STATUSES:
         raise ValueError(f"a try is {' or '.join(TRY_STATUSES)}, not {record.status!r}")
+    same = select(AttemptTry.id).where(
+        AttemptTry.task_id == task_id, AttemptTry.attempt == attempt, AttemptTry.number == record.number
+    )
+    if session.scalar(same.limit(1)) is not None:
+        return
     session.add(
         AttemptTry(
             task_id=task_id,

@@ -18,6 +18,7 @@ from store import repo
 from store.db import dispose_all, session_scope
 from store.migrate import upgrade
 from store.models import Attempt, Environment, Group, Spend, Stage, Task
+from store.tries import TryRecord, record_try, tries_of
 from switchyard.errors import NotFound
 from switchyard.fleet import load_fleet
 from switchyard.settings import DEFAULT_FLEET_FILE
@@ -452,3 +453,15 @@ def race(action: Callable[[int], Any], threads: int) -> list[Any]:
     with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = [pool.submit(released, i) for i in range(threads)]
         return [future.result(timeout=30) for future in futures]
+
+
+def test_a_try_stored_twice_is_on_record_once(db: str) -> None:
+    new_task(db)
+    begin(db)
+    now = datetime.now(UTC)
+    for _ in range(2):  # the store tried again after a commit whose answer was lost
+        with session_scope(db) as session:
+            record_try(session, task_id="t1", attempt=1, provider="claude", record=TryRecord(1, now, now, "succeeded"))
+    with session_scope(db) as session:
+        record_try(session, task_id="t1", attempt=1, provider="claude", record=TryRecord(2, now, now, "succeeded"))
+        assert [t["try"] for t in tries_of(session, task_id="t1")[1]] == [1, 2]
