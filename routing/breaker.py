@@ -32,9 +32,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -57,6 +57,7 @@ from routing.route import ProviderState
 from routing.sent import Line, Sent
 from switchyard.errors import StateUnavailable
 from switchyard.fleet_models import BreakerPolicy, Fleet
+from switchyard.processes import process_gone, run_name, this_host
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,7 +135,7 @@ class Breakers:
     def request(self, provider: str) -> PermitRequest:
         """Ask for a permit and return before Redis answers; :meth:`PermitRequest.take` reads the answer."""
         self.flush()
-        limits, permit_id = self.limits_for(provider), uuid.uuid4().hex
+        limits, permit_id = self.limits_for(provider), run_name()  # host/pid/…: see reclaim_gone
         args = [permit_id, self.policy.half_open_probes, limits.max_in_flight, limits.requests_per_minute or 0]
         args += [int(limits.lease_s * 1000), self.policy.failure_threshold]
         return PermitRequest(self, provider, permit_id, self._send(self._acquire, provider, args))
@@ -177,6 +178,23 @@ class Breakers:
     def release(self, permit: Permit) -> None:
         """The call ended without a verdict on the provider's health: frees the slot (and a probe's turn)."""
         self._end(permit, "release", "")
+
+    def reclaim_gone(self, provider: str) -> int:
+        """Free the in-flight slots and half-open probes held by calls whose process on this host is gone (a
+        worker killed mid-call), at once instead of when their lease (the provider timeout and a margin) runs
+        out; how many were freed. The breaker's state and counts are left as they are."""
+        keys, host = provider_keys(provider), this_host()
+        freed = 0
+        for key in (keys.inflight, keys.probes):
+            freed += self._redis(partial(self._free_gone, key, host))
+        if freed:
+            log.warning("%s: freed %d in-flight slot(s) of calls whose process is gone", provider, freed)
+        return freed
+
+    def _free_gone(self, key: str, host: str) -> int:
+        members: list[bytes | str] = self.client.zrange(key, 0, -1)  # type: ignore[assignment]
+        gone = [m for m in members if process_gone(m.decode() if isinstance(m, bytes) else m, host)]
+        return int(self.client.zrem(key, *gone)) if gone else 0
 
     def disable(self, provider: str, cause: str) -> None:
         """Stop every call to ``provider`` until :meth:`enable` (credentials refused: 401/403)."""

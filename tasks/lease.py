@@ -19,10 +19,7 @@ too, and ends quietly (the task finished, or runs under a live lease).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,6 +30,7 @@ from store import leases
 from store.db import session_scope
 from store.leases import Verdict, lease_end
 from switchyard.fleet_models import LimitsConfig
+from switchyard.processes import process_gone, run_name, this_host
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -45,27 +43,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def this_host() -> str:
-    return socket.gethostname()[:24]
-
-
 def new_owner() -> str:
-    """A run's name as a lease owner: host, process, and a part of its own (at most 64 characters)."""
-    return f"{this_host()}/{os.getpid()}/{uuid.uuid4().hex[:16]}"
-
-
-def process_gone(owner: str | None, host: str) -> bool:
-    """Whether ``owner`` names a run of a process of ``host`` (this host) that no longer exists."""
-    parts = (owner or "").split("/")
-    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
-        return False
-    try:
-        os.kill(int(parts[1]), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # it exists, as another user's
-        return False
-    return False
+    """A run's name as a lease owner: host, process, and a part of its own (:func:`switchyard.processes.run_name`)."""
+    return run_name()
 
 
 class Leases:

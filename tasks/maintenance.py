@@ -1,7 +1,10 @@
 """Periodic upkeep, sent by ``celery beat`` (started by ``switchyard up``; the schedule is in celeryconfig).
 
 ``recover_leases`` (one entry per group, on the group's queue) sends again the group's tasks whose lease ran
-out: their worker died, and another worker of the group takes them over (see :mod:`tasks.lease`).
+out: their worker died, and another worker of the group takes them over (see :mod:`tasks.lease`). It also
+frees the providers' in-flight slots that calls of dead processes on this host hold
+(:meth:`routing.breaker.Breakers.reclaim_gone`): otherwise a provider whose slots all died with their workers
+answers ``busy`` until each slot's lease (the provider timeout and a margin) runs out.
 
 ``sweep_holds`` ends the budget holds their worker left behind: a worker killed during a call never settles
 its hold, and the money would stay held until the window rolled over. A hold is ended as its attempt says
@@ -23,8 +26,9 @@ from kombu.exceptions import OperationalError
 
 from celeryconfig import RECOVER_LEASES_TASK, SEND_OUTBOX_TASK, SWEEP_HOLDS_TASK, task_name
 from routing.ledger import Ledger
+from switchyard.errors import StateUnavailable
 from tasks.app import app
-from tasks.context import get_context
+from tasks.context import Context, get_context
 from tasks.lease import resend_expired
 from tasks.sender import run_once
 
@@ -58,7 +62,19 @@ def recover_leases(group: str) -> int:
         except OperationalError as exc:  # its lease runs out again, and a later round sends it once more
             log.warning("could not send task %s again: %s", task_id, exc)
 
-    return len(resend_expired(ctx.database_url, ctx.fleet.limits, send, group=group, now=datetime.now(UTC)))
+    sent = resend_expired(ctx.database_url, ctx.fleet.limits, send, group=group, now=datetime.now(UTC))
+    reclaim_slots(ctx)
+    return len(sent)
+
+
+def reclaim_slots(ctx: Context) -> int:
+    """Free the provider slots that calls of killed workers on this host still hold; how many."""
+    try:
+        breakers = ctx.breakers()
+        return sum(breakers.reclaim_gone(name) for name in ctx.fleet.providers)
+    except StateUnavailable as exc:  # the next round tries again; the slots' own leases end them meanwhile
+        log.warning("could not look into the provider slots: %s", exc)
+        return 0
 
 
 @app.task(name=SEND_OUTBOX_TASK, ignore_result=True)  # type: ignore[untyped-decorator]

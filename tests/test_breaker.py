@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import free_port
+from conftest import REPO, free_port
 from fastapi.testclient import TestClient
 
 from routing.breaker import Breakers
@@ -379,3 +379,38 @@ def test_a_failing_provider_gets_no_more_calls_in_flight_than_could_fail_before_
     assert denial(breakers).reason == "suspect"  # a third call in flight could fail after the breaker opens
     breakers.success(first)  # a success clears the failures: healthy again, limited only by its slots
     assert all(isinstance(breakers.acquire(P), Permit) for _ in range(10))
+
+
+# A worker that takes two in-flight slots (and the half-open probe) and is killed with -9 in the middle of its calls.
+HOLD_SLOTS = """
+import sys, time
+import redis
+from routing.breaker import Breakers
+from routing.permits import Permit, ProviderLimits
+from switchyard.fleet_models import BreakerPolicy
+breakers = Breakers(redis.Redis.from_url(sys.argv[1]), BreakerPolicy(), {sys.argv[2]: ProviderLimits(max_in_flight=3)})
+got = [breakers.acquire(sys.argv[2]) for _ in range(2)]
+print("held" if all(isinstance(p, Permit) for p in got) else f"refused {got}", flush=True)
+time.sleep(600)
+"""
+
+
+def test_slots_of_a_killed_worker_are_freed_at_once_and_live_ones_kept(client: redis.Redis, redis_url: str) -> None:
+    breakers = make(client, limits=ProviderLimits(max_in_flight=3, lease_s=600))
+    worker = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SLOTS, redis_url, P], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "held"
+    finally:
+        os.kill(worker.pid, 9)
+        worker.wait(timeout=60)
+        if worker.stdout is not None:
+            worker.stdout.close()
+    mine = permit(breakers)  # this process's call, alive
+    assert denial(breakers).reason == "busy"  # 2 of a dead process + 1 live: full for the next 600 s
+    assert breakers.reclaim_gone(P) == 2
+    assert breakers.snapshot([P])[P].in_flight == 1
+    assert breakers.reclaim_gone(P) == 0
+    permit(breakers)  # room again
+    breakers.success(mine)

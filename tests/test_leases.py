@@ -28,8 +28,9 @@ from store.leases import LeaseView, decide, resend_token
 from store.migrate import ensure_schema
 from store.models import Spend, Task
 from switchyard.fleet import BudgetConfig, LimitsConfig, load_fleet
+from switchyard.processes import process_gone, this_host
 from switchyard.settings import Settings
-from tasks.lease import Leases, process_gone, resend_expired, this_host
+from tasks.lease import Leases, resend_expired
 
 FLEET = load_fleet(REPO / "switchyard.toml")
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
