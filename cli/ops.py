@@ -66,8 +66,14 @@ def up(
     stop = threading.Event()
     restore = supervise.stop_on_signals(stop)
     died = None
+
+    def revive(child: launcher.RunningService, why: str) -> launcher.RunningService:
+        err_console.print(f"[yellow]{why}[/yellow]; starting it again")
+        (new,) = launcher.up(settings, ctx.fleet, simulate=simulate, services={child.name}, on_event=console.print)
+        return new
+
     try:
-        died = supervise.supervise(running, stop)
+        died = supervise.supervise(running, stop, revive=revive)
         if died:
             err_console.print(f"[red]{died}[/red]; stopping the fleet")
     finally:
