@@ -33,7 +33,7 @@ from tasks.context import Context, build_context
 from tasks.send import prepare_database
 from workers import broker, health, launcher, pidfiles
 from workers.readiness import ReadyPolicy
-from workers.services import WORKING_DIR, CeleryReady, ServiceSpec
+from workers.services import CeleryReady, ServiceSpec
 
 Log = Callable[[str], None]
 POLL_S = 0.5
@@ -112,20 +112,8 @@ class ChaosFleet:
     def restart(self, name: str, *, wait: bool = True) -> int:
         """Start ``name`` again from the launcher's spec; with ``wait``, until it answers."""
         spec = self.services[name].spec
-        with spec.log_file.open("ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} chaos: restarting {name}\n".encode())
-            log.flush()
-            process = subprocess.Popen(
-                list(spec.argv),
-                env=dict(spec.env),
-                cwd=WORKING_DIR,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = launcher.spawn(self.settings, spec).process
         self.spawned[f"{name}#{process.pid}"] = process
-        pidfiles.write_pidfile(self.settings.run_dir, name, process.pid, spec.match)
         if wait:
             self.wait_ready(spec)
         return process.pid

@@ -389,16 +389,7 @@ class Runner:
         if not self.owns():
             return self._taken_over(task)
         with session_scope(self.ctx.database_url) as session:
-            repo.upsert_result(
-                session,
-                environment=task.environment,
-                stage=task.stage,
-                task_id=task.id,
-                kind=task.kind,
-                status=outcome.status,
-                summary=outcome.summary,
-                data=outcome.data,
-            )
+            store_outcome(session, task, outcome)
             repo.finish_task(
                 session,
                 task_id=task.id,

@@ -92,7 +92,7 @@ def up(
     started: list[RunningService] = []
     try:
         for batch in _batches(settings, specs):
-            started += [_spawn(settings, spec) for spec in batch]
+            started += [spawn(settings, spec) for spec in batch]
             _wait_ready(
                 settings, fleet, started[-len(batch) :], began=began, policy=policy, waiting=waiting, on_event=on_event
             )
@@ -197,7 +197,8 @@ def _reap() -> None:
             del _CHILDREN[pid]
 
 
-def _spawn(settings: Settings, spec: ServiceSpec) -> RunningService:
+def spawn(settings: Settings, spec: ServiceSpec) -> RunningService:
+    """Start ``spec`` in a session of its own, its output appended to its log, and write its pidfile."""
     spec.log_file.parent.mkdir(parents=True, exist_ok=True)
     with spec.log_file.open("ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
