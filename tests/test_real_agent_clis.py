@@ -36,6 +36,7 @@ from switchyard.fleet import Fleet, load_fleet
 from switchyard.pricing import cost_micros
 from switchyard.settings import DEFAULT_FLEET_FILE, Settings
 from tasks.context import Context, build_context
+from tasks.kinds.base import system_prompt
 from tasks.submit import submit
 from workers import launcher
 
@@ -113,11 +114,14 @@ class Rig:
         )
 
     def review(self, name: str, hold: float = 0.5, **keys: str) -> ProviderResponse:
+        return self.ask(name, SYSTEM, f"Please review.\n\n{DIFF}", hold, **keys)
+
+    def ask(self, name: str, system: str, prompt: str, hold: float = 0.5, **keys: str) -> ProviderResponse:
         provider = build_provider(name, self.settings(**keys), self.fleet, transport="cli")
         request = ProviderRequest(
             model=MODELS[name],
-            system=SYSTEM,
-            prompt=f"Please review.\n\n{DIFF}",
+            system=system,
+            prompt=prompt,
             timeout_s=90.0,
             workdir=self.worktree,
             environment="dev1",
@@ -151,6 +155,31 @@ def test_the_real_cli_reviews_in_the_worktree_with_usage_and_cost(name: str, rig
     config = rig.settings().data_dir / "agents" / name / "dev1" / "config"
     assert any(config.iterdir()), f"the {name} CLI kept nothing in its private config dir {config}"
     assert rig.calls(name) >= 1
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_real_cli_adds_its_function_to_a_module_that_exists(name: str, rig: Rig) -> None:
+    """The title's module is on the branch: Claude Code reads it and edits it, Codex patches it in place."""
+    module = rig.worktree / "add_login_page.py"
+    module.write_text('def add_login_page() -> str:\n    return "first"\n')
+    prompt = "Task id: 0123456789abcdef\nTitle: Add login page\n\nFiles in task/1:\nadd_login_page.py\napp.py\n"
+    response = rig.ask(name, system_prompt("pr_impl", "a software engineer", "Make the change."), prompt)
+    assert response.text == "Added add_login_page_01234567() in add_login_page.py for: Add login page"
+    text = module.read_text()
+    assert text.startswith(
+        'def add_login_page() -> str:\n    return "first"\n\n\ndef add_login_page_01234567() -> str:\n'
+    )
+    assert rig.calls(name) >= 2  # the tool call(s), then the closing message after their results
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_real_cli_resolves_a_conflict_in_the_worktree(name: str, rig: Rig) -> None:
+    conflicted = "def main():\n<<<<<<< ours\n    run()\n=======\n    start()\n>>>>>>> theirs\n"
+    (rig.worktree / "app.py").write_text(conflicted)
+    prompt = f"Task id: 1\nConflicted files: app.py\n=== BEGIN FILE app.py ===\n{conflicted}\n=== END FILE app.py ===\n"
+    response = rig.ask(name, system_prompt("resolve_conflict", "a software engineer", "Resolve it."), prompt)
+    assert response.text == "Resolved the conflicts in app.py keeping both sides."
+    assert (rig.worktree / "app.py").read_text() == "def main():\n    run()\n    start()\n"
 
 
 @pytest.mark.parametrize("name", list(MODELS))
