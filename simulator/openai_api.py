@@ -9,6 +9,7 @@ Responses streaming sends ``response.created``, ``response.in_progress``, ``resp
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -26,6 +27,9 @@ from simulator.core import (
     text_of,
 )
 
+# how Codex reports a call that worked (a command, or a patch it applied); anything else, e.g. "apply_patch
+# verification failed: …" or "Exit code: 1", is a failed call
+CODEX_OK_RE = re.compile(r"^(?:Exit code: 0|Success\.)", re.MULTILINE)
 CACHE_MIN_TOKENS, CACHE_STEP = 1024, 128  # OpenAI caches prompts of 1024+ tokens in 128-token steps
 ERRORS: dict[int, tuple[str, str | None]] = {
     400: ("invalid_request_error", "context_length_exceeded"),
@@ -92,7 +96,8 @@ def agent_turn(body: Json) -> AgentTurn | None:
         elif kind in ("function_call_output", "custom_tool_call_output"):
             name, tool_input = calls.get(str(item.get("call_id")), ("?", {}))
             output = item.get("output")
-            results.append(ToolResult(name, tool_input, output if isinstance(output, str) else text_of(output)))
+            text = output if isinstance(output, str) else text_of(output)
+            results.append(ToolResult(name, tool_input, text, CODEX_OK_RE.search(text) is None))
     return AgentTurn(names, working_directory(texts), tuple(results))
 
 

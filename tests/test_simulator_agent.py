@@ -22,6 +22,7 @@ CLAUDE_TOOLS = [
     {"name": name, "description": name, "input_schema": {"type": "object", "properties": {}}}
     for name in ("Bash", "Edit", "Read", "Write")
 ]
+APPLIED = "Exit code: 0\nWall time: 0.2 seconds\nOutput:\nSuccess. Updated the following files:\nA add_login_page.py\n"
 MODULE = '"""Add login page."""\n\n\ndef add_login_page() -> str:\n'
 
 
@@ -170,11 +171,27 @@ def test_codex_gets_its_patch_through_the_freeform_apply_patch_tool(codex: opena
 
     items += [
         {"type": "custom_tool_call", "call_id": call.call_id, "name": call.name, "input": call.input},
-        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Success. Updated the following files"},
+        {
+            "type": "custom_tool_call_output",
+            "call_id": call.call_id,
+            "output": APPLIED,
+        },
     ]
     done = codex_ask(codex, items, freeform=True, stream=stream)
     assert [item.type for item in done.output] == ["message"]
     assert done.output_text == "Wrote add_login_page() in add_login_page.py for: Add login page"
+
+
+def test_a_patch_codex_could_not_apply_ends_the_turn_with_its_error(codex: openai.OpenAI) -> None:
+    items = codex_input()
+    (call,) = codex_ask(codex, items, freeform=True, stream=False).output
+    error = "apply_patch verification failed: Failed to read file to update add_login_page.py"
+    items += [
+        {"type": "custom_tool_call", "call_id": call.call_id, "name": call.name, "input": call.input},
+        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": error},
+    ]
+    done = codex_ask(codex, items, freeform=True, stream=False)
+    assert done.output_text == f"Stopped: apply_patch failed: {error}"
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
