@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from simulator import answers
 
@@ -70,7 +70,7 @@ class AgentTurn:
 class FileEdit:
     path: str  # relative to the working directory
     new: str  # the whole new content (replace, create) or the text to add at the end (append)
-    mode: str  # "create", "append" or "replace"
+    mode: Literal["create", "append", "replace"]
     old: str = ""  # replace: the content the prompt showed
 
 
