@@ -22,6 +22,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli import demo_clis
 from cli.context import cli_context
 from cli.envs import init_environments
 from cli.ops import ReadyTimeoutOpt
@@ -62,6 +63,7 @@ def demo(
 
     ctx = simulated_only(cli_context(simulate=True, ready_timeout=ready_timeout))
     refuse_real_environments(ctx)
+    ctx = demo_clis.with_agent_clis(ctx, demo_dir(ctx))  # one pr_impl per agent CLI, when installed
     started = datetime.now(UTC) - timedelta(seconds=1)
     console.print(f"[bold]Switchyard demo[/bold] — data in {ctx.settings.data_dir}")
     began = time.monotonic()
@@ -87,7 +89,7 @@ def run(ctx: Context, timeout: float, started: datetime) -> bool:
     """The pipeline in every environment, promotion through the stages, then the ladder drill; the report."""
     workspace = demo_dir(ctx) / "workspace"
     init_environments(ctx, str(sample_repo(ctx)), workspace, None, check=DEMO_CHECK)
-    ids = submit_all(ctx, batch(ctx))
+    ids = submit_all(ctx, demo_clis.route_batch(ctx, batch(ctx)))
     ok = summarize(ids, follow(ctx, ids, timeout, "pipeline"), "Pipeline")
     promotions = promote_all(ctx, workspace)
     ok = ok and all(p.ok for p in promotions)

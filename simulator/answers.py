@@ -4,7 +4,9 @@ These are contracts the task handlers rely on (see each ``answer_*`` function). 
 prompt always give the same answer, so tests can assert on it.
 
 - ``pr_review``: raw JSON ``{"verdict", "summary", "comments": [{"file", "line", "body"}]}``
-- ``pr_impl``, ``dev_task``: a ```diff fenced block creating ``changes/<id8>.md`` (applies with ``git apply``)
+- ``pr_impl``, ``dev_task``: a ```diff fenced block creating ``<title>.py`` with a function ``<title>()``, both
+  named after the task's title (:class:`TitledChange`; applies with ``git apply``). An agent CLI asking with
+  its tools gets the same change as tool calls instead (:mod:`simulator.agent`)
 - ``plan``: raw JSON ``{"subtasks": [{"key", "kind", "title", "description", "depends_on"}, ...]}``
 - ``pr_integ``: raw JSON ``{"decision": "merge", "commit_message": "Merge <branch> ..."}``
 - ``resolve_conflict``: raw JSON ``{"files": [{"path", "content"}]}``, each ``=== BEGIN FILE <path> ===`` block
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import keyword
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 KIND_RE = re.compile(r"^\s*Task kind:\s*([A-Za-z0-9_-]+)", re.MULTILINE)
 TASK_ID_RE = re.compile(r"^\s*Task id:\s*(\S+)", re.MULTILINE)
@@ -27,6 +31,8 @@ BRANCH_RE = re.compile(r"^\s*Branch:\s*(\S+)", re.MULTILINE)
 NEW_FILE_RE = re.compile(r"^\+\+\+ b/(\S+)", re.MULTILINE)
 HUNK_RE = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@", re.MULTILINE)
 SAFE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+FILES_RE = re.compile(r"^Files in \S+:\n((?:[^\n]+\n?)*)", re.MULTILINE)
+MAX_NAME_CHARS = 48
 FILE_BLOCK_RE = re.compile(r"^=== BEGIN FILE (\S+) ===\n(.*?)\n=== END FILE \1 ===$", re.MULTILINE | re.DOTALL)
 
 
@@ -81,25 +87,76 @@ def answer_review(prompt: str) -> str:
     return json.dumps({"verdict": "approve", "summary": summary, "comments": [comment]})
 
 
-def change_diff(prompt: str, kind: str) -> str:
-    """A git-style diff that creates ``changes/<id8>.md`` (five lines) and nothing else."""
-    path = f"changes/{change_id(prompt)}.md"
-    title = _line(TITLE_RE, prompt) or "untitled"
-    content = [
-        f"# Change {change_id(prompt)}",
-        "",
-        f"Title: {title}",
-        f"Kind: {kind}",
-        "Written by the simulator.",
+@dataclass(frozen=True)
+class TitledChange:
+    """The change a ``pr_impl``/``dev_task`` asks for, named after its title: a module ``<name>.py`` holding a
+    function ``<name>()``. When ``<name>.py`` is already among the prompt's files (a second task of the same
+    title, a review round) the function is ``<name>_<id8>`` and is added to that module by an agent CLI, or
+    goes to a new ``<name>_<id8>.py`` by a diff (an API answer cannot see the file to extend it)."""
+
+    path: str
+    function: str
+    title: str
+    exists: bool
+    text: str  # the whole new module, or (exists) the lines to add at its end
+
+
+def files_listed(prompt: str) -> list[str]:
+    """The paths of the prompt's ``Files in <ref>:`` list."""
+    match = FILES_RE.search(prompt)
+    return [line.strip() for line in match.group(1).splitlines() if line.strip()] if match else []
+
+
+def identifier(title: str, fallback: str) -> str:
+    """A snake_case Python name for ``title`` (``fallback`` when it has no letters or digits)."""
+    name = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")[:MAX_NAME_CHARS].rstrip("_")
+    if not name:
+        return fallback
+    if name[0].isdigit() or keyword.iskeyword(name):
+        name = f"task_{name}"
+    return name
+
+
+def _docstring(text: str) -> str:
+    return text.replace("\\", "/").replace('"', "'")
+
+
+def _function(name: str, title: str) -> list[str]:
+    """The function: the same title gives the same text, so two branches adding it merge cleanly."""
+    return [
+        f"def {name}() -> str:",
+        f'    """{_docstring(title)} (written by the simulator)."""',
+        f"    return {title!r}",
     ]
+
+
+def titled_change(prompt: str, kind: str) -> TitledChange:
+    """What a ``pr_impl``/``dev_task`` answer changes, derived from the prompt's title, task id and files."""
+    ident, title = change_id(prompt), _line(TITLE_RE, prompt) or "untitled"
+    name = identifier(title, f"change_{ident}")
+    if f"{name}.py" not in files_listed(prompt):
+        text = "\n".join([f'"""{_docstring(title)}."""', "", "", *_function(name, title)]) + "\n"
+        return TitledChange(f"{name}.py", name, title, False, text)
+    function = name + "_" + re.sub(r"\W", "_", ident)
+    return TitledChange(f"{name}.py", function, title, True, "\n\n" + "\n".join(_function(function, title)) + "\n")
+
+
+def change_diff(prompt: str, kind: str) -> str:
+    """A git-style diff that creates the titled module (see :class:`TitledChange`) and nothing else."""
+    change = titled_change(prompt, kind)
+    path, text = change.path, change.text
+    if change.exists:  # a diff cannot extend a file it has not seen: a module of its own
+        path = f"{change.function}.py"
+        text = f'"""{_docstring(change.title)}."""\n' + change.text
+    lines = text.splitlines()
     header = [
         f"diff --git a/{path} b/{path}",
         "new file mode 100644",
         "--- /dev/null",
         f"+++ b/{path}",
-        f"@@ -0,0 +1,{len(content)} @@",
+        f"@@ -0,0 +1,{len(lines)} @@",
     ]
-    return "\n".join(header + [f"+{line}" for line in content]) + "\n"
+    return "\n".join(header + [f"+{line}" for line in lines]) + "\n"
 
 
 def answer_change(prompt: str, kind: str) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from simulator.agent import AgentTurn, ToolResult, working_directory
 from simulator.core import (
     BadRequest,
     Call,
@@ -53,7 +54,46 @@ def parse(body: Json, endpoint: str) -> Call:
     _, prompt, chars = split_messages(body.get("messages"), system_roles=())
     system = text_of(body.get("system"))
     stream = body.get("stream") is True
-    return Call("claude", model, system, prompt, chars, max_tokens, stream, endpoint)
+    turn = agent_turn(body)
+    return Call("claude", model, system, prompt, chars, max_tokens, stream, endpoint, turn)
+
+
+def _blocks(message: object) -> list[Json]:
+    content = message.get("content") if isinstance(message, dict) else None
+    return [block for block in content if isinstance(block, dict)] if isinstance(content, list) else []
+
+
+def agent_turn(body: Json) -> AgentTurn | None:
+    """The tools a request offers (Claude Code's), its working directory and the ``tool_result``-s so far."""
+    tools = body.get("tools")
+    names = (
+        frozenset(t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str))
+        if isinstance(tools, list)
+        else frozenset()
+    )
+    if not names:
+        return None
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        messages = []
+    uses: dict[str, tuple[str, Json]] = {}
+    results: list[ToolResult] = []
+    texts: list[str] = []
+    for message in messages:
+        texts.append(text_of(message.get("content") if isinstance(message, dict) else None))
+        for block in _blocks(message):
+            if block.get("type") == "tool_use":
+                tool_input = block.get("input")
+                uses[str(block.get("id"))] = (
+                    str(block.get("name")),
+                    tool_input if isinstance(tool_input, dict) else {},
+                )
+            elif block.get("type") == "tool_result":
+                name, tool_input = uses.get(str(block.get("tool_use_id")), ("?", {}))
+                content = block.get("content")
+                output = content if isinstance(content, str) else text_of(content)
+                results.append(ToolResult(name, tool_input, output, block.get("is_error") is True))
+    return AgentTurn(names, working_directory(texts), tuple(results))
 
 
 def usage(reply: Reply) -> Json:
@@ -84,19 +124,41 @@ def _message(reply: Reply, *, content: list[Json], stop: str | None, output_toke
 
 
 def stop_reason(reply: Reply) -> str:
+    if reply.tool_calls:
+        return "tool_use"
     return "max_tokens" if reply.truncated else "end_turn"
+
+
+def content(reply: Reply) -> list[Json]:
+    """The text block (when there is text or nothing else) and a ``tool_use`` block per tool call."""
+    blocks: list[Json] = [{"type": "text", "text": reply.text}] if reply.text or not reply.tool_calls else []
+    for call in reply.tool_calls:
+        blocks.append({"type": "tool_use", "id": f"toolu_{call.call_id}", "name": call.name, "input": call.input})
+    return blocks
+
+
+def _pieces(text: str, size: int = 48) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def events(reply: Reply) -> Iterator[tuple[str, Json]]:
     start = _message(reply, content=[], stop=None, output_tokens=1)
     yield "message_start", {"type": "message_start", "message": start}
     yield "ping", {"type": "ping"}
-    block = {"type": "text", "text": ""}
-    yield "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
-    for piece in reply.chunks():
-        delta = {"type": "text_delta", "text": piece}
-        yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
-    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    for index, block in enumerate(content(reply)):
+        where: Json = {"index": index}
+        if block["type"] == "text":
+            opened: Json = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": piece} for piece in reply.chunks()]
+        else:  # the input arrives as pieces of its JSON text
+            opened = {**block, "input": {}}
+            deltas = [
+                {"type": "input_json_delta", "partial_json": piece} for piece in _pieces(json.dumps(block["input"]))
+            ]
+        yield "content_block_start", {"type": "content_block_start", **where, "content_block": opened}
+        for delta in deltas:
+            yield "content_block_delta", {"type": "content_block_delta", **where, "delta": delta}
+        yield "content_block_stop", {"type": "content_block_stop", **where}
     final = {key: value for key, value in usage(reply).items() if key not in ("cache_creation", "service_tier")}
     end: Json = {"stop_reason": stop_reason(reply), "stop_sequence": None}
     yield "message_delta", {"type": "message_delta", "delta": end, "usage": final}
@@ -111,8 +173,8 @@ def sse(pairs: Iterator[tuple[str, Json]]) -> Iterator[str]:
 def render(call: Call, reply: Reply) -> Response:
     if call.stream:
         return StreamingResponse(sse(events(reply)), media_type="text/event-stream")
-    content = [{"type": "text", "text": reply.text}]
-    return JSONResponse(_message(reply, content=content, stop=stop_reason(reply), output_tokens=reply.output_tokens))
+    body = _message(reply, content=content(reply), stop=stop_reason(reply), output_tokens=reply.output_tokens)
+    return JSONResponse(body)
 
 
 def error(status: int, message: str) -> Response:

@@ -6,6 +6,7 @@ it parses its request body into a :class:`Call`, renders a :class:`Reply`, and s
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
-from simulator import answers
+from simulator import agent, answers
 from switchyard.fleet import SimulatorProviderConfig
 
 PROVIDERS = ("claude", "codex", "ollama")
@@ -37,6 +38,7 @@ class Call:
     max_tokens: int | None = None
     stream: bool = False
     endpoint: str = ""
+    agent: agent.AgentTurn | None = None  # set when the request offers tools (an agent CLI)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Reply:
     system_tokens: int
     output_tokens: int
     truncated: bool
+    tool_calls: tuple[agent.ToolCall, ...] = ()  # when set, the answer is these calls (and ``text`` if any)
 
     def chunks(self, size: int = 24) -> list[str]:
         return [self.text[i : i + size] for i in range(0, len(self.text), size)] or [""]
@@ -66,14 +69,19 @@ class Dialect:
 
 
 def make_reply(call: Call, reply_id: str) -> Reply:
-    text = answers.answer(call.system, call.prompt)
+    system_tokens = answers.tokens(call.system)
+    input_tokens = max(system_tokens + (max(call.context_chars, len(call.prompt)) + 3) // 4, 1)
+    kind = answers.task_kind(call.system, call.prompt)
+    step = agent.step(kind, call.prompt, call.agent, reply_id) if call.agent is not None else None
+    if step is not None and step.calls:  # tool calls are never cut short
+        out = answers.tokens(step.text + "".join(agent.arguments_text(c) for c in step.calls))
+        return Reply(reply_id, call.model, step.text, input_tokens, system_tokens, out, False, step.calls)
+    text = step.text if step is not None else answers.answer(call.system, call.prompt)
     out = answers.tokens(text)
     truncated = call.max_tokens is not None and 0 < call.max_tokens < out
     if truncated and call.max_tokens is not None:
         text, out = text[: call.max_tokens * 4], call.max_tokens
-    system_tokens = answers.tokens(call.system)
-    input_tokens = system_tokens + (max(call.context_chars, len(call.prompt)) + 3) // 4
-    return Reply(reply_id, call.model, text, max(input_tokens, 1), system_tokens, out, truncated)
+    return Reply(reply_id, call.model, text, input_tokens, system_tokens, out, truncated)
 
 
 def text_of(content: object) -> str:
@@ -85,8 +93,15 @@ def text_of(content: object) -> str:
     return ""
 
 
+def _is_tool_result(content: object) -> bool:
+    return isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+
+
 def split_messages(messages: object, system_roles: tuple[str, ...] = ("system", "developer")) -> tuple[str, str, int]:
-    """(system text, last user text, characters of all messages) from a chat-style message list."""
+    """(system text, last user text, characters of all messages) from a chat-style message list.
+
+    A user message that carries tool results (an agent CLI's next turn) is not the prompt: the task's prompt
+    stays the last user message written as text."""
     if not isinstance(messages, list):
         raise BadRequest("messages must be a list")
     system, prompt, chars = [], "", 0
@@ -94,10 +109,10 @@ def split_messages(messages: object, system_roles: tuple[str, ...] = ("system", 
         if not isinstance(message, dict):
             raise BadRequest("each message must be an object")
         text = text_of(message.get("content"))
-        chars += len(text)
+        chars += len(text) or len(json.dumps(message))  # tool calls and results count too
         if message.get("role") in system_roles:
             system.append(text)
-        elif message.get("role") == "user":
+        elif message.get("role") == "user" and not _is_tool_result(message.get("content")):
             prompt = text
     return "\n".join(system), prompt, chars
 

@@ -9,11 +9,13 @@ Responses streaming sends ``response.created``, ``response.in_progress``, ``resp
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from simulator.agent import AgentTurn, ToolCall, ToolResult, arguments_text, working_directory
 from simulator.core import (
     BadRequest,
     Call,
@@ -25,6 +27,9 @@ from simulator.core import (
     text_of,
 )
 
+# how Codex reports a call that worked (a command, or a patch it applied); anything else, e.g. "apply_patch
+# verification failed: …" or "Exit code: 1", is a failed call
+CODEX_OK_RE = re.compile(r"^(?:Exit code: 0|Success\.)", re.MULTILINE)
 CACHE_MIN_TOKENS, CACHE_STEP = 1024, 128  # OpenAI caches prompts of 1024+ tokens in 128-token steps
 ERRORS: dict[int, tuple[str, str | None]] = {
     400: ("invalid_request_error", "context_length_exceeded"),
@@ -58,7 +63,42 @@ def parse_responses(body: Json, endpoint: str) -> Call:
         system, prompt, chars = split_messages(raw)
     system = "\n".join(part for part in (instructions, system) if part)
     max_tokens, stream = int_field(body, "max_output_tokens"), body.get("stream") is True
-    return Call("codex", _model(body), system, prompt, chars, max_tokens, stream, endpoint)
+    turn = agent_turn(body)
+    return Call("codex", _model(body), system, prompt, chars, max_tokens, stream, endpoint, turn)
+
+
+def _call_input(item: Json) -> Json | str:
+    if item.get("type") == "custom_tool_call":
+        return str(item.get("input") or "")
+    try:
+        arguments = json.loads(str(item.get("arguments") or "{}"))
+    except ValueError:
+        return {}
+    return arguments if isinstance(arguments, dict) else {}
+
+
+def agent_turn(body: Json) -> AgentTurn | None:
+    """The tools a Responses request offers (the Codex CLI's), its working directory, the call outputs so far."""
+    tools = body.get("tools")
+    listed = tools if isinstance(tools, list) else []
+    names = frozenset(t["name"] for t in listed if isinstance(t, dict) and isinstance(t.get("name"), str))
+    raw = body.get("input")
+    if not names or not isinstance(raw, list):
+        return None
+    calls: dict[str, tuple[str, Json | str]] = {}
+    results: list[ToolResult] = []
+    texts: list[str] = []
+    for item in (entry for entry in raw if isinstance(entry, dict)):
+        kind = item.get("type")
+        texts.append(text_of(item.get("content")))
+        if kind in ("function_call", "custom_tool_call"):
+            calls[str(item.get("call_id"))] = (str(item.get("name")), _call_input(item))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            name, tool_input = calls.get(str(item.get("call_id")), ("?", {}))
+            output = item.get("output")
+            text = output if isinstance(output, str) else text_of(output)
+            results.append(ToolResult(name, tool_input, text, CODEX_OK_RE.search(text) is None))
+    return AgentTurn(names, working_directory(texts), tuple(results))
 
 
 def parse_chat(body: Json, endpoint: str) -> Call:
@@ -99,6 +139,19 @@ def _item(reply: Reply, text: str, status: str) -> Json:
     }
 
 
+def _tool_item(call: ToolCall, status: str, *, filled: bool = True) -> Json:
+    """A ``function_call`` item (JSON ``arguments``) or, for a freeform tool, a ``custom_tool_call`` (``input``)."""
+    base = {"id": f"fc_{call.call_id}", "call_id": f"call_{call.call_id}", "name": call.name, "status": status}
+    if isinstance(call.input, str):
+        return {"type": "custom_tool_call", **base, "input": call.input if filled else ""}
+    return {"type": "function_call", **base, "arguments": arguments_text(call) if filled else ""}
+
+
+def _output(reply: Reply) -> list[Json]:
+    message = [_item(reply, reply.text, "completed")] if reply.text or not reply.tool_calls else []
+    return message + [_tool_item(call, "completed") for call in reply.tool_calls]
+
+
 def _response(reply: Reply, call: Call, *, done: bool) -> Json:
     status = ("incomplete" if reply.truncated else "completed") if done else "in_progress"
     return {
@@ -108,7 +161,7 @@ def _response(reply: Reply, call: Call, *, done: bool) -> Json:
         "status": status,
         "model": reply.model,
         "instructions": call.system or None,
-        "output": [_item(reply, reply.text, "completed")] if done else [],
+        "output": _output(reply) if done else [],
         "incomplete_details": {"reason": "max_output_tokens"} if done and reply.truncated else None,
         "error": None,
         "max_output_tokens": call.max_tokens,
@@ -119,11 +172,39 @@ def _response(reply: Reply, call: Call, *, done: bool) -> Json:
     }
 
 
+def tool_events(call: ToolCall, index: int) -> Iterator[Json]:
+    """One tool call's item: added, its arguments (or freeform input) in pieces, done."""
+    item, where = _tool_item(call, "completed"), {"item_id": f"fc_{call.call_id}", "output_index": index}
+    yield {
+        "type": "response.output_item.added",
+        "output_index": index,
+        "item": _tool_item(call, "in_progress", filled=False),
+    }
+    text = arguments_text(call)
+    stem = "response.custom_tool_call_input" if isinstance(call.input, str) else "response.function_call_arguments"
+    for start in range(0, len(text), 48):
+        yield {"type": f"{stem}.delta", **where, "delta": text[start : start + 48]}
+    done_key = "input" if isinstance(call.input, str) else "arguments"
+    yield {"type": f"{stem}.done", **where, done_key: text}
+    yield {"type": "response.output_item.done", "output_index": index, "item": item}
+
+
 def events(call: Call, reply: Reply) -> Iterator[Json]:
-    item_id, where = f"msg_{reply.id}", {"output_index": 0}
-    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
     yield {"type": "response.created", "response": _response(reply, call, done=False)}
     yield {"type": "response.in_progress", "response": _response(reply, call, done=False)}
+    if reply.text or not reply.tool_calls:
+        yield from text_events(reply)
+    first = 1 if reply.text or not reply.tool_calls else 0
+    for index, tool_call in enumerate(reply.tool_calls, start=first):
+        yield from tool_events(tool_call, index)
+    final = "response.incomplete" if reply.truncated else "response.completed"
+    yield {"type": final, "response": _response(reply, call, done=True)}
+
+
+def text_events(reply: Reply) -> Iterator[Json]:
+    """The message item at output index 0: added, its text in pieces, done."""
+    item_id, where = f"msg_{reply.id}", {"output_index": 0}
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
     yield {"type": "response.output_item.added", **where, "item": _item(reply, "", "in_progress")}
     yield {
         "type": "response.content_part.added",
@@ -139,8 +220,6 @@ def events(call: Call, reply: Reply) -> Iterator[Json]:
     yield {"type": "response.output_text.done", **text, "text": reply.text, "logprobs": []}
     yield {"type": "response.content_part.done", **text, "part": {**part, "text": reply.text}}
     yield {"type": "response.output_item.done", **where, "item": _item(reply, reply.text, "completed")}
-    final = "response.incomplete" if reply.truncated else "response.completed"
-    yield {"type": final, "response": _response(reply, call, done=True)}
 
 
 def sse(call: Call, reply: Reply) -> Iterator[str]:

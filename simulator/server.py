@@ -17,9 +17,11 @@ CLIs) talk to it over HTTP. Endpoints:
     POST /_sim/providers/{provider}/heal   no more faults, configured latency
     POST /_sim/reset                  back to the configured defaults, counters zeroed
 
-Answers are deterministic by task kind (:mod:`simulator.answers`). A scripted error comes back in the wire
-format's own shape, with the provider's own text where the status has a typical one (400 a prompt too long
-for the context, 404 the model not found, 413 too large, 422 unprocessable: see each dialect's ``MESSAGES``).
+Answers are deterministic by task kind (:mod:`simulator.answers`); an agent CLI whose request offers its
+file tools gets the change as tool calls, then a closing message (:mod:`simulator.agent`). A scripted error
+comes back in the wire format's own shape, with the provider's own text where the status has a typical one
+(400 a prompt too long for the context, 404 the model not found, 413 too large, 422 unprocessable: see each
+dialect's ``MESSAGES``).
 Run it with ``python -m simulator --host 127.0.0.1 --port 8790 [--fleet switchyard.toml]``.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,11 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, port_open
+from conftest import REPO, free_port, port_open
 
 pytestmark = pytest.mark.e2e
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
 GROUPS = {"high_level", "dev_workers", "pr_review", "pr_impl", "pr_integ"}
+AGENT_CLIS = REPO / ".agent-clis" / "node_modules" / ".bin"  # `make agent-clis`
 SECRET_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OLLAMA_HOST", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL")
 
 
@@ -75,6 +77,17 @@ def check_drill(env: dict[str, str], tasks: list[dict[str, Any]]) -> None:
         assert "claude" in reasons or any(a["provider"] == "claude" for a in attempts), attempts
 
 
+def check_agent_clis(env: dict[str, str], tasks: list[dict[str, Any]], stdout: str) -> None:
+    """With the real agent CLIs installed, dev1's change was made by the Codex CLI and dev2's by Claude Code."""
+    if not all(shutil.which(name) or (AGENT_CLIS / name).exists() for name in ("claude", "codex")):
+        assert "Agent CLIs: skipped" in stdout
+        return
+    impls = {t["environment"]: t for t in tasks if t["kind"] == "pr_impl"}
+    for environment, name in (("dev1", "codex"), ("dev2", "claude")):
+        attempts = cli_json(env, "tasks", "show", impls[environment]["id"])["attempts"]
+        assert [(a["provider"], a["transport"], a["status"]) for a in attempts] == [(name, "cli", "succeeded")]
+
+
 def git(workspace: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(workspace / ".repo"), *args], capture_output=True, text=True, check=True
@@ -93,6 +106,7 @@ def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
         assert {t["status"] for t in tasks} == {"succeeded"}
         check_pipeline(env, tasks)
         check_drill(env, tasks)
+        check_agent_clis(env, tasks, run.stdout)
         assert {t["environment"] for t in tasks} == {"dev1", "dev2", "dev3", "dev4", "dev5"}
         assert {t["group"] for t in tasks} == GROUPS
         assert all(t["provider"] and t["model"] and isinstance(t["cost_usd"], float) for t in tasks)

@@ -126,7 +126,7 @@ def test_a_diamond_runs_in_dependency_order_and_builds_on_its_dependencies(ctx: 
     assert d["payload"]["base_branches"] == [branches["b"], branches["c"]]
     assert [t["id"] for t in d["depends_on"]] == [ids["b"], ids["c"]]
     files = git(ctx, "ls-tree", "-r", "--name-only", branches["d"]).split()
-    assert {f"changes/{ids[k][:8]}.md" for k in "abcd"} <= set(files)  # d starts from all of a, b and c
+    assert {f"step_{k}.py" for k in "abcd"} <= set(files)  # d starts from all of a, b and c
     assert [(row["kind"], row["depth"]) for row in d["chain"]] == [("plan", 0)] + [("dev_task", 1)] * 4
 
 

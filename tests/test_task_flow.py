@@ -131,7 +131,7 @@ def test_every_kind_runs_to_success(fleet: Context, workspace: Path) -> None:
 
     impl = done[ids["pr_impl"]]["result"]["data"]
     files = run_git(["show", "--name-only", "--format=", impl["commit"]], cwd=repo).split()
-    assert files == [f"changes/{ids['pr_impl'][:8]}.md"]
+    assert files == ["greeting.py"]  # a module named after the title, with a function greeting()
     assert run_git(["rev-parse", impl["branch"]], cwd=repo).strip() == impl["commit"]
     assert not (workspace / ".tasks" / ids["pr_impl"]).exists()
 
