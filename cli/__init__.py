@@ -1,5 +1,5 @@
 """The ``switchyard`` command. Commands print tables for people; the read commands, ``submit``, ``budget``,
-``simulator`` and the ``env`` commands print JSON instead with ``--json``.
+``simulator``, ``alerts`` and the ``env`` commands print JSON instead with ``--json``.
 
 Errors Switchyard raises on purpose are printed as one clear line; nothing else is caught here. Exit codes:
 0 done; 1 refused or failed (a check, a task, an environment, or a SwitchyardError such as
@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cli import breakers, budget, demo, envs, ops, simulator, work
+from cli import alerts, breakers, budget, demo, envs, ops, simulator, work
 from switchyard.errors import ConfigError, InputError, ServiceUnavailable, SwitchyardError
 
 REFUSED, BAD_INPUT, UNAVAILABLE = 1, 2, 3
@@ -36,6 +36,7 @@ app.add_typer(ops.db_app, name="db")
 app.add_typer(budget.budget_app, name="budget")
 app.add_typer(simulator.simulator_app, name="simulator")
 app.add_typer(breakers.breaker_app, name="breaker")
+app.add_typer(alerts.alerts_app, name="alerts")
 
 
 def _print_version(wanted: bool) -> None:
