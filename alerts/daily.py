@@ -55,7 +55,7 @@ def report(day: date, lines: list[Line]) -> dict[str, Any]:
     return {
         "cause": alerts.DAILY_REPORT,
         "key": f"{alerts.DAILY_REPORT}:{day.isoformat()}",
-        "title": f"Switchyard spend on {day.isoformat()}: ${total / 1e6:,.2f}",
+        "title": f"Switchyard spend on {day.isoformat()}: ${total / 1e6:,.4f}",
         "body": "\n".join(body),
         "payload": {
             "day": day.isoformat(),
