@@ -23,6 +23,7 @@ class Receiver:
     port: int = 0
     took: list[dict[str, Any]] = field(default_factory=list)  # answered 200
     seen: list[tuple[float, int]] = field(default_factory=list)  # (monotonic arrival, status answered)
+    arrived: list[float] = field(default_factory=list)  # monotonic, as each post arrives (before any delay)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -40,7 +41,7 @@ class Receiver:
     def answer(self, body: dict[str, Any]) -> int:
         with self.lock:
             status = 500 if len(self.seen) < self.fail_first else 200
-            self.seen.append((time.monotonic(), status))
+            self.seen.append((self.arrived[len(self.seen)], status))
             if status == 200:
                 self.took.append(body)
         return status
@@ -51,6 +52,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
+            with receiver.lock:
+                receiver.arrived.append(time.monotonic())
             if receiver.delay_s:
                 time.sleep(receiver.delay_s)
             status = receiver.answer(body)
