@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from alert_receiver import receiving
 from conftest import REPO, free_port
+from pipeline_kit import factory, make_context
 from test_ledger import Clock, hold, make_tasks
 
 from alerts.daily import record_yesterday, report, spend_by
@@ -26,6 +28,7 @@ from routing.breaker import Breakers
 from routing.ledger import Ledger
 from routing.route import ProviderState, Route, RouteRequest, choose_route
 from routing.state import record_transition
+from simulator.server import BackgroundSimulator
 from store import alerts
 from store.db import dispose_all, session_scope
 from store.migrate import ensure_schema
@@ -36,6 +39,8 @@ from switchyard.errors import ConfigError
 from switchyard.fleet import BudgetConfig, load_fleet
 from switchyard.fleet_models import AlertsPolicy, BreakerPolicy
 from switchyard.settings import load_settings
+from tasks.attempt import Runner
+from tasks.submit import submit
 
 FLEET = load_fleet(REPO / "switchyard.toml")
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
@@ -310,3 +315,66 @@ def test_the_daily_report_sums_yesterdays_settled_spend_once_per_day(url: str) -
     (row,) = rows(url)
     assert row.cause == alerts.DAILY_REPORT and row.title.endswith("2026-03-09: $0.0047")
     assert "claude $0.0040" in row.body and "pr_review $0.0047" in row.body
+
+
+# --- a task that failed on every rung -------------------------------------------------------------------------
+
+
+def test_a_task_that_failed_on_every_rung_is_one_alert_with_its_terminal_status(
+    tmp_path: Path, server: BackgroundSimulator, sim: httpx.Client, redis_url: str, sqlite_url: str
+) -> None:
+    ctx = make_context(tmp_path, server.url, redis_url, sqlite_url)
+    sim.post("/_sim/providers/claude", json={"error_rate": 1.0, "error_status": 413}).raise_for_status()
+    sim.post("/_sim/providers/ollama", json={"missing_models": ["qwen2.5-coder:7b"]}).raise_for_status()
+    task_id = submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/sample-1"}, context=ctx)
+    assert Runner(ctx, make_provider=factory(), sleep=lambda _: None).run(task_id) == "no_provider"
+    (row,) = rows(sqlite_url)
+    assert (row.cause, row.dedupe_key) == (alerts.TASK_FAILED, f"task_failed:{task_id}")
+    assert row.title == f"Task {task_id[:8]} (pr_review, dev1) failed on every rung"
+    assert [f.split(":")[0] for f in row.payload["failures"]] == ["claude", "ollama"]
+    assert row.payload["status"] == "no_provider"
+
+
+# --- the CLI: alerts list, alerts test ---------------------------------------------------------------------------
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SWITCHYARD, *args], env=env, cwd=REPO, capture_output=True, text=True, check=False)
+
+
+def test_alerts_list_and_test_on_the_command_line(tmp_path: Path, sqlite_url: str) -> None:
+    ensure_schema(sqlite_url)
+    with session_scope(sqlite_url) as session:
+        alerts.record(session, cause=alerts.BUDGET_ALERT, key="k1", title="Budget all/day [alert]", body="$40")
+        alerts.record(session, cause=alerts.BREAKER_OPENED, key="k2", title="Breaker of claude opened", body="x")
+    dead = f"json://alice:s3cretpw@127.0.0.1:{free_port()}/hooks/tok3n"
+    with receiving() as receiver:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "SWITCHYARD_HOME": str(tmp_path / "home"),
+            "SWITCHYARD_DATABASE_URL": sqlite_url,
+            "SWITCHYARD_ALERT_URLS": f"{receiver.url} {dead}",
+        }
+        listed = cli(env, "alerts", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        found = json.loads(listed.stdout)["alerts"]
+        assert [(a["cause"], a["state"]) for a in found] == [("breaker_opened", "pending"), ("budget_alert", "pending")]
+        table = cli(env, "alerts", "list")
+        assert "Budget all/day [alert]" in table.stdout and "breaker_opened" in table.stdout
+        assert cli(env, "alerts", "list", "--cause", "nosuch").returncode == 2
+
+        tested = cli(env, "alerts", "test", "--json")
+        assert tested.returncode == 1  # one URL did not take it
+        results = json.loads(tested.stdout)["results"]
+        assert [(r["url"], r["delivered"]) for r in results] == [
+            (f"json://127.0.0.1:{receiver.port}/", True),
+            (f"json://alice:***@127.0.0.1:{dead.split(':')[3].split('/', maxsplit=1)[0]}/***", False),
+        ]
+        assert receiver.titles() == ["Switchyard test alert"]
+        shown = cli(env, "alerts", "test")
+        assert "NOT delivered" in shown.stdout and "delivered" in shown.stdout
+        assert "s3cretpw" not in tested.stdout + shown.stdout + tested.stderr and "tok3n" not in shown.stdout
+        validated = cli(env, "validate")
+        assert f"json://127.0.0.1:{receiver.port}/" in validated.stdout and "s3cretpw" not in validated.stdout
+        none = cli({**env, "SWITCHYARD_ALERT_URLS": ""}, "alerts", "test")
+        assert none.returncode == 2 and "no alert URL configured" in none.stderr
