@@ -96,7 +96,9 @@ def test_a_url_apprise_cannot_parse_is_refused_naming_it_masked() -> None:
 
 def test_validate_rejects_a_bad_alert_url_with_the_line_of_its_key(tmp_path: Path) -> None:
     text = (REPO / "switchyard.toml").read_text()
-    text += '\n[alerts]\nurls = [\n  "json://127.0.0.1:9/",\n  "nosuch://alice:s3cretpw@host/tok3n",\n]\n'
+    bad = 'urls = [\n  "json://127.0.0.1:9/",\n  "nosuch://alice:s3cretpw@host/tok3n",\n]'
+    assert "urls = []" in text
+    text = text.replace("urls = []", bad)
     fleet = tmp_path / "fleet.toml"
     fleet.write_text(text)
     line = text.splitlines().index("urls = [") + 1

@@ -34,12 +34,11 @@ OPEN_S = 3.0
 
 
 def fleet_context(tmp_path: Path, server: BackgroundSimulator, redis_url: str, db: str, receiver: Receiver) -> Context:
-    alerts_table = (
-        f'[alerts]\nurls = ["{receiver.url}"]\nevery_s = 1.0\ntimeout_s = 60.0\n'
-        "retry_initial_s = 0.3\nretry_max_s = 2.0\n\n[simulator.claude]"
-    )
     changes = {
-        "[simulator.claude]": alerts_table,
+        "urls = []": f'urls = ["{receiver.url}"]',
+        "every_s = 15.0\ntimeout_s = 10.0\nretry_initial_s = 5.0\nretry_max_s = 600.0": (
+            "every_s = 1.0\ntimeout_s = 60.0\nretry_initial_s = 0.3\nretry_max_s = 2.0"
+        ),
         "cap_usd = 50.0\nalert_usd = 40.0": "cap_usd = 50.0\nalert_usd = 0.000001",  # the first hold crosses it
         "failure_threshold = 5\nopen_seconds = 60.0": f"failure_threshold = 2\nopen_seconds = {OPEN_S}",
     }
