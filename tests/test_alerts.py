@@ -38,9 +38,10 @@ from switchyard.budgets import BudgetState
 from switchyard.errors import ConfigError
 from switchyard.fleet import BudgetConfig, load_fleet
 from switchyard.fleet_models import AlertsPolicy, BreakerPolicy
-from switchyard.settings import load_settings
+from switchyard.settings import Settings, load_settings
 from tasks.attempt import Runner
 from tasks.submit import submit
+from workers.services import build_specs
 
 FLEET = load_fleet(REPO / "switchyard.toml")
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
@@ -380,3 +381,26 @@ def test_alerts_list_and_test_on_the_command_line(tmp_path: Path, sqlite_url: st
         assert f"json://127.0.0.1:{receiver.port}/" in validated.stdout and "s3cretpw" not in validated.stdout
         none = cli({**env, "SWITCHYARD_ALERT_URLS": ""}, "alerts", "test")
         assert none.returncode == 2 and "no alert URL configured" in none.stderr
+
+
+def test_alert_urls_reach_the_fleets_processes_in_their_environment_only(tmp_path: Path) -> None:
+    urls = "json://alice:s3cretpw@127.0.0.1:9/tok3n"
+    settings = Settings(home=tmp_path, alert_urls=urls)
+    specs = build_specs(settings, FLEET, simulate=True, base_env={"PATH": "/bin", "SWITCHYARD_ALERT_URLS": "old"})
+    for spec in specs:
+        assert spec.env["SWITCHYARD_ALERT_URLS"] == urls
+        assert "s3cretpw" not in " ".join(spec.argv) and "s3cretpw" not in repr(spec)
+
+
+def test_a_cap_met_by_a_running_task_is_one_alert_for_the_window(
+    tmp_path: Path, server: BackgroundSimulator, sim: httpx.Client, redis_url: str, sqlite_url: str
+) -> None:
+    ctx = make_context(tmp_path, server.url, redis_url, sqlite_url)
+    ctx.ledger().set_budget(scope="provider", target="claude", window="day", cap_usd=0.000001)
+    for n in (1, 2):
+        task_id = submit({"kind": "pr_review", "environment": "dev1", "branch": f"feature/sample-{n}"}, context=ctx)
+        assert Runner(ctx, make_provider=factory(), sleep=lambda _: None).run(task_id) == "succeeded"
+    (row,) = rows(sqlite_url)
+    assert row.cause == alerts.BUDGET_CAP
+    assert row.title == "Budget provider=claude/day reached its cap: claude blocked"
+    assert row.payload["cap_micros"] == 1
