@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from alerts.deliver import Send, fingerprint
 from store import alerts
 from store.db import session_scope
-from switchyard.alert_urls import mask
 from switchyard.fleet_models import AlertsPolicy
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,3 @@ def _outcome(urls: list[str], errors: list[str], attempts: int, policy: AlertsPo
         return "failed", None
     wait = backoff(attempts, initial_s=policy.retry_initial_s, max_s=policy.retry_max_s)
     return "pending", datetime.now(UTC) + timedelta(seconds=wait)
-
-
-def masked_urls(urls: list[str]) -> list[str]:
-    return [mask(url) for url in urls]
