@@ -43,6 +43,7 @@ def lease_checks(fleet: Fleet) -> dict[str, Any]:
 
 
 SEND_OUTBOX_TASK = "switchyard.maintenance.send_outbox"  # every [outbox] every_s (tasks/sender.py)
+SEND_ALERTS_TASK = "switchyard.alerts.send"  # every [alerts] every_s (alerts/beat.py)
 REDIS_TRANSPORT = "tasks.redis_transport:Transport"
 
 
@@ -84,6 +85,11 @@ def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
                 "task": SEND_OUTBOX_TASK,
                 "schedule": fleet.outbox.every_s,
                 "options": {"expires": fleet.outbox.every_s},
+            },
+            "send-alerts": {
+                "task": SEND_ALERTS_TASK,
+                "schedule": fleet.alerts.every_s,
+                "options": {"expires": fleet.alerts.every_s},
             },
         },
     }

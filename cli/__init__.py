@@ -1,5 +1,5 @@
 """The ``switchyard`` command. Commands print tables for people; the read commands, ``submit``, ``budget``,
-``simulator`` and the ``env`` commands print JSON instead with ``--json``.
+``simulator``, ``alerts`` and the ``env`` commands print JSON instead with ``--json``.
 
 Errors Switchyard raises on purpose are printed as one clear line, and so is a service that went away in the
 middle of a command (a database error that says it is unreachable, locked or restarting; the state Redis or the
@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from cli import breakers, budget, demo, envs, ops, simulator, work
+from cli import alerts, breakers, budget, demo, envs, ops, simulator, work
 from switchyard.errors import ConfigError, InputError, ServiceUnavailable, SwitchyardError
 
 REFUSED, BAD_INPUT, UNAVAILABLE = 1, 2, 3
@@ -38,6 +38,7 @@ app.add_typer(ops.db_app, name="db")
 app.add_typer(budget.budget_app, name="budget")
 app.add_typer(simulator.simulator_app, name="simulator")
 app.add_typer(breakers.breaker_app, name="breaker")
+app.add_typer(alerts.alerts_app, name="alerts")
 
 
 def _print_version(wanted: bool) -> None:

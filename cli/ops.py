@@ -213,6 +213,12 @@ def validate() -> None:
     )
     for g in fleet.groups:
         console.print(f"  group {g.name}: queue {g.queue}, {g.sessions} sessions, kinds {g.kinds}, ladder {g.ladder}")
+    from alerts.deliver import alert_urls
+    from switchyard.alert_urls import mask
+
+    urls = alert_urls(ctx.settings, fleet)
+    shown = ", ".join(mask(url) for url in urls) or "none (alerts are recorded, not sent)"
+    console.print(f"  alert URLs: {shown}", markup=False)
     console.print(f"  data directory: {ctx.settings.data_dir}")
 
 

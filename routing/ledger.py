@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
+from routing.budget_alerts import budget_alert, cap_alert
+from store import alerts as alert_rows
 from store import budgets as sql
 from store.budgets import Ending, OverrideRow, SpendRow
 from store.costs import UNKNOWN_COST
@@ -468,14 +470,24 @@ class Ledger:
         return [(key, budget, used) for key, budget, used in found if budget is not None]
 
     def _record_alerts(self, conn: Connection, crossed: list[Crossing], task_id: str, now: datetime) -> list[Crossing]:
-        """Alerts for the counters at or past their alert line; only those recorded now (once per window)."""
-        return [
+        """Alerts for the counters at or past their alert line; only those recorded now (once per window). Each
+        is also an alert row to deliver (:mod:`store.alerts`), in the same transaction."""
+        recorded = [
             (key, budget, used)
             for key, budget, used in crossed
             if budget.alert_micros is not None
             and used >= budget.alert_micros
             and sql.record_alert(conn, key, budget=budget, used_micros=used, task_id=task_id, now=now)
         ]
+        for key, budget, used in recorded:
+            alert_rows.record(conn, **budget_alert(key, budget, used, task_id), now=now)
+        return recorded
+
+    def record_caps(self, capped: list[BudgetState], *, provider: str, now: datetime | None = None) -> int:
+        """A budget's cap blocked (or degraded) ``provider``: one alert per budget and window; how many new."""
+        now = now or self.now()
+        with self._transaction("record a budget cap alert") as conn:
+            return sum(alert_rows.record(conn, **cap_alert(state, provider, now), now=now) for state in capped)
 
     def _warn(self, recorded: list[Crossing]) -> None:
         for key, budget, used in recorded:

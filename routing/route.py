@@ -74,6 +74,7 @@ class Route:
     degraded: bool = False  # chosen because a budget's `degrade` action ruled out paying providers
     passed_over: tuple[str, ...] = ()  # "claude: breaker open (retry in 42s)", one per provider skipped
     notes: tuple[str, ...] = ()  # how the chosen provider differs from the fleet file ("cli not installed, api")
+    capped: tuple[tuple[str, BudgetState], ...] = ()  # (provider, budget) a budget's cap ruled out (an alert)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Refusal:
     reason: str
     retry_in_s: float | None = None
     passed_over: tuple[str, ...] = field(default_factory=tuple)
+    capped: tuple[tuple[str, BudgetState], ...] = ()  # (provider, budget) a budget's cap ruled out (an alert)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class _Why:
     text: str
     wait_s: float | None
     budget: Literal["block", "degrade"] | None = None
+    capped_by: BudgetState | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ def _budget_whys(ask: _Ask, provider: str, cost: int, free: bool) -> list[_Why]:
                 f"budget {budget.label} {verb}: {_usd(budget.used_micros)} used of {_usd(budget.cap_micros)}, "
                 f"this attempt may cost {_usd(cost)} (window ends in {_secs(wait)})"
             )
-            whys.append(_Why(text, wait, budget.action))
+            whys.append(_Why(text, wait, budget.action, budget))
     return whys
 
 
@@ -232,6 +235,10 @@ def _wait(whys: list[_Why]) -> float | None:
     return None if None in waits else max(w for w in waits if w is not None)
 
 
+def _capped(refused: list[tuple[str, list[_Why]]]) -> tuple[tuple[str, BudgetState], ...]:
+    return tuple((name, why.capped_by) for name, whys in refused for why in whys if why.capped_by is not None)
+
+
 def _refusal(request: RouteRequest, refused: list[tuple[str, list[_Why]]], passed_over: tuple[str, ...]) -> Refusal:
     on_budget = any(all(why.budget for why in whys) for _, whys in refused)
     waits = [w for w in (_wait(whys) for _, whys in refused) if w is not None]
@@ -241,6 +248,7 @@ def _refusal(request: RouteRequest, refused: list[tuple[str, list[_Why]]], passe
         reason=f"{lead}: {'; '.join(passed_over)}",
         retry_in_s=min(waits) if waits else None,
         passed_over=passed_over,
+        capped=_capped(refused),
     )
 
 
@@ -265,7 +273,7 @@ def choose_route(
             if not refused:  # the first candidate: nothing passed over, nothing degraded
                 return result
             degraded = any(why.budget == "degrade" for _, whys in refused for why in whys)
-            return replace(result, degraded=degraded, passed_over=tuple(passed_over))
+            return replace(result, degraded=degraded, passed_over=tuple(passed_over), capped=_capped(refused))
         refused.append((name, result))
         passed_over.append(f"{name}: {', '.join(why.text for why in result)}")
     return _refusal(request, refused, tuple(passed_over))

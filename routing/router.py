@@ -102,10 +102,13 @@ class Router:
     budget_snapshot_s: float = 1.0
     state_snapshot_s: float = 0.25
     clock: Callable[[], float] = time.monotonic
+    # a budget's cap ruled out a provider: told once per budget and window (an alert row, see store.alerts)
+    on_cap: Callable[[list[BudgetState], str], None] | None = None
     _budgets: dict[tuple[str, str, str], tuple[float, list[BudgetState]]] = field(default_factory=dict, repr=False)
     _states: dict[tuple[str, ...], tuple[float, Mapping[str, ProviderState]]] = field(default_factory=dict, repr=False)
     _usable: dict[str, str | None] = field(default_factory=dict, repr=False)
     _candidates: dict[tuple[str, str], tuple[Fleet, list[str]]] = field(default_factory=dict, repr=False)
+    _capped: set[tuple[str, str, str, str, int]] = field(default_factory=set, repr=False)
 
     def provider_states(self, names: Iterable[str]) -> Mapping[str, ProviderState]:
         """Shared state (Redis) plus what only this host knows: credentials and installed CLIs.
@@ -176,6 +179,7 @@ class Router:
                     self.forget_state()  # never refuse (and defer a task) on a cached view: read it fresh
                     self._budgets.clear()
                     choice = self._choose(request, fleet)
+                self._tell_caps(choice.capped)
                 if isinstance(choice, Refusal):
                     return choice
                 permit = self.state.request(choice.provider)  # Redis answers while the ledger holds
@@ -193,6 +197,25 @@ class Router:
                 _cancel(permit)
                 raise
         return Refusal("budget_exhausted", "budgets filled up while choosing (other attempts held first)", 1.0)
+
+    def _tell_caps(self, capped: tuple[tuple[str, BudgetState], ...]) -> None:
+        """Pass the budgets whose cap ruled a provider out to ``on_cap``, each once per window and provider in
+        this process (the alert row itself is once per window across the fleet). Never fails the route."""
+        if self.on_cap is None or not capped:
+            return
+        window = int(datetime.now(UTC).timestamp() // 3600)  # an hour: the shortest budget window
+        if len(self._capped) > 1024:
+            self._capped.clear()
+        for provider, state in capped:
+            seen = (provider, state.scope, state.target, state.window, window)
+            if seen in self._capped:
+                continue
+            try:
+                self.on_cap([state], provider)
+            except ServiceUnavailable as exc:
+                log.warning("budget cap alert of %s not recorded: %s", state.label, exc)
+                continue
+            self._capped.add(seen)
 
     def _choose(self, request: RouteRequest, fleet: Fleet) -> Route | Refusal:
         providers = self.provider_states(self._names(request, fleet))

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from routing.breaker import Breakers
 from routing.permits import OnTransition, Transition
+from store import alerts
 from store.db import session_scope
 from store.models import BreakerTransition
 from switchyard.errors import StateUnavailable
@@ -60,9 +61,43 @@ def record_transition(database_url: str, transition: Transition) -> None:
     try:
         with session_scope(database_url) as session:
             session.add(row)
+            alert = transition_alert(transition)
+            if alert is not None:  # with its transition's row: both or neither
+                alerts.record(session, **alert, now=transition.at)
     except SQLAlchemyError as exc:
         # The class only: a driver's message may quote the row or the server's address.
         log.warning("breaker transition of %s not recorded in SQL (%s)", transition.provider, type(exc).__name__)
+
+
+def transition_alert(t: Transition) -> dict[str, Any] | None:
+    """The alert row of a transition (pure), or None: a breaker that opened (from closed: a half-open probe
+    that failed is the same outage), one that closed again after it was open, a provider disabled (401/403).
+    Each transition is handed to exactly one process by Redis; its time keys the alert, so it is recorded once."""
+    at = t.at.isoformat()
+    if t.to_state == "disabled":
+        return _alert(
+            alerts.PROVIDER_DISABLED,
+            t,
+            f"Provider {t.provider} disabled",
+            f"{t.cause}. No call goes to {t.provider} until `switchyard breaker enable {t.provider}`.",
+            at,
+        )
+    if t.to_state == "open" and t.from_state == "closed":
+        return _alert(
+            alerts.BREAKER_OPENED,
+            t,
+            f"Breaker of {t.provider} opened",
+            f"{t.cause}. Calls go to the next rung of each ladder until a half-open probe succeeds.",
+            at,
+        )
+    if t.to_state == "closed" and t.from_state in {"open", "half_open"}:
+        return _alert(alerts.BREAKER_CLOSED, t, f"Breaker of {t.provider} closed again", f"{t.cause}.", at)
+    return None
+
+
+def _alert(cause: str, t: Transition, title: str, body: str, at: str) -> dict[str, Any]:
+    payload = {"provider": t.provider, "from": t.from_state, "to": t.to_state, "cause": t.cause, "at": at}
+    return {"cause": cause, "key": f"{cause}:{t.provider}:{at}", "title": title, "body": body, "payload": payload}
 
 
 def transition_history(database_url: str, provider: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:

@@ -380,3 +380,35 @@ class Outbox(Base):
     next_try_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     resends: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+# --- alerts (store/alerts.py; delivered by alerts/sender.py) ---------------------------------------------
+
+
+class AlertRow(Base):
+    """One alert, recorded once per cause (``dedupe_key``), in the transaction of the event where there is one,
+    and delivered by a periodic sender, not by the task that caused it: ``pending`` until every alert URL took
+    it (``delivered``), or ``failed`` after its last attempt, or ``unsent`` when no alert URL was configured.
+    ``delivered_to`` fingerprints the URLs that took it already, so a retry sends only to the others; the
+    URLs themselves are never stored. ``last_error`` is masked."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key", name="uq_alerts_dedupe_key"),
+        Index("ix_alerts_due", "state", "next_try_at"),
+        Index("ix_alerts_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cause: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    delivered_to: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)

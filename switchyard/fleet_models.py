@@ -9,6 +9,7 @@ from typing import Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from switchyard.alert_urls import problem
 from switchyard.errors import ConfigError
 
 Kind = Literal["plan", "dev_task", "pr_review", "pr_impl", "pr_integ"]
@@ -218,6 +219,27 @@ class OutboxPolicy(_Strict):
         return self
 
 
+class AlertsPolicy(_Strict):
+    """Where alerts go and how they are delivered (``[alerts]``; see :mod:`alerts.sender`). ``urls`` are apprise
+    URLs (``json://host/path``, ``slack://…``); ``SWITCHYARD_ALERT_URLS`` adds more."""
+
+    urls: list[str] = Field(default_factory=list)
+    every_s: float = Field(default=15.0, gt=0)  # how often celery beat runs the alert sender
+    timeout_s: float = Field(default=10.0, gt=0, le=300)  # per receiver, connect and read
+    retry_initial_s: float = Field(default=5.0, gt=0)  # wait after a failed delivery, doubling per failure
+    retry_max_s: float = Field(default=600.0, gt=0)
+    max_attempts: int = Field(default=20, ge=1, le=1000)  # then the alert is given up (state ``failed``)
+    daily_report: bool = True  # yesterday's spend by provider and group, sent once a day
+
+    @field_validator("urls")
+    @classmethod
+    def _apprise_can_send(cls, urls: list[str]) -> list[str]:
+        problems = [f"urls[{i}]: {why}" for i, url in enumerate(urls) if (why := problem(url)) is not None]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return urls
+
+
 class SimulatorProviderConfig(_Strict):
     latency_ms: int = Field(default=40, ge=0, le=600_000)
     error_rate: float = Field(default=0.0, ge=0, le=1)
@@ -236,6 +258,7 @@ class Fleet(_Strict):
     breaker: BreakerPolicy = BreakerPolicy()
     limits: LimitsConfig = LimitsConfig()
     outbox: OutboxPolicy = OutboxPolicy()
+    alerts: AlertsPolicy = AlertsPolicy()
     simulator: dict[str, SimulatorProviderConfig] = Field(default_factory=dict)
     features: dict[str, bool] = Field(default_factory=dict)
 

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from switchyard.alert_urls import problem, split
 from switchyard.errors import ConfigError
 
 Profile = Literal["development", "staging", "production"]
@@ -67,6 +68,19 @@ class Settings(BaseSettings):
     ollama_host: str | None = Field(
         default=None, validation_alias=AliasChoices("SWITCHYARD_OLLAMA_HOST", "OLLAMA_HOST")
     )
+
+    # apprise URLs alerts go to, besides the fleet file's `[alerts] urls` (spaces or commas between them)
+    alert_urls: SecretStr | None = None
+
+    @field_validator("alert_urls")
+    @classmethod
+    def _alert_urls(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            urls = split(value.get_secret_value())
+            problems = [why for url in urls if (why := problem(url)) is not None]
+            if problems:
+                raise ValueError("; ".join(problems))
+        return value
 
     @field_validator("state_url")
     @classmethod

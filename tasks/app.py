@@ -22,7 +22,9 @@ def create_celery(context: Context | None = None) -> Celery:
         ctx = context or get_context()
         return celeryconfig.build(ctx.settings, ctx.fleet)
 
-    celery = Celery("switchyard", include=["tasks.worker", "tasks.maintenance"], set_as_current=context is None)
+    # alerts.beat (the alert sender, a layer above) is named, not imported: the worker loads it with the rest
+    include = ["tasks.worker", "tasks.maintenance", "alerts.beat"]
+    celery = Celery("switchyard", include=include, set_as_current=context is None)
     celery.add_defaults(config)
     return celery
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import build_provider
@@ -39,7 +39,7 @@ from routing.parked import ParkedAnswers
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from routing.state import connect_state
-from store import repo
+from store import alerts, repo
 from store.db import session_scope
 from switchyard.errors import (
     BadAnswer,
@@ -82,11 +82,13 @@ def recovery_wait(exc: Exception, longest: float) -> float | None:
 
 
 class TaskFailed(SwitchyardError):
-    """Ends the task with ``status`` and the reason; raised inside the loop only."""
+    """Ends the task with ``status`` and the reason; raised inside the loop only. ``failures``: what each rung
+    that was tried in this run failed with (an alert when there are any: the task failed on every rung)."""
 
-    def __init__(self, status: str, reason: str) -> None:
+    def __init__(self, status: str, reason: str, failures: tuple[str, ...] = ()) -> None:
         super().__init__(reason)
         self.status = status
+        self.failures = failures
 
 
 class TakenOver(Exception):
@@ -145,7 +147,7 @@ class Runner:
         except ServiceUnavailable as exc:  # the ledger or the shared state is away: fail closed, try again soon
             self._defer(task, f"{type(exc).__name__}: {exc}", UNAVAILABLE_RETRY_S)
         except TaskFailed as exc:
-            return self._finish(task, exc.status, str(exc))
+            return self._finish(task, exc.status, str(exc), failures=exc.failures)
         except (ProviderError, PatchRejected) as exc:  # an assist call failed inside act: the task's problem
             return self._finish(task, "failed", f"{type(exc).__name__}: {exc}")
         except SwitchyardError as exc:
@@ -190,7 +192,7 @@ class Runner:
                 if wait is not None:
                     waits.append(wait)
                 failures.append(f"{decision.provider}: {type(exc).__name__}: {exc}")
-        raise TaskFailed("no_provider", "every provider failed: " + "; ".join(failures))
+        raise TaskFailed("no_provider", "every provider failed: " + "; ".join(failures), tuple(failures))
 
     def _request(self, task: TaskInfo, prompt: Prompt, excluded: set[str]) -> RouteRequest:
         return RouteRequest(
@@ -220,7 +222,7 @@ class Runner:
         deadline = (task.created_at or self.now()) + timedelta(seconds=self._deadline_s(task))
         if waits and self.now() + timedelta(seconds=min(waits)) < deadline:
             self._defer(task, reason, min(waits))
-        raise TaskFailed(refusal.status, reason)
+        raise TaskFailed(refusal.status, reason, tuple(failures))
 
     def _deadline_s(self, task: TaskInfo) -> int:
         return task.request.deadline_s if task.request.deadline_s is not None else self.ctx.fleet.limits.task_deadline_s
@@ -403,11 +405,13 @@ class Runner:
         self._after(task, outcome.status, outcome)
         return outcome.status
 
-    def _finish(self, task: TaskInfo, status: str, reason: str) -> str:
+    def _finish(self, task: TaskInfo, status: str, reason: str, *, failures: tuple[str, ...] = ()) -> str:
         if not self.owns():
             return self._taken_over(task)
         with session_scope(self.ctx.database_url) as session:
             repo.finish_task(session, task_id=task.id, status=status, reason=reason[:4000])
+            if failures:  # with the terminal status: both or neither
+                alerts.record(session, **failed_alert(task, status, failures), now=self.now())
         log.warning("task %s (%s) %s: %s", task.id, task.kind, status, reason)
         self._after(task, status, None)
         return status
@@ -417,6 +421,25 @@ class Runner:
             pipeline.after_terminal(self.ctx, task, status, outcome)
         except Exception:  # the task's status is committed; a follow-up that failed is logged, not hidden
             log.exception("follow-ups of task %s (%s) failed", task.id, task.kind)
+
+
+def failed_alert(task: TaskInfo, status: str, failures: tuple[str, ...]) -> dict[str, Any]:
+    """The alert row of a task that failed on every rung it could reach (one per task)."""
+    rungs = "; ".join(failures)
+    return {
+        "cause": alerts.TASK_FAILED,
+        "key": f"{alerts.TASK_FAILED}:{task.id}",
+        "title": f"Task {task.id[:8]} ({task.kind}, {task.environment}) failed on every rung",
+        "body": f"{status}: {rungs}"[:4000] + f". `switchyard tasks show {task.id[:8]}` has each attempt.",
+        "payload": {
+            "task_id": task.id,
+            "kind": task.kind,
+            "environment": task.environment,
+            "status": status,
+            "group": task.group,
+            "failures": list(failures),
+        },
+    }
 
 
 def run_task(task_id: str, ctx: Context, *, owns: Callable[[], bool] = lambda: True) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from switchyard.budgets import BudgetState
 from switchyard.fleet import Fleet, load_fleet
 from switchyard.settings import Settings, load_settings
 
@@ -55,7 +56,15 @@ class Context:
     def router(self) -> Router:
         from routing.router import Router  # noqa: PLC0415
 
-        return self.part("router", lambda: Router(self.settings, self.fleet, self.ledger(), self.breakers()))
+        def build() -> Router:
+            ledger = self.ledger()
+
+            def on_cap(capped: list[BudgetState], provider: str) -> None:  # an alert row per budget and window
+                ledger.record_caps(capped, provider=provider)
+
+            return Router(self.settings, self.fleet, ledger, self.breakers(), on_cap=on_cap)
+
+        return self.part("router", build)
 
     def guard(
         self, *, sleep: Callable[[float], None]

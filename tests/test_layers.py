@@ -21,6 +21,7 @@ PACKAGES = (
     "providers",
     "routing",
     "tasks",
+    "alerts",
     "workers",
     "web",
     "ops",

@@ -158,6 +158,8 @@ def _secrets(settings: Settings) -> dict[str, str]:
         "OPENAI_API_KEY": settings.openai_api_key,
     }
     out = {name: secret.get_secret_value() for name, secret in pairs.items() if secret is not None}
+    if settings.alert_urls is not None:  # alert URLs hold webhook tokens: the environment only, like the keys
+        out["SWITCHYARD_ALERT_URLS"] = settings.alert_urls.get_secret_value()
     plain = {
         "ANTHROPIC_BASE_URL": settings.anthropic_base_url,
         "OPENAI_BASE_URL": settings.openai_base_url,
