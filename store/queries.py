@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.chains import pipeline_detail
-from store.models import ACTIVE_STATUSES, MICROS, Attempt, Environment, Result, Stage, Task
+from store.models import ACTIVE_STATUSES, MICROS, Attempt, Environment, Result, Stage, Task, TaskAction
 from store.tries import attach_tries
 from switchyard.fleet import Fleet
 
@@ -155,7 +155,24 @@ def task_detail(session: Session, task_id: str) -> Row | None:
     detail["attempt_count"] = detail["attempts"]
     detail["attempts"] = detail.pop("attempt_list")
     attach_tries(session, task_id, detail["attempts"])  # each attempt's provider calls (store/tries.py)
+    detail["actions"] = actions_of(session, task_id)
     return detail
+
+
+def actions_of(session: Session, task_id: str) -> list[Row]:
+    """The retries and cancels done to a task, oldest first (tasks/actions.py)."""
+    statement = select(TaskAction).where(TaskAction.task_id == task_id).order_by(TaskAction.at, TaskAction.id)
+    return [
+        {
+            "action": a.action,
+            "at": iso(a.at),
+            "by": a.by,
+            "from_status": a.from_status,
+            "from_reason": a.from_reason,
+            "before": a.before,
+        }
+        for a in session.scalars(statement)
+    ]
 
 
 def status_counts(session: Session) -> dict[str, int]:

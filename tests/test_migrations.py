@@ -27,6 +27,7 @@ TABLES |= {"budget_counters", "budget_overrides", "budget_alerts"}  # routing/le
 TABLES |= {"task_deps", "reviews", "merges"}  # the PR pipeline (migration 0004)
 TABLES |= {"attempt_tries"}  # the tries inside an attempt (migration 0007)
 TABLES |= {"outbox"}  # messages and follow-ups owed to the broker (migration 0009)
+TABLES |= {"task_actions"}  # retries and cancels (migration 0010_truth)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -14,6 +14,7 @@ from store import costs as money
 from store import queries
 from switchyard.errors import NotFound
 from switchyard.fleet import Kind
+from tasks import actions
 from tasks.schemas import Name, ShortName, SubmitRequest, TaskRef, parse_request
 from tasks.submit import submit
 from web.deps import NOT_FOUND, ContextDep, SessionDep
@@ -86,3 +87,35 @@ def budgets(context: ContextDep, session: SessionDep) -> Row:
 def breakers(context: ContextDep) -> Row:
     """The same rows as ``switchyard status --providers --json``; 503 when the state Redis is away."""
     return {"providers": providers_view(context.settings.effective_state_url, context.fleet)}
+
+
+def _done(done: actions.Done) -> Row:
+    return {
+        "id": done.task_id,
+        "action": done.action,
+        "from": done.from_status,
+        "status": done.status,
+        "note": done.note,
+    }
+
+
+@router.post(
+    "/tasks/{task_id}/retry",
+    summary="Run a task that ended without success again; its pipeline goes on",
+    responses=NOT_FOUND,
+)
+def retry_task(context: ContextDep, task_id: Annotated[TaskRef, Path()]) -> Row:
+    """422 when the task has not ended without success. Charges already made stay and are not made again."""
+    return _done(actions.retry(context, task_id, by="http"))
+
+
+@router.post("/tasks/{task_id}/cancel", summary="Cancel a queued, deferred or running task", responses=NOT_FOUND)
+def cancel_task(context: ContextDep, task_id: Annotated[TaskRef, Path()]) -> Row:
+    """422 when the task has already ended. Holds of calls not in progress are released; the worktree is kept."""
+    return _done(actions.cancel(context, task_id, by="http"))
+
+
+@router.post("/tasks/{task_id}/resume", summary="Carry on the stopped pipeline a task belongs to", responses=NOT_FOUND)
+def resume_pipeline(context: ContextDep, task_id: Annotated[TaskRef, Path()]) -> Row:
+    """Retries every task of the pipeline that ended without success with nothing after it; 422 when none did."""
+    return {"done": [_done(d) for d in actions.resume(context, task_id, by="http")]}
