@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.chains import pipeline_detail
+from store.holdings import stage_holdings
 from store.models import ACTIVE_STATUSES, MICROS, Attempt, Environment, Result, Stage, Task, TaskAction
 from store.tries import attach_tries
 from switchyard.fleet import Fleet
@@ -276,9 +277,11 @@ def _environment_rows(session: Session, fleet: Fleet) -> list[Row]:
 
 
 def environment_status(session: Session, fleet: Fleet) -> list[Row]:
-    """Per environment (initialized, or only declared in the fleet) and stage: counts and the last result."""
+    """Per environment (initialized, or only declared in the fleet) and stage: counts, the last result, and what
+    the stage holds (commit, when and how it got there, from which task)."""
     counts = _stage_counts(session)
     last = _last_results(session)
+    holds = stage_holdings(session)
     rows = _environment_rows(session, fleet)
     for row in rows:
         row["stages"] = [
@@ -287,6 +290,7 @@ def environment_status(session: Session, fleet: Fleet) -> list[Row]:
                 "branch": branch,
                 "counts": counts.get((row["name"], stage), {}),
                 "last_result": last.get((row["name"], stage)),
+                "holds": holds.get((row["name"], stage)),  # the commit its branch was last moved to (store/holdings.py)
             }
             for stage, branch in row["stages"]
         ]

@@ -213,8 +213,8 @@ def test_a_stopped_pipeline_is_resumed_over_http_and_tasks_are_cancelled(
     assert finished(ctx, review_id) == "succeeded"
     integ = wait_for("the integration", lambda: [c["id"] for c in detail(ctx, review_id)["children"]], SLOW)[0]
     assert finished(ctx, integ) == "succeeded", detail(ctx, integ)["reason"]
-    branch = detail(ctx, impl)["result"]["data"]["branch"]
-    git(ctx, "merge-base", "--is-ancestor", branch, "env/dev1")  # the implementation landed on the environment branch
+    commit = detail(ctx, impl)["result"]["data"]["commit"]
+    git(ctx, "merge-base", "--is-ancestor", commit, "env/dev1")  # the implementation landed on the environment branch
     again = api.post(f"/api/tasks/{impl}/resume")
     assert again.status_code == 422 and "has not stopped" in again.json()["error"]
 
@@ -227,10 +227,11 @@ def test_a_stopped_pipeline_is_resumed_over_http_and_tasks_are_cancelled(
     assert api.post(f"/api/tasks/{'0' * 8}-0000-0000-0000-000000000000/cancel").status_code == 404
 
     # a running task is cancelled from the CLI: its open call is answered and charged once, then not acted on
-    sim.post("/_sim/providers/claude", json={"latency_ms": 8_000}).raise_for_status()
+    sim.post("/_sim/providers/claude", json={"latency_ms": 15_000}).raise_for_status()
     claude_before = calls(sim, "claude")
     running = review(ctx, 2)
-    wait_for("the call to start", lambda: calls(sim, "claude") == claude_before + 1, SLOW)
+    open_call = lambda: any(a["status"] == "running" for a in detail(ctx, running)["attempts"])  # noqa: E731
+    wait_for("the call to start", open_call, SLOW)  # its attempt's row is written just before the call
     stopped = cli(ctx, "tasks", "cancel", running)
     assert stopped.returncode == 0, stopped.stderr
     assert "cancel: running -> cancelled" in stopped.stdout

@@ -12,12 +12,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from routing.state import providers_view
 from store import costs as money
 from store import queries
+from store.models import Environment
 from switchyard.errors import NotFound
 from switchyard.fleet import Kind
 from tasks import actions
 from tasks.schemas import Name, ShortName, SubmitRequest, TaskRef, parse_request
 from tasks.submit import submit
 from web.deps import NOT_FOUND, ContextDep, SessionDep
+from web.diffs import task_diff
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 Row = dict[str, Any]
@@ -70,6 +72,20 @@ def get_task(session: SessionDep, task_id: Annotated[TaskRef, Path()]) -> Row:
     if detail is None:
         raise NotFound(f"no task with id {task_id!r}; list tasks with GET /api/tasks")
     return detail
+
+
+@router.get(
+    "/tasks/{task_id}/diff", summary="The change a task made, merged or reviewed, as a git diff", responses=NOT_FOUND
+)
+def get_task_diff(session: SessionDep, task_id: Annotated[TaskRef, Path()]) -> Row:
+    """``range`` is None when the task has no change to show (a plan, a task that ended before committing)."""
+    detail = queries.task_detail(session, task_id)
+    if detail is None:
+        raise NotFound(f"no task with id {task_id!r}; list tasks with GET /api/tasks")
+    env = session.get(Environment, detail["environment"])
+    if env is None:
+        return {"range": None, "diff": "", "truncated": False, "error": "its environment is not initialized"}
+    return task_diff(env.path, detail)
 
 
 @router.get("/costs", tags=["costs"], summary="Usage and spend by provider, group and environment")
