@@ -137,7 +137,7 @@ def wait_rows(page: Any, table: str, check: Any) -> list[str]:
 
 
 def test_the_dashboard_shows_breakers_stages_task_detail_and_filters(
-    fleet_data: dict[str, str], base_url: str, browser: Any
+    ctx: Context, fleet_data: dict[str, str], base_url: str, browser: Any
 ) -> None:
     watched = Watched(browser, base_url)
     page = watched.page
@@ -174,7 +174,8 @@ def test_the_dashboard_shows_breakers_stages_task_detail_and_filters(
     page.wait_for_function(f"document.getElementById('detail-id').textContent === '{fleet_data['pr_integ']}'")
     merges = page.inner_text("#detail-merges")
     assert "merged" in merges and "check passed" in merges
-    assert page.locator("#detail-merges pre.check-output").count() == 1
+    check = detail(ctx, fleet_data["pr_integ"])["merges"][-1]["check"]
+    assert page.inner_text("#detail-merges pre.check-output").startswith(f"$ {check['command']}")
     assert "ollama" in page.inner_text("#detail-attempts")
 
     page.goto(f"{base_url}/#task/{fleet_data['pr_impl']}")

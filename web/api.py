@@ -77,7 +77,7 @@ def get_task(session: SessionDep, task_id: Annotated[TaskRef, Path()]) -> Row:
 @router.get(
     "/tasks/{task_id}/diff", summary="The change a task made, merged or reviewed, as a git diff", responses=NOT_FOUND
 )
-def get_task_diff(session: SessionDep, task_id: Annotated[TaskRef, Path()]) -> Row:
+def get_task_diff(context: ContextDep, session: SessionDep, task_id: Annotated[TaskRef, Path()]) -> Row:
     """``range`` is None when the task has no change to show (a plan, a task that ended before committing)."""
     detail = queries.task_detail(session, task_id)
     if detail is None:
@@ -85,7 +85,7 @@ def get_task_diff(session: SessionDep, task_id: Annotated[TaskRef, Path()]) -> R
     env = session.get(Environment, detail["environment"])
     if env is None:
         return {"range": None, "diff": "", "truncated": False, "error": "its environment is not initialized"}
-    return task_diff(env.path, detail)
+    return task_diff(env.path, detail, first_stage=context.fleet.environments.stages[0])
 
 
 @router.get("/costs", tags=["costs"], summary="Usage and spend by provider, group and environment")

@@ -231,7 +231,7 @@ function drawMerges(t) {
     div.appendChild(el("div", `${m.task_id.slice(0, 8)} ${m.branch} → ${m.target}: ${m.status}` +
       `${m.merge_sha ? ` (${m.merge_sha.slice(0, 10)})` : ""} · check ${passed}` +
       `${check.command ? ` (${check.command}, exit ${check.exit_code}, ${Number(check.duration_s || 0).toFixed(1)} s)` : ""}`));
-    if (check.output) div.appendChild(el("pre", check.output, "code check-output"));
+    if (check.command) div.appendChild(el("pre", `$ ${check.command}\n${check.output || "(no output)"}`, "code check-output"));
     return div;
   }));
   if (!t.merges.length) box.appendChild(el("p", "no merge in this task's chain", "muted"));
