@@ -155,20 +155,33 @@ def test_the_dashboard_shows_breakers_stages_task_detail_and_filters(
     # filters: each narrows the list to what it names
     wait_rows(page, "tasks", lambda rows: len(rows) == 4)
     page.select_option("#filter-status", "no_provider")
-    only = wait_rows(page, "tasks", lambda rows: len(rows) == 1)
-    assert fleet_data["failed"][:8] in only[0] and "no_provider" in only[0]
+    only = wait_rows(page, "tasks", lambda rows: len(rows) == 1 and "\tno_provider\t" in rows[0])
+    assert fleet_data["failed"][:8] in only[0]
     page.select_option("#filter-status", "")
+    wait_rows(page, "tasks", lambda rows: len(rows) == 4)
     page.select_option("#filter-kind", "pr_integ")
-    integ = wait_rows(page, "tasks", lambda rows: len(rows) == 1)
+    integ = wait_rows(page, "tasks", lambda rows: len(rows) == 1 and "\tpr_integ\t" in rows[0])
     assert fleet_data["pr_integ"][:8] in integ[0]
     page.select_option("#filter-kind", "")
+    wait_rows(page, "tasks", lambda rows: len(rows) == 4)
     page.select_option("#filter-environment", "dev2")
-    dev2 = wait_rows(page, "tasks", lambda rows: len(rows) == 1)
+    dev2 = wait_rows(page, "tasks", lambda rows: len(rows) == 1 and "\tdev2/dev\t" in rows[0])
     assert fleet_data["failed"][:8] in dev2[0]
     page.select_option("#filter-environment", "")
     wait_rows(page, "tasks", lambda rows: len(rows) == 4)
 
-    # a task's detail: the integration's merge and check output, the implementation's diff, the review's comment
+    check_task_detail(page, ctx, base_url, fleet_data)
+    assert watched.errors == [] and watched.outside == []
+    watched.close()
+
+
+def wait_text(page: Any, element_id: str, text: str) -> None:
+    page.wait_for_function(f"document.getElementById({element_id!r}).textContent.includes({text!r})", timeout=WAIT_MS)
+
+
+def check_task_detail(page: Any, ctx: Context, base_url: str, fleet_data: dict[str, str]) -> None:
+    """The integration's merge and check output, the implementation's diff, the review's comment, the failed
+    review's attempts, and retry and cancel from the detail."""
     page.locator(f"#tasks tbody tr[data-id='{fleet_data['pr_integ']}']").click()
     page.wait_for_selector("#task-detail:not([hidden])", timeout=WAIT_MS)
     page.wait_for_function(f"document.getElementById('detail-id').textContent === '{fleet_data['pr_integ']}'")
@@ -192,8 +205,15 @@ def test_the_dashboard_shows_breakers_stages_task_detail_and_filters(
     assert page.locator("#detail-attempts tbody tr").count() == 2  # claude, then ollama: both refused the call
     assert page.locator("#detail-tries tbody tr").count() >= 2
 
-    assert watched.errors == [] and watched.outside == []
-    watched.close()
+    # acting on it from its detail: retried (queued again: no worker runs here), then cancelled
+    assert page.is_hidden("#do-cancel") and page.is_visible("#do-retry")
+    page.click("#do-retry")
+    wait_text(page, "action-result", "retry: no_provider → queued")
+    assert detail(ctx, fleet_data["failed"])["status"] == "queued"
+    page.wait_for_selector("#do-cancel:not([hidden])", timeout=WAIT_MS)
+    page.click("#do-cancel")
+    wait_text(page, "action-result", "cancel: queued → cancelled")
+    assert [a["action"] for a in detail(ctx, fleet_data["failed"])["actions"]] == ["retry", "cancel"]
 
 
 def test_the_api_docs_render_with_no_internet(ctx: Context, base_url: str, browser: Any) -> None:

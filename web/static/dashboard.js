@@ -5,6 +5,7 @@
 const POLL_MS = 5000;
 const STATUSES = ["queued", "running", "deferred", "succeeded", "failed", "rejected", "budget_exhausted", "no_provider", "cancelled"];
 const KINDS = ["plan", "dev_task", "pr_review", "pr_impl", "pr_integ"];
+const ACTIVE = ["queued", "running", "deferred"];
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -156,7 +157,9 @@ function drawTasks(data) {
 }
 
 async function refreshTasks() {
-  drawTasks(await getJson(taskQuery()));
+  const query = taskQuery();
+  const data = await getJson(query);
+  if (query === taskQuery()) drawTasks(data);  // a filter changed meanwhile: a newer answer draws instead
 }
 
 function setUpFilters() {
@@ -195,6 +198,28 @@ function drawDetailHead(t) {
   fact(list, "result", t.result ? `${t.result.status}: ${t.result.summary}` : "");
   fact(list, "created", when(t.created_at));
   fact(list, "finished", when(t.finished_at));
+}
+
+function drawButtons(t) {
+  const ended = !ACTIVE.includes(t.status);
+  document.getElementById("do-retry").hidden = !ended || t.status === "succeeded";
+  document.getElementById("do-cancel").hidden = ended;
+  document.getElementById("do-resume").hidden = !ended;
+}
+
+async function act(action) {
+  const id = selectedTask();
+  const say = document.getElementById("action-result");
+  if (!id) return;
+  const response = await fetch(`/api/tasks/${id}/${action}`, { method: "POST", headers: { Accept: "application/json" } });
+  const body = await response.json();
+  if (!response.ok) {
+    say.textContent = `${action} refused: ${body.error}`;
+  } else {
+    const done = body.done || [body];
+    say.textContent = done.length ? done.map((d) => `${d.id.slice(0, 8)} ${d.action}: ${d.from} → ${d.status}`).join("; ") : "nothing to do";
+  }
+  await refreshDetail();
 }
 
 function drawAttempts(t) {
@@ -264,6 +289,7 @@ async function refreshDetail() {
   }
   const [task, diff] = await Promise.all([getJson(`/api/tasks/${id}`), getJson(`/api/tasks/${id}/diff`)]);
   drawDetailHead(task);
+  drawButtons(task);
   drawAttempts(task);
   drawReviews(task);
   drawMerges(task);
@@ -301,13 +327,14 @@ async function drawBreakersOrSay() {
 
 async function refresh() {
   try {
+    const query = taskQuery();
     const [status, envs, tasks, costs, budgets] = await Promise.all([
-      getJson("/api/multi-env/status"), getJson("/api/multi-env/environments"), getJson(taskQuery()),
+      getJson("/api/multi-env/status"), getJson("/api/multi-env/environments"), getJson(query),
       getJson("/api/costs"), getJson("/api/budgets"),
     ]);
     drawStatus(status);
     drawEnvironments(envs);
-    drawTasks(tasks);
+    if (query === taskQuery()) drawTasks(tasks);
     drawCosts(costs, budgets);
     await refreshDetail();
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -319,7 +346,13 @@ async function refresh() {
 }
 
 setUpFilters();
-window.addEventListener("hashchange", () => refreshDetail().catch(showFailure));
+for (const action of ["retry", "cancel", "resume"]) {
+  document.getElementById(`do-${action}`).addEventListener("click", () => act(action).catch(showFailure));
+}
+window.addEventListener("hashchange", () => {
+  document.getElementById("action-result").textContent = "";
+  refreshDetail().catch(showFailure);
+});
 document.getElementById("detail-close").addEventListener("click", (event) => {
   event.preventDefault();
   window.location.hash = "";
