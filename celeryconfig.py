@@ -1,7 +1,8 @@
 """Celery settings, derived from the validated settings and fleet: never written by hand.
 
-One queue per session group (from the fleet file), every task kind routed to its group's queue, JSON only,
-acknowledged late and rejected (so redelivered) when its worker dies, one message prefetched per slot,
+One queue per session group (from the fleet file) and one for the upkeep beat sends, every task kind routed
+to its group's queue, JSON only, acknowledged late and rejected (so redelivered) when its worker dies,
+one message prefetched per slot,
 and a visibility timeout longer than the longest task. The broker's redelivery is the last resort: a task
 whose worker died is found sooner by its lease, by the detector beat runs for every group (tasks/lease.py).
 """
@@ -21,7 +22,10 @@ def task_name(kind: str) -> str:
     return f"switchyard.{kind}"
 
 
-# Upkeep sent by `celery beat` (tasks/maintenance.py), to the first group's queue (the default queue).
+# Upkeep sent by `celery beat` (tasks/maintenance.py). The hold sweeper and the outbox sender go to a queue of
+# their own, which every group's worker also consumes (workers/services.py): whichever group is up runs them,
+# and they never wait behind a group's long tasks. The lease detectors stay on each group's queue (below).
+MAINTENANCE_QUEUE = "switchyard.maintenance"
 SWEEP_HOLDS_TASK = "switchyard.maintenance.sweep_holds"
 SWEEP_HOLDS_EVERY_S = 60.0
 RECOVER_LEASES_TASK = "switchyard.maintenance.recover_leases"
@@ -49,8 +53,10 @@ REDIS_TRANSPORT = "tasks.redis_transport:Transport"
 
 def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
     """The Celery configuration for this fleet, as a mapping for ``app.add_defaults``."""
-    queues = [Queue(g.queue, Exchange(g.queue, type="direct"), routing_key=g.queue) for g in fleet.groups]
-    routes = {task_name(kind): {"queue": fleet.group_for_kind(kind).queue} for kind in KINDS}
+    names = [g.queue for g in fleet.groups] + [MAINTENANCE_QUEUE]
+    queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
+    routes: dict[str, dict[str, str]] = {task_name(kind): {"queue": fleet.group_for_kind(kind).queue} for kind in KINDS}
+    routes.update({name: {"queue": MAINTENANCE_QUEUE} for name in (SWEEP_HOLDS_TASK, SEND_OUTBOX_TASK)})
     limits = fleet.limits
     conf = {
         "broker_url": settings.effective_broker_url,
@@ -78,13 +84,14 @@ def build(settings: Settings, fleet: Fleet) -> dict[str, Any]:
             "sweep-holds": {
                 "task": SWEEP_HOLDS_TASK,
                 "schedule": SWEEP_HOLDS_EVERY_S,
-                "options": {"expires": SWEEP_HOLDS_EVERY_S},  # no piling up while no worker runs
+                # no piling up while no worker runs
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": SWEEP_HOLDS_EVERY_S},
             },
             **lease_checks(fleet),
             "send-outbox": {
                 "task": SEND_OUTBOX_TASK,
                 "schedule": fleet.outbox.every_s,
-                "options": {"expires": fleet.outbox.every_s},
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": fleet.outbox.every_s},
             },
             "send-alerts": {
                 "task": SEND_ALERTS_TASK,

@@ -12,6 +12,7 @@ from typing import Any
 
 from cli.render import console, table, usd
 from store.costs import UNKNOWN_COST
+from store.models import ACTIVE_STATUSES
 
 Row = dict[str, Any]
 HEADER = ("id", "kind", "group", "environment", "stage", "status", "title", "provider", "model", "reason")
@@ -34,6 +35,24 @@ def show_detail(detail: Row) -> None:
     _chain(detail.get("chain") or [])
     _reviews(detail.get("reviews") or [])
     _merges(detail.get("merges") or [])
+    _actions(detail.get("actions") or [], detail["id"], detail["status"])
+
+
+def _actions(actions: list[Row], task_id: str, status: str) -> None:
+    """Retries and cancels done to the task, and what can be done to it now."""
+    if actions:
+        rows = ((a["at"][:19].replace("T", " "), a["action"], a["by"], a["from_status"], a["from_reason"] or "")
+                for a in actions)  # fmt: skip
+        console.print(table("Actions (UTC)", ("at", "action", "by", "was", "reason it had"), rows))
+    if status in ACTIVE_STATUSES:
+        console.print(f"to stop it: switchyard tasks cancel {task_id[:8]}", markup=False, highlight=False)
+    elif status != "succeeded":
+        console.print(
+            f"to run it again: switchyard tasks retry {task_id[:8]}  (its pipeline: switchyard tasks resume "
+            f"{task_id[:8]})",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _short(task: Row) -> str:

@@ -1,7 +1,9 @@
-"""Submitting and following work: ``submit``, ``tasks list``, ``tasks show``."""
+"""Submitting and following work: ``submit``, ``tasks list``, ``tasks show``, and acting on a task:
+``tasks retry``, ``tasks cancel``, ``tasks resume`` (tasks/actions.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Annotated, Any
 
@@ -15,9 +17,10 @@ from store.models import ACTIVE_STATUSES, TERMINAL_STATUSES
 from store.queries import list_tasks, resolve_task_id, task_detail
 from switchyard.errors import InputError, NotFound
 from switchyard.fleet import KINDS
+from tasks import actions
 from tasks.context import Context
 
-tasks_app = typer.Typer(help="List and inspect tasks.", no_args_is_help=True)
+tasks_app = typer.Typer(help="List, inspect, retry, cancel and resume tasks.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -177,3 +180,56 @@ def check_filters(ctx: Context, *, env: str | None, status: str | None, kind: st
     for option, (value, allowed) in known.items():
         if value is not None and value not in allowed:
             raise InputError(f"{option} {value!r} is not one of: {', '.join(allowed)}")
+
+
+def _full_id(ctx: Context, ref: str) -> str:
+    with session_scope(ctx.database_url) as session:
+        try:
+            full = resolve_task_id(session, ref)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    if full is None:
+        raise NotFound(f"task {ref!r} does not exist; list tasks with: switchyard tasks list")
+    return full
+
+
+def _print_done(done: list[actions.Done], as_json: bool) -> None:
+    if as_json:
+        print_json([dataclasses.asdict(d) for d in done])
+        return
+    for d in done:
+        note = f" ({d.note})" if d.note else ""
+        console.print(f"{d.task_id} {d.action}: {d.from_status} -> {d.status}{note}", markup=False, highlight=False)
+
+
+@tasks_app.command("retry")
+def tasks_retry(
+    task_id: Annotated[str, typer.Argument(help="A task that ended without success: its id or first characters.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a task that ended without success again; when it succeeds its pipeline goes on. Charges already
+    made stay and are not made again (new attempts take the next numbers)."""
+    ctx = db_context()
+    _print_done([actions.retry(ctx, _full_id(ctx, task_id))], as_json)
+
+
+@tasks_app.command("cancel")
+def tasks_cancel(
+    task_id: Annotated[str, typer.Argument(help="A queued, deferred or running task: its id or first characters.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """End a queued, deferred or running task as cancelled: it is not run (a run in progress stops at its next
+    look), the holds of calls not in progress are released, and its worktree is kept."""
+    ctx = db_context()
+    _print_done([actions.cancel(ctx, _full_id(ctx, task_id))], as_json)
+
+
+@tasks_app.command("resume")
+def tasks_resume(
+    task_id: Annotated[str, typer.Argument(help="Any task of the stopped pipeline or plan: id or first characters.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Carry on a stopped pipeline: retry every task in it that ended without success with nothing after it,
+    and make the follow-ups a succeeded task never got."""
+    ctx = db_context()
+    _print_done(actions.resume(ctx, _full_id(ctx, task_id)), as_json)

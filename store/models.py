@@ -279,6 +279,26 @@ class Promotion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+# --- what people did to a task (tasks/actions.py) ----------------------------------------------------------
+
+
+class TaskAction(Base):
+    """One ``tasks retry`` or ``tasks cancel`` (also by ``tasks resume``, or over HTTP): what the task was before,
+    and for a retry the result its run had left (``before``: summary, data), kept so that nothing is lost."""
+
+    __tablename__ = "task_actions"
+    __table_args__ = (Index("ix_task_actions_task_at", "task_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(16))  # retry, cancel
+    from_status: Mapped[str] = mapped_column(String(20))
+    from_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    before: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    by: Mapped[str] = mapped_column(String(32), default="cli")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # --- the PR pipeline (tasks/pipeline.py, tasks/kinds/) -----------------------------------------------------
 
 

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.chains import pipeline_detail
-from store.models import ACTIVE_STATUSES, MICROS, Attempt, Environment, Result, Stage, Task
+from store.holdings import stage_holdings
+from store.models import ACTIVE_STATUSES, MICROS, Attempt, Environment, Result, Stage, Task, TaskAction
 from store.tries import attach_tries
 from switchyard.fleet import Fleet
 
@@ -155,7 +156,24 @@ def task_detail(session: Session, task_id: str) -> Row | None:
     detail["attempt_count"] = detail["attempts"]
     detail["attempts"] = detail.pop("attempt_list")
     attach_tries(session, task_id, detail["attempts"])  # each attempt's provider calls (store/tries.py)
+    detail["actions"] = actions_of(session, task_id)
     return detail
+
+
+def actions_of(session: Session, task_id: str) -> list[Row]:
+    """The retries and cancels done to a task, oldest first (tasks/actions.py)."""
+    statement = select(TaskAction).where(TaskAction.task_id == task_id).order_by(TaskAction.at, TaskAction.id)
+    return [
+        {
+            "action": a.action,
+            "at": iso(a.at),
+            "by": a.by,
+            "from_status": a.from_status,
+            "from_reason": a.from_reason,
+            "before": a.before,
+        }
+        for a in session.scalars(statement)
+    ]
 
 
 def status_counts(session: Session) -> dict[str, int]:
@@ -259,9 +277,11 @@ def _environment_rows(session: Session, fleet: Fleet) -> list[Row]:
 
 
 def environment_status(session: Session, fleet: Fleet) -> list[Row]:
-    """Per environment (initialized, or only declared in the fleet) and stage: counts and the last result."""
+    """Per environment (initialized, or only declared in the fleet) and stage: counts, the last result, and what
+    the stage holds (commit, when and how it got there, from which task)."""
     counts = _stage_counts(session)
     last = _last_results(session)
+    holds = stage_holdings(session)
     rows = _environment_rows(session, fleet)
     for row in rows:
         row["stages"] = [
@@ -270,6 +290,7 @@ def environment_status(session: Session, fleet: Fleet) -> list[Row]:
                 "branch": branch,
                 "counts": counts.get((row["name"], stage), {}),
                 "last_result": last.get((row["name"], stage)),
+                "holds": holds.get((row["name"], stage)),  # the commit its branch was last moved to (store/holdings.py)
             }
             for stage, branch in row["stages"]
         ]

@@ -29,6 +29,7 @@ from store.models import (
     Spend,
     Stage,
     Task,
+    TaskAction,
     utcnow,
 )
 from switchyard.errors import NotFound
@@ -166,6 +167,30 @@ def finish_task(
     if finished:  # its follow-ups are owed in the same transaction as the status (store/outbox.py)
         outbox.add(session, task_id=task_id, action=outbox.FOLLOW_UPS)
     return finished
+
+
+def record_action(
+    session: Session,
+    *,
+    task_id: str,
+    action: str,
+    from_status: str,
+    from_reason: str | None,
+    before: dict[str, Any] | None,
+    by: str,
+) -> None:
+    """One retry or cancel of a task (tasks/actions.py), with what the task was before it."""
+    session.add(
+        TaskAction(
+            task_id=task_id,
+            action=action,
+            from_status=from_status,
+            from_reason=from_reason,
+            before=before or {},
+            by=by[:32],
+        )
+    )
+    session.flush()
 
 
 def set_deferred(session: Session, *, task_id: str, reason: str) -> None:

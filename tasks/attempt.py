@@ -391,8 +391,7 @@ class Runner:
         if not self.owns():
             return self._taken_over(task)
         with session_scope(self.ctx.database_url) as session:
-            store_outcome(session, task, outcome)
-            repo.finish_task(
+            finished = repo.finish_task(
                 session,
                 task_id=task.id,
                 status=outcome.status,
@@ -401,6 +400,10 @@ class Runner:
                 transport=route.transport,
                 reason=None if outcome.status == "succeeded" else outcome.summary,
             )
+            if finished:  # not when it was ended meanwhile (cancelled: tasks/actions.py)
+                store_outcome(session, task, outcome)
+        if not finished:
+            return self._ended_meanwhile(task)
         log.info("task %s (%s) %s on %s: %s", task.id, task.kind, outcome.status, route.provider, outcome.summary)
         self._after(task, outcome.status, outcome)
         return outcome.status
@@ -409,12 +412,20 @@ class Runner:
         if not self.owns():
             return self._taken_over(task)
         with session_scope(self.ctx.database_url) as session:
-            repo.finish_task(session, task_id=task.id, status=status, reason=reason[:4000])
-            if failures:  # with the terminal status: both or neither
+            finished = repo.finish_task(session, task_id=task.id, status=status, reason=reason[:4000])
+            if finished and failures:  # with the terminal status: both or neither
                 alerts.record(session, **failed_alert(task, status, failures), now=self.now())
+        if not finished:
+            return self._ended_meanwhile(task)
         log.warning("task %s (%s) %s: %s", task.id, task.kind, status, reason)
         self._after(task, status, None)
         return status
+
+    def _ended_meanwhile(self, task: TaskInfo) -> str:
+        """The task was given its terminal status by someone else while this run acted (a cancel): its
+        follow-ups are not this run's to make."""
+        log.warning("task %s (%s) ended while it ran (cancelled?); this run's outcome is not used", task.id, task.kind)
+        return "taken over"
 
     def _after(self, task: TaskInfo, status: str, outcome: Outcome | None) -> None:
         try:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from routing.ledger import Closed
@@ -41,7 +41,7 @@ from routing.route import Route
 from store import repo
 from store.costs import UNKNOWN_COST_ERROR
 from store.db import session_scope
-from store.models import TERMINAL_STATUSES, Attempt, Environment, Result, Task
+from store.models import TERMINAL_STATUSES, Attempt, Environment, Result, Task, TaskAction
 from store.queries import as_utc
 from tasks.context import Context
 from tasks.kinds.base import Answer, Outcome, TaskInfo
@@ -85,9 +85,12 @@ def _info(ctx: Context, session: Session, row: Task) -> TaskInfo:
     env = session.get(Environment, row.environment)
     workspace = Path(env.path).parent if env else ctx.settings.workspace_dir
     request = SubmitRequest.model_validate(row.payload)
-    return TaskInfo(
-        row.id, row.kind, row.group, row.environment, row.stage, request, workspace, created_at=as_utc(row.created_at)
+    # a retried task's deadline counts from its latest retry (tasks/actions.py), not from its first submission
+    retried = session.scalar(
+        select(func.max(TaskAction.at)).where(TaskAction.task_id == row.id, TaskAction.action == "retry")
     )
+    since = as_utc(retried) if retried is not None else as_utc(row.created_at)
+    return TaskInfo(row.id, row.kind, row.group, row.environment, row.stage, request, workspace, created_at=since)
 
 
 def finished_task(ctx: Context, task_id: str) -> tuple[TaskInfo, str, Outcome | None] | None:

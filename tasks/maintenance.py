@@ -6,6 +6,9 @@ frees the providers' in-flight slots that calls of dead processes on this host h
 (:meth:`routing.breaker.Breakers.reclaim_gone`): otherwise a provider whose slots all died with their workers
 answers ``busy`` until each slot's lease (the provider timeout and a margin) runs out.
 
+``sweep_holds`` and ``send_outbox`` go to the maintenance queue (:data:`celeryconfig.MAINTENANCE_QUEUE`), which
+every group's worker consumes besides its own.
+
 ``sweep_holds`` ends the budget holds their worker left behind: a worker killed during a call never settles
 its hold, and the money would stay held until the window rolled over. A hold is ended as its attempt says
 (settled at the stored cost, charged as unknown cost for a call left open, else released) once its task has
@@ -26,9 +29,11 @@ from kombu.exceptions import OperationalError
 
 from celeryconfig import RECOVER_LEASES_TASK, SEND_OUTBOX_TASK, SWEEP_HOLDS_TASK, task_name
 from routing.ledger import Ledger
+from store.db import session_scope
 from switchyard.errors import StateUnavailable
 from tasks.app import app
 from tasks.context import Context, get_context
+from tasks.labels import labels_of
 from tasks.lease import resend_expired
 from tasks.sender import run_once
 
@@ -58,7 +63,12 @@ def recover_leases(group: str) -> int:
     def send(task_id: str, kind: str, token: str) -> None:
         queue = ctx.fleet.group_for_kind(kind).queue
         try:
-            app.send_task(task_name(kind), args=[task_id], kwargs={"lease": token}, task_id=task_id, queue=queue)
+            with session_scope(ctx.database_url) as session:
+                shown = labels_of(session, task_id)
+            options = shown.options() if shown else {}
+            app.send_task(
+                task_name(kind), args=[task_id], kwargs={"lease": token}, task_id=task_id, queue=queue, **options
+            )
         except OperationalError as exc:  # its lease runs out again, and a later round sends it once more
             log.warning("could not send task %s again: %s", task_id, exc)
 

@@ -20,6 +20,7 @@ from store.db import session_scope
 from store.migrate import ensure_schema
 from tasks.app import app_for
 from tasks.context import Context
+from tasks.labels import labels_of
 from tasks.outbox import retry_at
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,11 @@ def prepare_database(url: str) -> None:
 
 def put_on_queue(ctx: Context, task_id: str, kind: str) -> None:
     """Send ``task_id``'s message to its group's queue (Celery task id = row id); kombu's OperationalError
-    when the broker cannot take it. A few quick reconnects cover a pooled connection the broker dropped."""
+    when the broker cannot take it. A few quick reconnects cover a pooled connection the broker dropped. The message
+    is labelled for Flower (kind, environment, stage, title, parent: :mod:`tasks.labels`)."""
     policy = ctx.fleet.outbox
+    with session_scope(ctx.database_url) as session:
+        shown = labels_of(session, task_id)
     app_for(ctx).send_task(
         task_name(kind),
         args=[task_id],
@@ -44,6 +48,7 @@ def put_on_queue(ctx: Context, task_id: str, kind: str) -> None:
         queue=ctx.fleet.group_for_kind(kind).queue,
         retry=policy.publish_retries > 0,
         retry_policy={"max_retries": policy.publish_retries, "interval_start": 0, "interval_step": 0.5},
+        **(shown.options() if shown else {}),
     )
 
 

@@ -15,7 +15,7 @@ FLEET = load_fleet(REPO / "switchyard.toml")
 
 def test_queues_and_routes_come_from_the_groups(tmp_path: Path) -> None:
     conf = celeryconfig.build(Settings(home=tmp_path), FLEET)
-    assert [q.name for q in conf["task_queues"]] == [g.queue for g in FLEET.groups]
+    assert [q.name for q in conf["task_queues"]] == [g.queue for g in FLEET.groups] + [celeryconfig.MAINTENANCE_QUEUE]
     assert {k: conf["task_routes"][celeryconfig.task_name(k)]["queue"] for k in KINDS} == {
         "plan": "high_level",
         "dev_task": "dev_workers",
@@ -24,6 +24,16 @@ def test_queues_and_routes_come_from_the_groups(tmp_path: Path) -> None:
         "pr_integ": "pr_integ",
     }
     assert conf["task_create_missing_queues"] is False
+
+
+def test_upkeep_goes_to_the_maintenance_queue_and_lease_detectors_to_their_groups(tmp_path: Path) -> None:
+    conf = celeryconfig.build(Settings(home=tmp_path), FLEET)
+    schedule, routes = conf["beat_schedule"], conf["task_routes"]
+    for entry in ("sweep-holds", "send-outbox"):
+        assert schedule[entry]["options"]["queue"] == celeryconfig.MAINTENANCE_QUEUE
+        assert routes[schedule[entry]["task"]]["queue"] == celeryconfig.MAINTENANCE_QUEUE
+    for group in FLEET.groups:  # a group's detector runs only where the group has a live worker
+        assert schedule[f"recover-leases-{group.name}"]["options"]["queue"] == group.queue
 
 
 def test_delivery_is_safe_and_json_only(tmp_path: Path) -> None:

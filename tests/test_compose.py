@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from celeryconfig import MAINTENANCE_QUEUE
 from switchyard.fleet import Fleet, load_fleet
 from switchyard.settings import DEFAULT_FLEET_FILE, REPO_ROOT
 from workers.compose import COMPOSE_FILE, compose_document, render_compose
@@ -36,7 +37,7 @@ def check_workers(document: dict[str, Any], fleet: Fleet) -> None:
     services = document["services"]
     for group in fleet.groups:
         command = services[f"worker-{group.name}"]["command"]
-        assert flag(command, "-Q") == group.queue
+        assert flag(command, "-Q") == f"{group.queue},{MAINTENANCE_QUEUE}"
         assert flag(command, "-c") == str(group.sessions)
         assert flag(command, "-P") == "threads"
     workers = [name for name in services if name.startswith("worker-")]

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from conftest import free_port
 
+from celeryconfig import MAINTENANCE_QUEUE
 from switchyard.errors import ConfigError, InputError, ServiceUnavailable
 from switchyard.fleet import Fleet, load_fleet
 from switchyard.settings import DEFAULT_FLEET_FILE, Settings
@@ -71,11 +72,14 @@ def test_specs_bind_each_group_to_its_queue_with_one_slot_per_session(tmp_path: 
     assert set(workers) == {f"worker-{g}" for g in GROUPS}
     for group in fleet.groups:
         argv = list(workers[f"worker-{group.name}"].argv)
-        assert argv[argv.index("-Q") + 1] == group.queue
+        assert argv[argv.index("-Q") + 1] == f"{group.queue},{MAINTENANCE_QUEUE}"  # every group runs the upkeep
         assert argv[argv.index("-c") + 1] == str(group.sessions)
         assert argv[argv.index("-n") + 1] == f"{group.name}@%h"
     assert specs[0].name == "broker"
     assert "simulator" not in {s.name for s in specs}
+    flower = next(s for s in specs if s.name == "flower")  # its history is kept in the data directory
+    db = services.flower_db(make_settings(tmp_path))
+    assert "--persistent=True" in flower.argv and f"--db={db}" in flower.argv
 
 
 def test_secrets_travel_in_the_environment_only(tmp_path: Path, fleet: Fleet) -> None:

@@ -27,7 +27,8 @@ TABLES |= {"budget_counters", "budget_overrides", "budget_alerts"}  # routing/le
 TABLES |= {"task_deps", "reviews", "merges"}  # the PR pipeline (migration 0004)
 TABLES |= {"attempt_tries"}  # the tries inside an attempt (migration 0007)
 TABLES |= {"outbox"}  # messages and follow-ups owed to the broker (migration 0009)
-TABLES |= {"alerts"}  # alerts and their delivery state (migration 0010_alerts)
+TABLES |= {"alerts"}  # alerts and their delivery state (migration 0010)
+TABLES |= {"task_actions"}  # retries and cancels (migration 0011)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

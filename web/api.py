@@ -12,11 +12,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from routing.state import providers_view
 from store import costs as money
 from store import queries
+from store.models import Environment
 from switchyard.errors import NotFound
 from switchyard.fleet import Kind
+from tasks import actions
 from tasks.schemas import Name, ShortName, SubmitRequest, TaskRef, parse_request
 from tasks.submit import submit
 from web.deps import NOT_FOUND, ContextDep, SessionDep
+from web.diffs import task_diff
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 Row = dict[str, Any]
@@ -71,6 +74,20 @@ def get_task(session: SessionDep, task_id: Annotated[TaskRef, Path()]) -> Row:
     return detail
 
 
+@router.get(
+    "/tasks/{task_id}/diff", summary="The change a task made, merged or reviewed, as a git diff", responses=NOT_FOUND
+)
+def get_task_diff(context: ContextDep, session: SessionDep, task_id: Annotated[TaskRef, Path()]) -> Row:
+    """``range`` is None when the task has no change to show (a plan, a task that ended before committing)."""
+    detail = queries.task_detail(session, task_id)
+    if detail is None:
+        raise NotFound(f"no task with id {task_id!r}; list tasks with GET /api/tasks")
+    env = session.get(Environment, detail["environment"])
+    if env is None:
+        return {"range": None, "diff": "", "truncated": False, "error": "its environment is not initialized"}
+    return task_diff(env.path, detail, first_stage=context.fleet.environments.stages[0])
+
+
 @router.get("/costs", tags=["costs"], summary="Usage and spend by provider, group and environment")
 def costs(session: SessionDep, since: Since | None = None) -> Row:
     return money.costs(session, since=since)
@@ -86,3 +103,35 @@ def budgets(context: ContextDep, session: SessionDep) -> Row:
 def breakers(context: ContextDep) -> Row:
     """The same rows as ``switchyard status --providers --json``; 503 when the state Redis is away."""
     return {"providers": providers_view(context.settings.effective_state_url, context.fleet)}
+
+
+def _done(done: actions.Done) -> Row:
+    return {
+        "id": done.task_id,
+        "action": done.action,
+        "from": done.from_status,
+        "status": done.status,
+        "note": done.note,
+    }
+
+
+@router.post(
+    "/tasks/{task_id}/retry",
+    summary="Run a task that ended without success again; its pipeline goes on",
+    responses=NOT_FOUND,
+)
+def retry_task(context: ContextDep, task_id: Annotated[TaskRef, Path()]) -> Row:
+    """422 when the task has not ended without success. Charges already made stay and are not made again."""
+    return _done(actions.retry(context, task_id, by="http"))
+
+
+@router.post("/tasks/{task_id}/cancel", summary="Cancel a queued, deferred or running task", responses=NOT_FOUND)
+def cancel_task(context: ContextDep, task_id: Annotated[TaskRef, Path()]) -> Row:
+    """422 when the task has already ended. Holds of calls not in progress are released; the worktree is kept."""
+    return _done(actions.cancel(context, task_id, by="http"))
+
+
+@router.post("/tasks/{task_id}/resume", summary="Carry on the stopped pipeline a task belongs to", responses=NOT_FOUND)
+def resume_pipeline(context: ContextDep, task_id: Annotated[TaskRef, Path()]) -> Row:
+    """Retries every task of the pipeline that ended without success with nothing after it; 422 when none did."""
+    return {"done": [_done(d) for d in actions.resume(context, task_id, by="http")]}

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -27,8 +28,9 @@ UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table (SQLite s
 
 
 def create_app(context: Context | None = None) -> FastAPI:
-    """A new app for ``context`` (built from the environment when None)."""
-    app = FastAPI(
+    """A new app for ``context`` (built from the environment when None). ``/docs`` (Swagger UI) and ``/redoc`` are
+    served from files shipped in the installed ``fastapi-offline`` package: they render with no internet."""
+    app = FastAPIOffline(
         title="Switchyard",
         summary="Status, tasks and costs of a Switchyard fleet.",
         version="0.1.0",

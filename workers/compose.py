@@ -123,7 +123,7 @@ def _infrastructure() -> dict[str, Any]:
 def _monitoring(fleet: Fleet) -> dict[str, Any]:
     flower = _app_service(
         fleet,
-        ["celery", *flower_args("0.0.0.0", FLOWER_PORT)],  # noqa: S104 - inside the container; published on loopback
+        ["celery", *flower_args("0.0.0.0", FLOWER_PORT, Path("/data/flower.db"))],  # noqa: S104 - inside the container; published on loopback
         ports=[f"127.0.0.1:{FLOWER_PORT}:{FLOWER_PORT}"],
     )
     flower["environment"]["FLOWER_BASIC_AUTH"] = required("FLOWER_BASIC_AUTH", "FLOWER_BASIC_AUTH to user:password")

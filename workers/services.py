@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from celeryconfig import MAINTENANCE_QUEUE
 from switchyard.errors import InputError
 from switchyard.fleet import Fleet, GroupConfig
 from switchyard.settings import REPO_ROOT, Settings
@@ -92,7 +93,7 @@ def worker_args(group: GroupConfig) -> list[str]:
     """Arguments after ``celery`` that run ``group``'s worker pool (flags: see module docstring)."""
     return [
         "-A", CELERY_APP, "worker",
-        "-Q", group.queue,
+        "-Q", f"{group.queue},{MAINTENANCE_QUEUE}",
         "-n", worker_node(group),
         "-P", "threads",
         "-c", str(group.sessions),
@@ -103,9 +104,16 @@ def worker_args(group: GroupConfig) -> list[str]:
     ]  # fmt: skip
 
 
-def flower_args(host: str, port: int) -> list[str]:
-    """Arguments after ``celery`` that run Flower on ``host:port``."""
-    return ["-A", CELERY_APP, "flower", f"--address={host}", f"--port={port}"]
+FLOWER_SAVE_EVERY_MS = 15_000  # a Flower killed with -9 loses at most this much of its history
+
+
+def flower_args(host: str, port: int, db: Path) -> list[str]:
+    """Arguments after ``celery`` that run Flower on ``host:port``, keeping its history in ``db`` across restarts
+    (Flower's persistent mode: saved every :data:`FLOWER_SAVE_EVERY_MS` and when it stops, loaded at start)."""
+    return [
+        "-A", CELERY_APP, "flower", f"--address={host}", f"--port={port}",
+        "--persistent=True", f"--db={db}", f"--state_save_interval={FLOWER_SAVE_EVERY_MS}",
+    ]  # fmt: skip
 
 
 def beat_args(schedule: Path) -> list[str]:
@@ -264,15 +272,20 @@ def _flower_spec(settings: Settings, env: Mapping[str, str]) -> ServiceSpec:
         flower_env["FLOWER_UNAUTHENTICATED_API"] = "true"
     return ServiceSpec(
         name="flower",
-        argv=(sys.executable, "-m", "celery", *flower_args(host, port)),
+        argv=(sys.executable, "-m", "celery", *flower_args(host, port, flower_db(settings))),
         env=flower_env,
         ready=HttpReady(f"http://{_url_host(host)}:{port}/healthcheck"),
-        match=" ".join(flower_args(host, port)[2:]),
+        match=" ".join(flower_args(host, port, flower_db(settings))[2:5]),
         log_file=_log(settings, "flower"),
         stop_rank=1,
         port=port,
         port_setting="SWITCHYARD_FLOWER_PORT",
     )
+
+
+def flower_db(settings: Settings) -> Path:
+    """Where Flower keeps its task history (the profile's data directory)."""
+    return settings.data_dir / "flower.db"
 
 
 def _api_spec(settings: Settings, env: Mapping[str, str]) -> ServiceSpec:

@@ -1,6 +1,6 @@
 """Alerts: one row per cause, with its delivery state, sent to the alert URLs by a periodic sender.
 
-Revision ID: 0010_alerts
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-02
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_alerts"
+revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
