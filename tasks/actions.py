@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, select, update
@@ -35,11 +36,13 @@ from routing.ledger import Ledger
 from store import chains, outbox, repo
 from store import pipeline as rows
 from store.db import session_scope
+from store.leases import as_utc
 from store.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Attempt, Result, Spend, Task
 from switchyard.errors import InputError, NotFound
 from tasks import dependencies
 from tasks.claim import finished_task
 from tasks.context import Context
+from tasks.outbox import owed_before
 from tasks.pipeline import after_terminal
 from tasks.send import publish
 
@@ -181,7 +184,8 @@ def resume(ctx: Context, task_id: str, *, by: str = "cli") -> list[Done]:
         parents = {row["parent_id"] for row in tree if row["parent_id"]}
         leaves = [row for row in tree if row["id"] not in parents]
         stopped = [row["id"] for row in leaves if row["status"] in RETRYABLE]
-        unfollowed = [row["id"] for row in leaves if row["status"] == "succeeded" and _owed(session, row["id"])]
+        since = owed_before(datetime.now(UTC), ctx.fleet.outbox)  # younger rows: their writer is on them
+        unfollowed = [row["id"] for row in leaves if row["status"] == "succeeded" and _owed(session, row["id"], since)]
         active = [row["id"] for row in tree if row["status"] in ACTIVE_STATUSES]
     if not stopped and not unfollowed:
         going = f"; {len(active)} of its tasks are still going" if active else ""
@@ -198,7 +202,12 @@ def resume(ctx: Context, task_id: str, *, by: str = "cli") -> list[Done]:
     return done
 
 
-def _owed(session: Session, task_id: str) -> bool:
-    """Whether a succeeded task's follow-ups were never made (owed still, or given up by the sender)."""
+def _owed(session: Session, task_id: str, created_before: datetime) -> bool:
+    """Whether a succeeded task's follow-ups were never made (owed still past the outbox's grace, in which the
+    task's own run makes them, or given up by the sender)."""
     row = outbox.get(session, task_id=task_id, action=outbox.FOLLOW_UPS)
-    return row is not None and (row.sent_at is None or (row.last_error or "").startswith("given up"))
+    if row is None:
+        return False
+    if (row.last_error or "").startswith("given up"):
+        return True
+    return row.sent_at is None and as_utc(row.created_at) <= created_before
