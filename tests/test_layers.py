@@ -21,6 +21,7 @@ PACKAGES = (
     "providers",
     "routing",
     "tasks",
+    "reports",
     "workers",
     "web",
     "ops",

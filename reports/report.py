@@ -1,0 +1,151 @@
+"""The cost report: the one function behind ``switchyard report`` and ``GET /api/reports/costs``.
+
+:func:`cost_report` parses what was typed (period, keys, baseline), rolls the period up in SQL by the keys and
+in total, checks the total against the ledger's settled spend, reprices at the baseline, and adds the budgets'
+forward view, the peak hour, the dearest tasks, the cost per kind and the series the charts draw. The answer is
+plain JSON-ready data; money is integer micro-dollars (``*_micros``) and exact decimal strings (``*_usd``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from reports.baseline import Baseline, resolve
+from reports.forward import budget_forward, peak_hour, top_tasks
+from reports.period import Period, parse_keys, parse_period
+from reports.rollup import TOKENS, Line, ledger_settled, rollup
+from switchyard.errors import InputError
+from switchyard.fleet import Fleet
+
+Row = dict[str, Any]
+MICRO = Decimal("0.000001")
+COLUMNS = (
+    "tasks",
+    "attempts",
+    "succeeded",
+    "fell_back",
+    *(name for name, _ in TOKENS),
+    "ollama_compute_s",
+    "cost_usd",
+    "share_pct",
+    "cost_per_succeeded_usd",
+    "baseline_usd",
+    "saving_usd",
+    "saving_pct",
+)
+
+
+def usd(micros: int | Decimal) -> str:
+    """Micro-dollars as exact USD text with six decimals (rounded half-up when a baseline has a fraction)."""
+    return str((Decimal(micros) / 1_000_000).quantize(MICRO, rounding=ROUND_HALF_UP))
+
+
+def _pct(part: Decimal, whole: Decimal) -> float | None:
+    return None if whole == 0 else float((100 * part / whole).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def flags(line: Line, fleet: Fleet) -> list[str]:
+    out = []
+    if line.sums["unknown_cost_attempts"]:
+        out.append(
+            f"unknown cost: {line.sums['unknown_cost_attempts']} attempt(s) charged at their hold "
+            f"(${usd(line.sums['unknown_cost_micros'])})"
+        )
+    if line.sums["zero_cost_paid_attempts"]:
+        out.append(f"tokens at $0 on a paid provider: {line.sums['zero_cost_paid_attempts']} attempt(s)")
+    return out
+
+
+def line_row(line: Line, total_micros: int, baseline: Baseline, fleet: Fleet) -> Row:
+    sums = line.sums
+    cost = sums["cost_micros"]
+    base = baseline.micros(sums)
+    return {
+        **line.keys,
+        **{name: sums[name] for name in ("tasks", "attempts", "succeeded", "fell_back")},
+        **{name: sums[name] for name, _ in TOKENS},
+        "ollama_compute_s": round(line.compute_seconds, 1),
+        "cost_micros": cost,
+        "cost_usd": usd(cost),
+        "share_pct": _pct(Decimal(cost), Decimal(total_micros)),
+        "cost_per_succeeded_usd": usd(Decimal(cost) / sums["succeeded"]) if sums["succeeded"] else None,
+        "baseline_usd": usd(base),
+        "saving_usd": usd(base - cost),
+        "saving_pct": _pct(base - cost, base),
+        "unknown_cost_attempts": sums["unknown_cost_attempts"],
+        "unknown_cost_usd": usd(sums["unknown_cost_micros"]),
+        "zero_cost_paid_attempts": sums["zero_cost_paid_attempts"],
+        "flags": flags(line, fleet),
+    }
+
+
+def grouped(session: Session, fleet: Fleet, period: Period, keys: Sequence[str], baseline: Baseline) -> list[Row]:
+    lines = rollup(session, fleet, period, keys)
+    total = sum(line.sums["cost_micros"] for line in lines)
+    return [line_row(line, total, baseline, fleet) for line in lines]
+
+
+def _series(session: Session, fleet: Fleet, period: Period, baseline: Baseline) -> Row:
+    per_day = rollup(session, fleet, period, ("day", "provider"))
+    per_group = grouped(session, fleet, period, ("group",), baseline)
+    return {
+        "day_provider": [
+            {**line.keys, "cost_usd": float(usd(line.sums["cost_micros"]))} for line in per_day if line.sums["attempts"]
+        ],
+        "group": [
+            {"group": r["group"], "actual_usd": float(r["cost_usd"]), "baseline_usd": float(r["baseline_usd"])}
+            for r in per_group
+        ],
+    }
+
+
+def cost_report(
+    session: Session,
+    fleet: Fleet,
+    *,
+    now: datetime,
+    since: str | None = None,
+    until: str | None = None,
+    by: str | None = None,
+    baseline: str | None = None,
+) -> Row:
+    """The report over ``[since, until)`` grouped by ``by`` (``env,provider``...), repriced at ``baseline``.
+
+    Bad input raises :class:`InputError` naming the value and the choices; an empty period is all zeros."""
+    keys = parse_keys(by)
+    period = parse_period(since, until, now)
+    base = resolve(fleet, baseline, min(period.until, now).date())
+    total_row = grouped(session, fleet, period, (), base)[0]
+    rows = grouped(session, fleet, period, keys, base) if keys else []
+    settled = ledger_settled(session, period)
+    return {
+        "since": period.since.isoformat(),
+        "until": period.until.isoformat(),
+        "by": list(keys),
+        "columns": list(COLUMNS),
+        "rows": rows,
+        "total": total_row,
+        "ledger": {
+            "settled_usd": usd(settled),
+            "settled_micros": settled,
+            "reconciled": settled == total_row["cost_micros"],
+        },
+        "baseline": {"provider": base.provider, "model": base.model, "version": base.version, "how": base.how},
+        "flags": total_row["flags"],
+        "budgets": budget_forward(session, fleet, now),
+        "peak_hour": peak_hour(session, fleet, period),
+        "top_tasks": top_tasks(session, fleet, period),
+        "by_kind": [
+            {"kind": r["kind"], "cost_usd": r["cost_usd"], "tasks": r["tasks"], "share_pct": r["share_pct"]}
+            for r in grouped(session, fleet, period, ("kind",), base)
+        ],
+        "series": _series(session, fleet, period, base),
+    }
+
+
+__all__ = ["COLUMNS", "InputError", "cost_report", "usd"]

@@ -1,0 +1,199 @@
+"""The roll-up: the period's ledger rows (one per attempt, ``spend``) joined to their attempts and tasks, grouped
+in SQL by any of the report's keys, and the totals.
+
+One fact per ledger row, timed at its hold (``spend.created_at``, the time the budgets count it at), costing what
+the ledger settled (``charged_micros`` of a ``settled`` row; a released hold costs 0). Attempts the ledger has no
+row for (none are expected, as every call is held first) are facts too, at their start and at $0, so their
+tokens are not lost. Money stays integer micro-dollars from SQL to the caller, so every grouping adds up to the
+same total to the micro-dollar, and that total is :func:`ledger_settled`, the ledger's own sum.
+
+``tasks``, ``succeeded`` and ``fell_back`` count distinct tasks: SQL groups first by the keys and the task, then
+by the keys. A task whose attempts fall into two rows (two providers, two days) counts once in each, so those
+columns of the rows may add up to more than the totals line; every other column adds up exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, select, union_all
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import Subquery
+
+from reports.period import Period
+from store.costs import UNKNOWN_COST
+from store.models import Attempt, Spend, Task
+from store.queries import as_utc
+from switchyard.fleet import Fleet
+
+S, A, T = Spend.__table__, Attempt.__table__, Task.__table__
+TOKENS = (  # report column <- attempts column
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_tokens", "cached_input_tokens"),
+    ("cache_write_5m_tokens", "cache_write_tokens"),
+    ("cache_write_1h_tokens", "cache_write_1h_tokens"),
+    ("reasoning_tokens", "reasoning_tokens"),
+)
+SUMS = (
+    "attempts",
+    *(name for name, _ in TOKENS),
+    "cost_micros",
+    "unknown_cost_attempts",
+    "unknown_cost_micros",
+    "zero_cost_paid_attempts",
+)
+COUNTS = ("tasks", "succeeded", "fell_back")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One row of a roll-up: its key values and exact sums (``ollama_compute_seconds`` is a measure, a float)."""
+
+    keys: dict[str, str]
+    sums: dict[str, int]
+    compute_seconds: float
+
+
+def _in_period(column: Any, period: Period) -> list[ColumnElement[bool]]:
+    return [column >= as_utc(period.since), column < as_utc(period.until)]
+
+
+def _first_rung(fleet: Fleet) -> ColumnElement[Any]:
+    """The provider a task's group tries first, from the fleet file (a task on another one fell back)."""
+    return case({group.name: group.ladder[0] for group in fleet.groups}, value=T.c.group, else_=None)
+
+
+def _task_columns(fleet: Fleet) -> list[Any]:
+    first = _first_rung(fleet)
+    fell = case((and_(T.c.provider.is_not(None), first.is_not(None), T.c.provider != first), 1), else_=0)
+    return [T.c.kind.label("kind"), fell.label("fell_back")]
+
+
+def _attempt_columns() -> list[Any]:
+    tokens = [func.coalesce(A.c[column], 0).label(name) for name, column in TOKENS]
+    return [
+        *tokens,
+        func.coalesce(A.c.compute_seconds, 0.0).label("compute_seconds"),
+        case((A.c.id.is_(None), 0), else_=1).label("attempts"),
+        case((A.c.status == "succeeded", 1), else_=0).label("succeeded"),
+    ]
+
+
+def facts(fleet: Fleet, period: Period) -> Subquery:
+    """Every ledger row of the period with its attempt's usage and its task's kind, plus unledgered attempts."""
+    charged = case((S.c.state == "settled", S.c.charged_micros), else_=0)
+    unknown = and_(S.c.state == "settled", S.c.price_version == UNKNOWN_COST)
+    ledgered = select(
+        S.c.task_id,
+        S.c.provider,
+        S.c.model,
+        S.c.environment.label("env"),
+        S.c.stage,
+        S.c.group,
+        S.c.created_at.label("at"),
+        charged.label("cost_micros"),
+        case((unknown, 1), else_=0).label("unknown_cost_attempts"),
+        case((unknown, S.c.charged_micros), else_=0).label("unknown_cost_micros"),
+        *_task_columns(fleet),
+        *_attempt_columns(),
+    ).select_from(
+        S.outerjoin(A, and_(A.c.task_id == S.c.task_id, A.c.attempt == S.c.attempt)).join(T, T.c.id == S.c.task_id)
+    )
+    ledgered = ledgered.where(*_in_period(S.c.created_at, period))
+    has_row = exists().where(S.c.task_id == A.c.task_id, S.c.attempt == A.c.attempt)
+    zero = literal(0)
+    unledgered = select(
+        A.c.task_id,
+        A.c.provider,
+        A.c.model,
+        T.c.environment.label("env"),
+        T.c.stage,
+        T.c.group,
+        A.c.started_at.label("at"),
+        zero.label("cost_micros"),
+        zero.label("unknown_cost_attempts"),
+        zero.label("unknown_cost_micros"),
+        *_task_columns(fleet),
+        *_attempt_columns(),
+    ).select_from(A.join(T, T.c.id == A.c.task_id))
+    unledgered = unledgered.where(~has_row, *_in_period(A.c.started_at, period))
+    return union_all(ledgered, unledgered).subquery("facts")
+
+
+def time_key(column: Any, unit: str, dialect: str) -> ColumnElement[str]:
+    """The UTC day (``2026-11-30``), hour (``2026-11-30 14:00``) or minute of a timestamp, as text, in SQL."""
+    if dialect == "postgresql":
+        pattern = {"day": "YYYY-MM-DD", "hour": "YYYY-MM-DD HH24:00", "minute": "YYYY-MM-DD HH24:MI"}[unit]
+        return func.to_char(func.timezone("UTC", column), pattern)
+    # SQLite keeps UTC moments as ISO text: the first characters are the day, the hour and the minute
+    if unit == "day":
+        return func.substr(column, 1, 10)
+    if unit == "minute":
+        return func.substr(column, 1, 16)
+    return func.substr(column, 1, 13).op("||")(":00")
+
+
+def key_column(facts: Subquery, key: str, dialect: str) -> ColumnElement[Any]:
+    if key in ("day", "hour"):
+        return time_key(facts.c.at, key, dialect).label(key)
+    return facts.c[key].label(key)
+
+
+def _zero_paid(facts: Subquery, free: Sequence[str]) -> ColumnElement[Any]:
+    tokens = sum((facts.c[name] for name, _ in TOKENS), start=literal(0))
+    paid = facts.c.provider.not_in(free) if free else literal(True)
+    return case((and_(paid, facts.c.attempts == 1, tokens > 0, facts.c.cost_micros == 0), 1), else_=0)
+
+
+def _per_task(facts: Subquery, keys: Sequence[str], dialect: str, free: Sequence[str]) -> Subquery:
+    columns = [key_column(facts, key, dialect) for key in keys]
+    plain = [facts.c[name] for name in SUMS if name != "zero_cost_paid_attempts"]
+    sums = [func.sum(column).label(column.name) for column in plain]
+    query = select(
+        *columns,
+        *sums,
+        func.sum(_zero_paid(facts, free)).label("zero_cost_paid_attempts"),
+        func.sum(facts.c.compute_seconds).label("compute_seconds"),
+        func.max(facts.c.succeeded).label("succeeded"),
+        func.max(facts.c.fell_back).label("fell_back"),
+    )
+    return query.group_by(*columns, facts.c.task_id).subquery("per_task")
+
+
+def rollup_query(fleet: Fleet, period: Period, keys: Sequence[str], dialect: str) -> Select[Any]:
+    free = sorted(name for name, provider in fleet.providers.items() if provider.free)
+    per_task = _per_task(facts(fleet, period), keys, dialect, free)
+    columns = [per_task.c[key] for key in keys]
+    query = select(
+        *columns,
+        func.count().label("tasks"),
+        func.sum(per_task.c.succeeded).label("succeeded"),
+        func.sum(per_task.c.fell_back).label("fell_back"),
+        *(func.sum(per_task.c[name]).label(name) for name in SUMS),
+        func.sum(per_task.c.compute_seconds).label("compute_seconds"),
+    )
+    return query.group_by(*columns).order_by(*columns)
+
+
+def rollup(session: Session, fleet: Fleet, period: Period, keys: Sequence[str]) -> list[Line]:
+    """The period's lines grouped by ``keys`` (no keys: one totals line, also for an empty period)."""
+    dialect = session.get_bind().dialect.name
+    lines = []
+    for row in session.execute(rollup_query(fleet, period, keys, dialect)).mappings():
+        sums = {name: int(row[name] or 0) for name in (*COUNTS, *SUMS)}
+        key_values = {key: "" if row[key] is None else str(row[key]) for key in keys}
+        lines.append(Line(key_values, sums, float(row["compute_seconds"] or 0.0)))
+    if not keys and not lines:
+        lines.append(Line({}, dict.fromkeys((*COUNTS, *SUMS), 0), 0.0))
+    return lines
+
+
+def ledger_settled(session: Session, period: Period) -> int:
+    """The ledger's settled spend of the period in micro-dollars: what the budgets counted as charged."""
+    query = select(func.coalesce(func.sum(S.c.charged_micros), 0)).where(
+        S.c.state == "settled", *_in_period(S.c.created_at, period)
+    )
+    return int(session.execute(query).scalar_one())
