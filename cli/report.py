@@ -22,6 +22,7 @@ from switchyard.errors import InputError
 
 FORMATS = ("table", "json", "csv", "html", "png")
 SAVINGS = ("tasks", "succeeded", "cost_usd", "baseline_usd", "saving_usd", "saving_pct")
+SPEND = tuple(name for name in render.HEADERS if name not in SAVINGS[3:])
 
 
 def report(
@@ -82,7 +83,10 @@ def _tables(data: dict[str, Any], savings: bool, out: Path | None) -> None:
     if out is not None:
         raise InputError("--out goes with --format json, csv, html or png; a table prints to the terminal")
     by = ", ".join(data["by"]) or "totals"
-    console.print(table(f"Spend by {by}", *render.table_rows(data, SAVINGS if savings else None)))
+    if not savings:
+        console.print(table(f"Spend by {by}", *render.table_rows(data, SPEND)))
+    model = data["baseline"]["model"]
+    console.print(table(f"Savings by {by} against {model}", *render.table_rows(data, SAVINGS)))
     for line in render.summary_lines(data):
         console.print(line, highlight=False, markup=False)
     if savings:
