@@ -9,6 +9,7 @@ bundle, served by the API (:func:`vega_bundle`). ``--format png`` renders the ma
 from __future__ import annotations
 
 import html
+import re
 import json
 from functools import lru_cache
 from typing import Any
@@ -112,7 +113,8 @@ def png(report: Row) -> bytes:
 
 
 def _script_safe(text: str) -> str:
-    return text.replace("</", "<\\/")
+    """Script text that cannot end its ``<script>`` element early (``</script`` becomes ``<\\/script``)."""
+    return re.sub(r"</(script)", r"<\\/\1", text, flags=re.IGNORECASE)
 
 
 def _table(title: str, headers: list[str], rows: list[list[str]]) -> str:
