@@ -44,7 +44,8 @@ FROM generate_series(0, %(tasks)s - 1) AS i;
 INSERT INTO attempts (task_id, attempt, provider, model, transport, status, input_tokens, cached_input_tokens,
                       cache_write_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, compute_seconds,
                       cost_micros, latency_ms, started_at)
-SELECT t.id, a, p.provider, p.model, 'api', CASE WHEN a = 4 AND t.status = 'succeeded' THEN 'succeeded' ELSE 'failed' END,
+SELECT t.id, a, p.provider, p.model, 'api',
+       CASE WHEN a = 4 AND t.status = 'succeeded' THEN 'succeeded' ELSE 'failed' END,
        1000 + a * 37, CASE WHEN p.provider = 'ollama' THEN 0 ELSE 400 END,
        CASE WHEN p.provider = 'claude' THEN 120 ELSE 0 END, CASE WHEN p.provider = 'claude' THEN 30 ELSE 0 END,
        300 + a * 11, CASE WHEN p.provider = 'codex' THEN 90 ELSE 0 END,
@@ -82,8 +83,10 @@ def time_report(url: str, by: str) -> list[float]:
         with session_scope(url) as session:
             report = cost_report(session, fleet, now=datetime.now(UTC), since="30d", by=by)
         times.append(time.perf_counter() - started)
-    print(f"  --by {by}: {len(report['rows'])} rows, total ${report['total']['cost_usd']}, "
-          f"{report['total']['attempts']} attempts, reconciled with the ledger: {report['ledger']['reconciled']}")
+    print(
+        f"  --by {by}: {len(report['rows'])} rows, total ${report['total']['cost_usd']}, "
+        f"{report['total']['attempts']} attempts, reconciled with the ledger: {report['ledger']['reconciled']}"
+    )
     return times
 
 

@@ -9,8 +9,8 @@ bundle, served by the API (:func:`vega_bundle`). ``--format png`` renders the ma
 from __future__ import annotations
 
 import html
-import re
 import json
+import re
 from functools import lru_cache
 from typing import Any
 

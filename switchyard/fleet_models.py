@@ -272,7 +272,8 @@ class Fleet(_Strict):
         the output, then input, price of each model's latest price). ValueError names the value and the choices."""
         provider, _, model = spec.partition(":")
         if provider not in self.providers:
-            raise ValueError(f"unknown baseline provider {provider!r} in {spec!r}; choose one of {sorted(self.providers)}")
+            known = sorted(self.providers)
+            raise ValueError(f"unknown baseline provider {provider!r} in {spec!r}; choose one of {known}")
         config = self.providers[provider]
         names = [m.name for m in config.models]
         if not model:
