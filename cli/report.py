@@ -14,11 +14,12 @@ import typer
 
 from cli.context import db_context
 from cli.render import console, print_json, table
-from reports import charts, render
+from reports import render
 from reports.period import KEYS
 from reports.report import cost_report
 from store.db import session_scope
 from switchyard.errors import InputError
+from tasks.context import Context
 
 FORMATS = ("table", "json", "csv", "html", "png")
 SAVINGS = ("tasks", "succeeded", "cost_usd", "baseline_usd", "saving_usd", "saving_pct")
@@ -49,6 +50,8 @@ def report(
         data = cost_report(
             session, ctx.fleet, now=datetime.now(UTC), since=since, until=until, by=by, baseline=baseline
         )
+    from reports import charts  # altair and the Vega bundle: only when a chart is asked for
+
     if fmt == "table":
         _tables(data, savings, out)
     elif fmt == "json":
@@ -96,6 +99,13 @@ def _tables(data: dict[str, Any], savings: bool, out: Path | None) -> None:
     console.print(table("Cost per kind", ["kind", "cost $", "tasks", "share %"], kinds))
     if data["top_tasks"]:
         console.print(table("Ten most expensive tasks", *render.top_rows(data)))
+
+
+def print_savings(ctx: Context) -> None:
+    """What ``switchyard report --by group --baseline claude --savings`` prints (the demo ends with it)."""
+    with session_scope(ctx.database_url) as session:
+        data = cost_report(session, ctx.fleet, now=datetime.now(UTC), by="group", baseline="claude")
+    _tables(data, True, None)
 
 
 def register(app: typer.Typer) -> None:
