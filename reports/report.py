@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from reports.baseline import Baseline, resolve
@@ -24,6 +25,7 @@ from switchyard.fleet import Fleet
 
 Row = dict[str, Any]
 MICRO = Decimal("0.000001")
+WORK_MEM = "256MB"
 COLUMNS = (
     "tasks",
     "attempts",
@@ -120,6 +122,8 @@ def cost_report(
     keys = parse_keys(by)
     period = parse_period(since, until, now)
     base = resolve(fleet, baseline, min(period.until, now).date())
+    if session.get_bind().dialect.name == "postgresql":  # the per-task grouping fits in memory, not on disk
+        session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
     total_row = grouped(session, fleet, period, (), base)[0]
     rows = grouped(session, fleet, period, keys, base) if keys else []
     settled = ledger_settled(session, period)
