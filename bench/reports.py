@@ -95,7 +95,14 @@ def main() -> None:
     parser.add_argument("--attempts", type=int, default=1_000_000)
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--database-url", help="time the report on this database, filled by an earlier --keep run")
     args = parser.parse_args()
+    if args.database_url:
+        for by in ("group", "env,provider,day"):
+            times = time_report(args.database_url, by)
+            verdict = "ok" if min(times) < TARGET_S else "OVER TARGET"
+            print(f"  report: best {min(times):.2f} s, worst {max(times):.2f} s (target < {TARGET_S:.0f} s): {verdict}")
+        return
     name = f"switchyard_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(args.admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import FromClause
 
 from reports.period import Period, month_start
 from reports.rollup import facts, time_key
@@ -131,9 +132,9 @@ def _bucket_end(text: str, window: str) -> datetime:
     return moment + (timedelta(minutes=1) if window == "hour" else timedelta(hours=1))
 
 
-def peak_hour(session: Session, fleet: Fleet, period: Period) -> Row | None:
+def peak_hour(session: Session, fleet: Fleet, period: Period, *, source: FromClause | None = None) -> Row | None:
     """The period's hour with the highest cost (UTC), or None when nothing cost anything."""
-    table = facts(fleet, period)
+    table = facts(fleet, period) if source is None else source
     hour = time_key(table.c.at, "hour", session.get_bind().dialect.name)
     total = func.sum(table.c.cost_micros)
     query = select(hour.label("hour"), total.label("cost"), func.sum(table.c.attempts).label("attempts"))
@@ -143,9 +144,11 @@ def peak_hour(session: Session, fleet: Fleet, period: Period) -> Row | None:
     return {"hour": found.hour, "cost_micros": int(found.cost), "attempts": int(found.attempts or 0)}
 
 
-def top_tasks(session: Session, fleet: Fleet, period: Period, limit: int = 10) -> list[Row]:
+def top_tasks(
+    session: Session, fleet: Fleet, period: Period, limit: int = 10, *, source: FromClause | None = None
+) -> list[Row]:
     """The ``limit`` tasks that cost most in the period, dearest first."""
-    table = facts(fleet, period)
+    table = facts(fleet, period) if source is None else source
     total = func.sum(table.c.cost_micros)
     per_task = (
         select(table.c.task_id, total.label("cost"), func.sum(table.c.attempts).label("attempts"))

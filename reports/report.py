@@ -9,17 +9,19 @@ plain JSON-ready data; money is integer micro-dollars (``*_micros``) and exact d
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import FromClause
 
 from reports.baseline import Baseline, resolve
 from reports.forward import budget_forward, peak_hour, top_tasks
 from reports.period import Period, parse_keys, parse_period
-from reports.rollup import TOKENS, Line, ledger_settled, rollup
+from reports.rollup import TOKENS, Line, ledger_settled, materialize, rollup
 from switchyard.errors import InputError
 from switchyard.fleet import Fleet
 
@@ -86,15 +88,27 @@ def line_row(line: Line, total_micros: int, baseline: Baseline, fleet: Fleet) ->
     }
 
 
-def grouped(session: Session, fleet: Fleet, period: Period, keys: Sequence[str], baseline: Baseline) -> list[Row]:
-    lines = rollup(session, fleet, period, keys)
-    total = sum(line.sums["cost_micros"] for line in lines)
-    return [line_row(line, total, baseline, fleet) for line in lines]
+@dataclass(frozen=True)
+class _Run:
+    """One report's inputs: every roll-up reads the same facts, joined once (:func:`materialize`)."""
+
+    session: Session
+    fleet: Fleet
+    period: Period
+    baseline: Baseline
+    source: FromClause
+
+    def lines(self, keys: Sequence[str]) -> list[Line]:
+        return rollup(self.session, self.fleet, self.period, keys, source=self.source)
+
+    def grouped(self, keys: Sequence[str]) -> list[Row]:
+        lines = self.lines(keys)
+        total = sum(line.sums["cost_micros"] for line in lines)
+        return [line_row(line, total, self.baseline, self.fleet) for line in lines]
 
 
-def _series(session: Session, fleet: Fleet, period: Period, baseline: Baseline) -> Row:
-    per_day = rollup(session, fleet, period, ("day", "provider"))
-    per_group = grouped(session, fleet, period, ("group",), baseline)
+def _series(run: _Run, per_group: list[Row]) -> Row:
+    per_day = run.lines(("day", "provider"))
     return {
         "day_provider": [
             {**line.keys, "cost_usd": float(usd(line.sums["cost_micros"]))} for line in per_day if line.sums["attempts"]
@@ -124,8 +138,10 @@ def cost_report(
     base = resolve(fleet, baseline, min(period.until, now).date())
     if session.get_bind().dialect.name == "postgresql":  # the per-task grouping fits in memory, not on disk
         session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
-    total_row = grouped(session, fleet, period, (), base)[0]
-    rows = grouped(session, fleet, period, keys, base) if keys else []
+    run = _Run(session, fleet, period, base, materialize(session, fleet, period))
+    total_row = run.grouped(())[0]
+    rows = run.grouped(keys) if keys else []
+    per_group = rows if tuple(keys) == ("group",) else run.grouped(("group",))
     settled = ledger_settled(session, period)
     return {
         "since": period.since.isoformat(),
@@ -142,13 +158,13 @@ def cost_report(
         "baseline": {"provider": base.provider, "model": base.model, "version": base.version, "how": base.how},
         "flags": total_row["flags"],
         "budgets": budget_forward(session, fleet, now),
-        "peak_hour": peak_hour(session, fleet, period),
-        "top_tasks": top_tasks(session, fleet, period),
+        "peak_hour": peak_hour(session, fleet, period, source=run.source),
+        "top_tasks": top_tasks(session, fleet, period, source=run.source),
         "by_kind": [
             {"kind": r["kind"], "cost_usd": r["cost_usd"], "tasks": r["tasks"], "share_pct": r["share_pct"]}
-            for r in grouped(session, fleet, period, ("kind",), base)
+            for r in run.grouped(("kind",))
         ],
-        "series": _series(session, fleet, period, base),
+        "series": _series(run, per_group),
     }
 
 

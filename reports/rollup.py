@@ -18,9 +18,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    CompoundSelect,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.selectable import Subquery
+from sqlalchemy.schema import CreateTable
+from sqlalchemy.sql.selectable import FromClause, Subquery
 
 from reports.period import Period
 from store.costs import UNKNOWN_COST
@@ -46,6 +68,24 @@ SUMS = (
     "zero_cost_paid_attempts",
 )
 COUNTS = ("tasks", "succeeded", "fell_back")
+FACT_TYPES: tuple[tuple[str, Any], ...] = (
+    ("task_id", String(36)),
+    ("provider", String(32)),
+    ("model", String(64)),
+    ("env", String(32)),
+    ("stage", String(32)),
+    ("group", String(32)),
+    ("at", DateTime(timezone=True)),
+    ("cost_micros", BigInteger()),
+    ("unknown_cost_attempts", Integer()),
+    ("unknown_cost_micros", BigInteger()),
+    ("kind", String(16)),
+    ("fell_back", Integer()),
+    *((name, BigInteger()) for name, _ in TOKENS),
+    ("compute_seconds", Float()),
+    ("attempts", Integer()),
+    ("succeeded", Integer()),
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +123,27 @@ def _attempt_columns() -> list[Any]:
 
 
 def facts(fleet: Fleet, period: Period) -> Subquery:
+    """The facts as a subquery (joined again by every query that reads it); see :func:`materialize`."""
+    return facts_select(fleet, period).subquery("facts")
+
+
+FACTS_TABLE = "report_facts"
+
+
+def materialize(session: Session, fleet: Fleet, period: Period) -> Table:
+    """The period's facts, joined once into a temporary table of this connection that every query of one report
+    reads (a report runs several roll-ups; the joins are the dear part). Dropped first when a pooled connection
+    still has one from an earlier report."""
+    table = Table(FACTS_TABLE, MetaData(), *(Column(name, kind) for name, kind in FACT_TYPES), prefixes=["TEMPORARY"])
+    session.execute(text(f"DROP TABLE IF EXISTS {FACTS_TABLE}"))
+    session.execute(CreateTable(table))
+    session.execute(insert(table).from_select([name for name, _ in FACT_TYPES], facts_select(fleet, period)))
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"ANALYZE {FACTS_TABLE}"))
+    return table
+
+
+def facts_select(fleet: Fleet, period: Period) -> CompoundSelect[Any]:
     """Every ledger row of the period with its attempt's usage and its task's kind, plus unledgered attempts."""
     charged = case((S.c.state == "settled", S.c.charged_micros), else_=0)
     unknown = and_(S.c.state == "settled", S.c.price_version == UNKNOWN_COST)
@@ -120,7 +181,7 @@ def facts(fleet: Fleet, period: Period) -> Subquery:
         *_attempt_columns(),
     ).select_from(A.join(T, T.c.id == A.c.task_id))
     unledgered = unledgered.where(~has_row, *_in_period(A.c.started_at, period))
-    return union_all(ledgered, unledgered).subquery("facts")
+    return union_all(ledgered, unledgered)
 
 
 def time_key(column: Any, unit: str, dialect: str) -> ColumnElement[str]:
@@ -136,19 +197,19 @@ def time_key(column: Any, unit: str, dialect: str) -> ColumnElement[str]:
     return func.substr(column, 1, 13).op("||")(":00")
 
 
-def key_column(facts: Subquery, key: str, dialect: str) -> ColumnElement[Any]:
+def key_column(facts: FromClause, key: str, dialect: str) -> ColumnElement[Any]:
     if key in ("day", "hour"):
         return time_key(facts.c.at, key, dialect).label(key)
     return facts.c[key].label(key)
 
 
-def _zero_paid(facts: Subquery, free: Sequence[str]) -> ColumnElement[Any]:
+def _zero_paid(facts: FromClause, free: Sequence[str]) -> ColumnElement[Any]:
     tokens = sum((facts.c[name] for name, _ in TOKENS), start=literal(0))
     paid = facts.c.provider.not_in(free) if free else literal(True)
     return case((and_(paid, facts.c.attempts == 1, tokens > 0, facts.c.cost_micros == 0), 1), else_=0)
 
 
-def _per_task(facts: Subquery, keys: Sequence[str], dialect: str, free: Sequence[str]) -> Subquery:
+def _per_task(facts: FromClause, keys: Sequence[str], dialect: str, free: Sequence[str]) -> Subquery:
     columns = [key_column(facts, key, dialect) for key in keys]
     plain = [facts.c[name] for name in SUMS if name != "zero_cost_paid_attempts"]
     sums = [func.sum(column).label(column.name) for column in plain]
@@ -163,9 +224,9 @@ def _per_task(facts: Subquery, keys: Sequence[str], dialect: str, free: Sequence
     return query.group_by(*columns, facts.c.task_id).subquery("per_task")
 
 
-def rollup_query(fleet: Fleet, period: Period, keys: Sequence[str], dialect: str) -> Select[Any]:
+def rollup_query(fleet: Fleet, source: FromClause, keys: Sequence[str], dialect: str) -> Select[Any]:
     free = sorted(name for name, provider in fleet.providers.items() if provider.free)
-    per_task = _per_task(facts(fleet, period), keys, dialect, free)
+    per_task = _per_task(source, keys, dialect, free)
     columns = [per_task.c[key] for key in keys]
     query = select(
         *columns,
@@ -178,11 +239,15 @@ def rollup_query(fleet: Fleet, period: Period, keys: Sequence[str], dialect: str
     return query.group_by(*columns).order_by(*columns)
 
 
-def rollup(session: Session, fleet: Fleet, period: Period, keys: Sequence[str]) -> list[Line]:
-    """The period's lines grouped by ``keys`` (no keys: one totals line, also for an empty period)."""
+def rollup(
+    session: Session, fleet: Fleet, period: Period, keys: Sequence[str], *, source: FromClause | None = None
+) -> list[Line]:
+    """The period's lines grouped by ``keys`` (no keys: one totals line, also for an empty period), read from
+    ``source`` (the facts of :func:`materialize`) or, without it, from the tables themselves."""
     dialect = session.get_bind().dialect.name
     lines = []
-    for row in session.execute(rollup_query(fleet, period, keys, dialect)).mappings():
+    query = rollup_query(fleet, facts(fleet, period) if source is None else source, keys, dialect)
+    for row in session.execute(query).mappings():
         sums = {name: int(row[name] or 0) for name in (*COUNTS, *SUMS)}
         key_values = {key: "" if row[key] is None else str(row[key]) for key in keys}
         lines.append(Line(key_values, sums, float(row["compute_seconds"] or 0.0)))

@@ -368,3 +368,15 @@ def test_the_http_route_answers_what_the_function_computes(database_url: str, tm
         charts = client.get("/api/reports/costs", params={"charts": "true"}).json()["charts"]
         assert {"spend_per_day", "spend_by_group", "actual_vs_baseline"} <= set(charts)
     dispose_all()
+
+
+def test_a_fleet_file_with_an_unknown_baseline_is_refused_with_its_line(tmp_path: Path) -> None:
+    from switchyard.errors import ConfigError
+    from switchyard.fleet import load_fleet
+
+    text = (Path(__file__).resolve().parent.parent / "switchyard.toml").read_text()
+    bad = tmp_path / "fleet.toml"
+    bad.write_text(text.replace('baseline = "claude:claude-opus-4-5"', 'baseline = "claude:opus-9"'))
+    line = next(i for i, row in enumerate(bad.read_text().splitlines(), start=1) if "opus-9" in row)
+    with pytest.raises(ConfigError, match=rf"fleet.toml.*{line}.*'opus-9'.*claude-opus-4-5"):
+        load_fleet(bad)
