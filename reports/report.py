@@ -21,7 +21,7 @@ from sqlalchemy.sql.selectable import FromClause
 from reports.baseline import Baseline, resolve
 from reports.forward import budget_forward, peak_hour, top_tasks
 from reports.period import Period, parse_keys, parse_period
-from reports.rollup import TOKENS, Line, ledger_settled, materialize, rollup
+from reports.rollup import TOKENS, Line, cost_by, ledger_settled, materialize, rollup
 from switchyard.errors import InputError
 from switchyard.fleet import Fleet
 
@@ -108,11 +108,9 @@ class _Run:
 
 
 def _series(run: _Run, per_group: list[Row]) -> Row:
-    per_day = run.lines(("day", "provider"))
+    per_day = cost_by(run.session, run.source, ("day", "provider"))
     return {
-        "day_provider": [
-            {**line.keys, "cost_usd": float(usd(line.sums["cost_micros"]))} for line in per_day if line.sums["attempts"]
-        ],
+        "day_provider": [{**keys, "cost_usd": float(usd(cost))} for keys, cost, attempts in per_day if attempts],
         "group": [
             {"group": r["group"], "actual_usd": float(r["cost_usd"]), "baseline_usd": float(r["baseline_usd"])}
             for r in per_group

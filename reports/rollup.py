@@ -86,6 +86,14 @@ FACT_TYPES: tuple[tuple[str, Any], ...] = (
     ("attempts", Integer()),
     ("succeeded", Integer()),
 )
+DERIVED: tuple[tuple[str, Any], ...] = (
+    ("day", String(10)),
+    ("hour", String(16)),
+    ("zero_cost_paid_attempts", Integer()),
+    ("first_of_task", Integer()),
+    ("task_succeeded", Integer()),
+)
+TASK_KEYS = frozenset({"env", "stage", "group", "kind"})  # each task is in one group of these: counted per row
 
 
 @dataclass(frozen=True)
@@ -132,15 +140,34 @@ FACTS_TABLE = "report_facts"
 
 def materialize(session: Session, fleet: Fleet, period: Period) -> Table:
     """The period's facts, joined once into a temporary table of this connection that every query of one report
-    reads (a report runs several roll-ups; the joins are the dear part). Dropped first when a pooled connection
-    still has one from an earlier report."""
-    table = Table(FACTS_TABLE, MetaData(), *(Column(name, kind) for name, kind in FACT_TYPES), prefixes=["TEMPORARY"])
+    reads (a report runs several roll-ups; the joins are the dear part), with what each roll-up would otherwise
+    work out per row: the day and hour, the $0-on-a-paid-provider flag, whether the row is its task's first
+    (``first_of_task``) and whether the task succeeded in the period (``task_succeeded``). With those, a roll-up
+    by keys that belong to the task (env, stage, group, kind) counts tasks in one GROUP BY. Dropped first when a
+    pooled connection still has one from an earlier report."""
+    dialect = session.get_bind().dialect.name
+    columns = (*FACT_TYPES, *DERIVED)
+    table = Table(FACTS_TABLE, MetaData(), *(Column(name, kind) for name, kind in columns), prefixes=["TEMPORARY"])
     session.execute(text(f"DROP TABLE IF EXISTS {FACTS_TABLE}"))
     session.execute(CreateTable(table))
-    session.execute(insert(table).from_select([name for name, _ in FACT_TYPES], facts_select(fleet, period)))
-    if session.get_bind().dialect.name == "postgresql":
+    source = facts(fleet, period)
+    first = func.row_number().over(partition_by=source.c.task_id, order_by=(source.c.at, source.c.provider))
+    rows = select(
+        *(source.c[name] for name, _ in FACT_TYPES),
+        time_key(source.c.at, "day", dialect),
+        time_key(source.c.at, "hour", dialect),
+        _zero_paid(source, _free(fleet)),
+        case((first == 1, 1), else_=0),
+        func.max(source.c.succeeded).over(partition_by=source.c.task_id),
+    )
+    session.execute(insert(table).from_select([name for name, _ in columns], rows))
+    if dialect == "postgresql":
         session.execute(text(f"ANALYZE {FACTS_TABLE}"))
     return table
+
+
+def _free(fleet: Fleet) -> list[str]:
+    return sorted(name for name, provider in fleet.providers.items() if provider.free)
 
 
 def facts_select(fleet: Fleet, period: Period) -> CompoundSelect[Any]:
@@ -151,9 +178,9 @@ def facts_select(fleet: Fleet, period: Period) -> CompoundSelect[Any]:
         S.c.task_id,
         S.c.provider,
         S.c.model,
-        S.c.environment.label("env"),
-        S.c.stage,
-        S.c.group,
+        T.c.environment.label("env"),
+        T.c.stage,
+        T.c.group,
         S.c.created_at.label("at"),
         charged.label("cost_micros"),
         case((unknown, 1), else_=0).label("unknown_cost_attempts"),
@@ -198,7 +225,7 @@ def time_key(column: Any, unit: str, dialect: str) -> ColumnElement[str]:
 
 
 def key_column(facts: FromClause, key: str, dialect: str) -> ColumnElement[Any]:
-    if key in ("day", "hour"):
+    if key in ("day", "hour") and key not in facts.c:
         return time_key(facts.c.at, key, dialect).label(key)
     return facts.c[key].label(key)
 
@@ -209,6 +236,10 @@ def _zero_paid(facts: FromClause, free: Sequence[str]) -> ColumnElement[Any]:
     return case((and_(paid, facts.c.attempts == 1, tokens > 0, facts.c.cost_micros == 0), 1), else_=0)
 
 
+def _zero_paid_of(facts: FromClause, free: Sequence[str]) -> ColumnElement[Any]:
+    return facts.c.zero_cost_paid_attempts if "zero_cost_paid_attempts" in facts.c else _zero_paid(facts, free)
+
+
 def _per_task(facts: FromClause, keys: Sequence[str], dialect: str, free: Sequence[str]) -> Subquery:
     columns = [key_column(facts, key, dialect) for key in keys]
     plain = [facts.c[name] for name in SUMS if name != "zero_cost_paid_attempts"]
@@ -216,7 +247,7 @@ def _per_task(facts: FromClause, keys: Sequence[str], dialect: str, free: Sequen
     query = select(
         *columns,
         *sums,
-        func.sum(_zero_paid(facts, free)).label("zero_cost_paid_attempts"),
+        func.sum(_zero_paid_of(facts, free)).label("zero_cost_paid_attempts"),
         func.sum(facts.c.compute_seconds).label("compute_seconds"),
         func.max(facts.c.succeeded).label("succeeded"),
         func.max(facts.c.fell_back).label("fell_back"),
@@ -224,9 +255,25 @@ def _per_task(facts: FromClause, keys: Sequence[str], dialect: str, free: Sequen
     return query.group_by(*columns, facts.c.task_id).subquery("per_task")
 
 
+def _by_task_keys(source: FromClause, keys: Sequence[str]) -> Select[Any]:
+    """Keys that put each task in one group (or none): tasks are the rows that are their task's first."""
+    columns = [source.c[key].label(key) for key in keys]
+    first = source.c.first_of_task
+    query = select(
+        *columns,
+        func.sum(first).label("tasks"),
+        func.sum(first * source.c.task_succeeded).label("succeeded"),
+        func.sum(first * source.c.fell_back).label("fell_back"),
+        *(func.sum(source.c[name]).label(name) for name in SUMS),
+        func.sum(source.c.compute_seconds).label("compute_seconds"),
+    )
+    return query.group_by(*columns).order_by(*columns)
+
+
 def rollup_query(fleet: Fleet, source: FromClause, keys: Sequence[str], dialect: str) -> Select[Any]:
-    free = sorted(name for name, provider in fleet.providers.items() if provider.free)
-    per_task = _per_task(source, keys, dialect, free)
+    if "first_of_task" in source.c and set(keys) <= TASK_KEYS:
+        return _by_task_keys(source, keys)
+    per_task = _per_task(source, keys, dialect, _free(fleet))
     columns = [per_task.c[key] for key in keys]
     query = select(
         *columns,
@@ -254,6 +301,17 @@ def rollup(
     if not keys and not lines:
         lines.append(Line({}, dict.fromkeys((*COUNTS, *SUMS), 0), 0.0))
     return lines
+
+
+def cost_by(session: Session, source: FromClause, keys: Sequence[str]) -> list[tuple[dict[str, str], int, int]]:
+    """Cost and attempts only, grouped by ``keys`` in one GROUP BY (no task counts): what a chart draws."""
+    dialect = session.get_bind().dialect.name
+    columns = [key_column(source, key, dialect) for key in keys]
+    query = select(*columns, func.sum(source.c.cost_micros), func.sum(source.c.attempts)).group_by(*columns)
+    return [
+        ({key: str(row[i]) for i, key in enumerate(keys)}, int(row[-2] or 0), int(row[-1] or 0))
+        for row in session.execute(query.order_by(*columns))
+    ]
 
 
 def ledger_settled(session: Session, period: Period) -> int:
