@@ -41,7 +41,13 @@ def parse_keys(text: str | None) -> tuple[str, ...]:
 
 
 def _moment(text: str, now: datetime, *, end_of_day: bool, option: str) -> datetime:
-    value = text.strip()
+    try:
+        return _read(text.strip(), now, end_of_day=end_of_day, option=option)
+    except OverflowError:
+        raise InputError(f"{option}: {text!r} is outside the years 1-9999 (UTC); give a moment inside them") from None
+
+
+def _read(value: str, now: datetime, *, end_of_day: bool, option: str) -> datetime:
     found = DURATION.match(value)
     if found:
         return now - timedelta(**{UNITS[found.group(2)]: int(found.group(1))})
@@ -55,7 +61,7 @@ def _moment(text: str, now: datetime, *, end_of_day: bool, option: str) -> datet
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise InputError(f"{option}: cannot read {text!r}; give {FORMS}") from None
+        raise InputError(f"{option}: cannot read {value!r}; give {FORMS}") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 

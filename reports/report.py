@@ -21,7 +21,7 @@ from sqlalchemy.sql.selectable import FromClause
 from reports.baseline import Baseline, resolve
 from reports.forward import budget_forward, peak_hour, top_tasks
 from reports.period import Period, parse_keys, parse_period
-from reports.rollup import TOKENS, Line, cost_by, ledger_settled, materialize, rollup
+from reports.rollup import FACTS_TABLE, TOKENS, Line, cost_by, ledger_settled, materialize, rollup
 from switchyard.errors import InputError
 from switchyard.fleet import Fleet
 
@@ -141,7 +141,7 @@ def cost_report(
     rows = run.grouped(keys) if keys else []
     per_group = rows if tuple(keys) == ("group",) else run.grouped(("group",))
     settled = ledger_settled(session, period)
-    return {
+    report = {
         "since": period.since.isoformat(),
         "until": period.until.isoformat(),
         "by": list(keys),
@@ -164,6 +164,8 @@ def cost_report(
         ],
         "series": _series(run, per_group),
     }
+    session.execute(text(f"DROP TABLE {FACTS_TABLE}"))  # a pooled connection does not keep the rows
+    return report
 
 
 __all__ = ["COLUMNS", "InputError", "cost_report", "usd"]

@@ -271,6 +271,8 @@ def test_budgets_forward_projects_the_trailing_rate(database_url: str) -> None:
         ("yesterday", None, "--since: cannot read 'yesterday'"),
         ("2026-11-10", "2026-11-02", "is after --until"),
         (None, "13/2026", "--until: cannot read '13/2026'"),
+        ("999999d", None, "outside the years 1-9999"),
+        (None, "9999-12-31", "outside the years 1-9999"),
     ],
 )
 def test_unreadable_or_reversed_periods_are_refused(since: str | None, until: str | None, fragment: str) -> None:
