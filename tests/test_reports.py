@@ -333,6 +333,11 @@ def test_cli_prints_the_savings_table_and_writes_csv(
     code, text = _cli(tmp_path, monkeypatch, capsys, "--by", "env", "--format", "csv", "--out", str(tmp_path / "r.csv"))
     assert code == 0, text
     assert (tmp_path / "r.csv").read_text().splitlines()[-1].startswith("total,0,0,0,0")
+    code, text = _cli(tmp_path, monkeypatch, capsys, "--format", "png", "--out", str(tmp_path / "spend.png"))
+    assert code == 0, text
+    assert (tmp_path / "spend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, text = _cli(tmp_path, monkeypatch, capsys, "--format", "png")
+    assert code == 2 and "--out FILE.png" in text
 
 
 # --- over HTTP ------------------------------------------------------------------------------------------------
