@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import FromClause
 
 from reports.period import Period, month_start
-from reports.rollup import facts, time_key
+from reports.rollup import facts, key_text, time_key
 from store.costs import budget_status
 from store.models import BudgetAlert, Spend, Task
 from store.queries import as_utc
@@ -127,21 +127,22 @@ def _burn_down(
     return points
 
 
-def _bucket_end(text: str, window: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=UTC)
+def _bucket_end(value: Any, window: str) -> datetime:
+    moment = datetime.fromisoformat(key_text("minute" if window == "hour" else "hour", value).replace(" ", "T"))
+    moment = moment.replace(tzinfo=UTC)
     return moment + (timedelta(minutes=1) if window == "hour" else timedelta(hours=1))
 
 
 def peak_hour(session: Session, fleet: Fleet, period: Period, *, source: FromClause | None = None) -> Row | None:
     """The period's hour with the highest cost (UTC), or None when nothing cost anything."""
     table = facts(fleet, period) if source is None else source
-    hour = time_key(table.c.at, "hour", session.get_bind().dialect.name)
+    hour = table.c.hour if "hour" in table.c else time_key(table.c.at, "hour", session.get_bind().dialect.name)
     total = func.sum(table.c.cost_micros)
     query = select(hour.label("hour"), total.label("cost"), func.sum(table.c.attempts).label("attempts"))
     found = session.execute(query.group_by(hour).order_by(total.desc(), hour).limit(1)).first()
     if found is None or not found.cost:
         return None
-    return {"hour": found.hour, "cost_micros": int(found.cost), "attempts": int(found.attempts or 0)}
+    return {"hour": key_text("hour", found.hour), "cost_micros": int(found.cost), "attempts": int(found.attempts or 0)}
 
 
 def top_tasks(
