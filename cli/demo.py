@@ -27,6 +27,7 @@ from cli.context import cli_context
 from cli.envs import init_environments
 from cli.ops import ReadyTimeoutOpt
 from cli.render import console, table, usd
+from cli.report import print_savings
 from environments.git import git_ok
 from environments.promote import PromotionResult, promote
 from environments.sample import make_sample_repo
@@ -97,6 +98,7 @@ def run(ctx: Context, timeout: float, started: datetime) -> bool:
     ok = summarize(drill_ids, drill_states, "Ladder drill") and ok
     everything = set(tracked(ctx, ids + drill_ids))
     report(ctx, everything, promotions, started)
+    print_savings(ctx)  # `switchyard report --by group --baseline claude`: actual against all-Claude
     return ok
 
 

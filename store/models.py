@@ -115,7 +115,10 @@ class Attempt(Base):
     """One try of a task on one provider. The stored ``answer`` makes a redelivered attempt free."""
 
     __tablename__ = "attempts"
-    __table_args__ = (UniqueConstraint("task_id", "attempt", name="uq_attempts_task_attempt"),)
+    __table_args__ = (
+        UniqueConstraint("task_id", "attempt", name="uq_attempts_task_attempt"),
+        Index("ix_attempts_started", "started_at"),  # cost reports: attempts with no ledger row, by period
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
@@ -166,6 +169,9 @@ class Spend(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "attempt", name="uq_spend_task_attempt"),
         Index("ix_spend_created", "created_at"),
+        # cost reports: a budget's scope over a period, and the ledger's settled spend for a period
+        Index("ix_spend_provider_created", "provider", "created_at"),
+        Index("ix_spend_state_created", "state", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -85,6 +85,10 @@ def cross_check(fleet: Fleet) -> list[tuple[Loc, str]]:
         if name not in fleet.providers:
             problems.append((("simulator", name), f"unknown provider {name!r}; allowed: {known}"))
     problems += _budget_targets(fleet)
+    try:
+        fleet.baseline_model(fleet.reports.baseline)
+    except ValueError as exc:
+        problems.append((("reports", "baseline"), str(exc)))
     return problems
 
 

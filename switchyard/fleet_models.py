@@ -240,6 +240,14 @@ class AlertsPolicy(_Strict):
         return urls
 
 
+class ReportsConfig(_Strict):
+    """``[reports]``: what ``switchyard report`` compares spend with and how it projects it (:mod:`reports`)."""
+
+    # the baseline every attempt's usage is repriced at: "PROVIDER" (its priciest model) or "PROVIDER:MODEL"
+    baseline: str = "claude:claude-opus-4-5"
+    trailing_hours: float = Field(default=24.0, gt=0, le=24 * 31)  # the spend rate behind the projections
+
+
 class SimulatorProviderConfig(_Strict):
     latency_ms: int = Field(default=40, ge=0, le=600_000)
     error_rate: float = Field(default=0.0, ge=0, le=1)
@@ -259,6 +267,7 @@ class Fleet(_Strict):
     limits: LimitsConfig = LimitsConfig()
     outbox: OutboxPolicy = OutboxPolicy()
     alerts: AlertsPolicy = AlertsPolicy()
+    reports: ReportsConfig = ReportsConfig()
     simulator: dict[str, SimulatorProviderConfig] = Field(default_factory=dict)
     features: dict[str, bool] = Field(default_factory=dict)
 
@@ -280,6 +289,22 @@ class Fleet(_Strict):
 
     def model_for(self, group: GroupConfig, provider: str) -> str:
         return group.models.get(provider) or self.providers[provider].default_model
+
+    def baseline_model(self, spec: str) -> tuple[str, str]:
+        """``PROVIDER`` or ``PROVIDER:MODEL`` as (provider, model); a bare provider means its priciest model (by
+        the output, then input, price of each model's latest price). ValueError names the value and the choices."""
+        provider, _, model = spec.partition(":")
+        if provider not in self.providers:
+            known = sorted(self.providers)
+            raise ValueError(f"unknown baseline provider {provider!r} in {spec!r}; choose one of {known}")
+        config = self.providers[provider]
+        names = [m.name for m in config.models]
+        if not model:
+            latest = {m.name: max(m.prices, key=lambda p: p.effective) for m in config.models}
+            return provider, max(names, key=lambda name: (latest[name].output, latest[name].input))
+        if model not in names:
+            raise ValueError(f"unknown baseline model {model!r} of {provider!r}; choose one of {names}")
+        return provider, model
 
     def price(self, provider: str, model: str, day: date) -> tuple[str, Price]:
         """The price in force and its version label, e.g. ``claude/claude-sonnet-4-5@2025-09-29``."""

@@ -101,6 +101,7 @@ def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Results per environment" in run.stdout and "Cost per provider" in run.stdout
     assert "Tasks that fell back, and why" in run.stdout
+    assert "Savings by group against claude-opus-4-5" in run.stdout and "reconciled." in run.stdout
     try:
         tasks = cli_json(env, "tasks", "list")
         assert len(tasks) >= 40

@@ -22,6 +22,7 @@ PACKAGES = (
     "routing",
     "tasks",
     "alerts",
+    "reports",
     "workers",
     "web",
     "ops",

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from switchyard.errors import InputError, NotFound, NotYetSent, ServiceUnavailable
 from tasks.context import Context, build_context
-from web import api, multienv
+from web import api, multienv, reports
 from web.deps import ERROR_RESPONSES, validation_message
 from web.metrics import router as metrics_router
 
@@ -42,6 +42,9 @@ def create_app(context: Context | None = None) -> FastAPI:
     app.include_router(metrics_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/", dashboard, include_in_schema=False)
+    app.include_router(reports.router)
+    app.add_api_route("/costs", reports.costs_page, include_in_schema=False)
+    app.add_api_route("/costs/vega.js", reports.vega_js, include_in_schema=False)
     _add_error_handlers(app)
     return app
 
