@@ -75,6 +75,7 @@ class KindConfig(_Strict):
     check_timeout_s: float = Field(default=900.0, gt=0, le=24 * 3600)
     max_depth: int = Field(default=1, ge=0, le=8)
     on_child_failure: Literal["skip", "fail"] = "skip"
+    review_subtasks: bool = True  # plan: a sub-task's change is reviewed before the merge queue takes it
 
 
 class Price(_Strict):

@@ -39,6 +39,7 @@ from routing.parked import ParkedAnswers
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from routing.state import connect_state
+from store import pipeline as rows
 from store import repo
 from store.db import session_scope
 from switchyard.errors import (
@@ -56,7 +57,8 @@ from tasks import pipeline
 from tasks.claim import Resumed, claim, finished_task, recover, store_outcome
 from tasks.context import Context
 from tasks.kinds import HANDLERS
-from tasks.kinds.base import Answer, Outcome, Prompt, TaskInfo
+from tasks.kinds.base import LANDING, Answer, Outcome, Prompt, TaskInfo
+from tasks.plans import update_plan
 from tasks.storing import Keeper, priced
 from tasks.tries import TryLog
 
@@ -388,6 +390,8 @@ class Runner:
     def _succeed(self, task: TaskInfo, route: Route, outcome: Outcome) -> str:
         if not self.owns():
             return self._taken_over(task)
+        if outcome.status == LANDING:
+            return self._park(task, route, outcome)
         with session_scope(self.ctx.database_url) as session:
             repo.upsert_result(
                 session,
@@ -411,6 +415,27 @@ class Runner:
         log.info("task %s (%s) %s on %s: %s", task.id, task.kind, outcome.status, route.provider, outcome.summary)
         self._after(task, outcome.status, outcome)
         return outcome.status
+
+    def _park(self, task: TaskInfo, route: Route, outcome: Outcome) -> str:
+        """A plan whose sub-tasks are submitted: it waits for them to land, and ends in tasks/plans.py."""
+        with session_scope(self.ctx.database_url) as session:
+            repo.upsert_result(
+                session,
+                environment=task.environment,
+                stage=task.stage,
+                task_id=task.id,
+                kind=task.kind,
+                status="running",
+                summary=outcome.summary,
+                data=outcome.data,
+            )
+            parked = rows.park_plan(
+                session, task_id=task.id, provider=route.provider, model=route.model, transport=route.transport
+            )
+        log.info("task %s (%s) waits for its sub-tasks to land: %s", task.id, task.kind, outcome.summary)
+        if parked and update_plan(self.ctx, task.id):  # a redelivery may find them landed already
+            pipeline.after_terminal(self.ctx, task, "succeeded", None)
+        return "deferred"
 
     def _finish(self, task: TaskInfo, status: str, reason: str) -> str:
         if not self.owns():
