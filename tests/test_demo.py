@@ -52,7 +52,7 @@ def ports(env: dict[str, str]) -> list[int]:
 def check_pipeline(env: dict[str, str], tasks: list[dict[str, Any]]) -> None:
     """In every environment: implement → review by another provider → integrate, then promoted to staging."""
     by_id = {t["id"]: t for t in tasks}
-    workspace = Path(env["SWITCHYARD_HOME"]) / "development" / "demo" / "workspace"
+    workspace = Path(env["SWITCHYARD_HOME"]) / "demo" / "workspace"
     for name in ("dev1", "dev2", "dev3", "dev4", "dev5"):
         integ = next(t for t in tasks if t["kind"] == "pr_integ" and t["environment"] == name)
         review = by_id[integ["parent_id"]]
@@ -82,8 +82,11 @@ def git(workspace: Path, *args: str) -> str:
 
 
 def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
-    env = demo_env(tmp_path / "home")
+    user_db = tmp_path / "users-own.db"  # the user's database, exported in their shell: the demo never touches it
+    env = {**demo_env(tmp_path / "home"), "SWITCHYARD_DATABASE_URL": f"sqlite:///{user_db}"}
     run = cli(env, "demo", "--keep-running", timeout=240)
+    assert not user_db.exists() and not (tmp_path / "home" / "development").exists()
+    env = {**env, "SWITCHYARD_PROFILE": "demo"}  # the demo's own profile: its tasks, spend and fleet
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Results per environment" in run.stdout and "Cost per provider" in run.stdout
     assert "Tasks that fell back, and why" in run.stdout
@@ -108,7 +111,7 @@ def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
     finally:
         stopped = cli(env, "down")
     assert stopped.returncode == 0, stopped.stderr
-    run_dir = tmp_path / "home" / "development" / "run"
+    run_dir = tmp_path / "home" / "demo" / "run"
     assert not list(run_dir.glob("*.pid*"))
     assert not any(port_open("127.0.0.1", port) for port in ports(env))
 
@@ -117,3 +120,4 @@ def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
     assert not list(run_dir.glob("*.pid*"))
     assert not any(port_open("127.0.0.1", port) for port in ports(env))
     assert len(cli_json(env, "tasks", "list")) >= 80
+    assert not user_db.exists()

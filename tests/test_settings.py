@@ -68,3 +68,18 @@ def test_ready_timeout_is_adaptive_unless_set_and_must_be_positive(monkeypatch: 
     monkeypatch.setenv("SWITCHYARD_READY_TIMEOUT", "0")
     with pytest.raises(ConfigError, match="SWITCHYARD_READY_TIMEOUT"):
         load_settings()
+
+
+def test_the_demo_profile_keeps_its_data_apart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What a user exported for their own fleet (database, broker, state, workspace) is never the demo's."""
+    monkeypatch.setenv("SWITCHYARD_HOME", str(tmp_path))
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", "postgresql+psycopg://u@db/users")
+    monkeypatch.setenv("SWITCHYARD_BROKER_URL", "redis://broker:6379/0")
+    monkeypatch.setenv("SWITCHYARD_WORKSPACE", str(tmp_path / "mine"))
+    demo = load_settings(profile="demo")
+    assert demo.data_dir == (tmp_path / "demo").resolve()
+    assert demo.effective_database_url == f"sqlite:///{tmp_path.resolve() / 'demo' / 'switchyard.db'}"
+    assert demo.broker_url is None and demo.workspace_dir == (tmp_path / "demo" / "workspace").resolve()
+    assert demo.fleet_profile == "development"  # the fleet file's overlay it reads
+    users = load_settings()
+    assert users.effective_database_url == "postgresql+psycopg://u@db/users" and users.fleet_profile == "development"
