@@ -203,6 +203,7 @@ class Runner:
             prompt_chars=len(prompt.system) + len(prompt.prompt),
             excluded=frozenset(excluded),
             avoid=frozenset(task.request.avoid_providers),
+            avoid_why=avoid_reasons(task),
         )
 
     def _place(self, task: TaskInfo, number: int) -> Place:
@@ -451,6 +452,18 @@ class Runner:
             pipeline.after_terminal(self.ctx, task, status, outcome)
         except Exception:  # the task's status is committed; a follow-up that failed is logged, not hidden
             log.exception("follow-ups of task %s (%s) failed", task.id, task.kind)
+
+
+def avoid_reasons(task: TaskInfo) -> tuple[tuple[str, str], ...]:
+    """Why each provider the task avoids is avoided, in words for the refusal reason."""
+    request = task.request
+    reasons = []
+    for name in request.avoid_providers:
+        if task.kind == "pr_review" and name == request.implementer:
+            reasons.append((name, "the implementer of the PR under review (a review is by another provider)"))
+        else:
+            reasons.append((name, "the task's avoid_providers (--avoid) name it"))
+    return tuple(reasons)
 
 
 def run_task(task_id: str, ctx: Context, *, owns: Callable[[], bool] = lambda: True) -> str:
