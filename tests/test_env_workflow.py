@@ -215,6 +215,18 @@ def test_status_log_and_diff_on_one_and_on_all(sy: Run, ws: Path) -> None:
     stat = sy("env", "diff", "dev2", "--stat")
     assert stat.code == 0 and "README.md" in stat.out and "+changed" not in stat.out
 
+    # a commit on env/dev2: the diff against the base (origin/main) shows it with what is still uncommitted
+    (dev2 / "committed.py").write_text("X = 1\n")
+    git(dev2, "add", "committed.py")
+    git(dev2, "-c", "user.name=u", "-c", "user.email=u@example.com", "commit", "-qm", "a commit")
+    (against,) = sy("env", "diff", "dev2", "--json").json()
+    assert {f["path"] for f in against["files"]} == {"README.md", "committed.py"}
+    assert (against["base"], against["commits"]) == ("origin/main", 1)
+    assert "+X = 1" in against["text"] and "+changed" in against["text"]
+    assert against["message"].startswith("2 changed file(s) against origin/main (1 commit(s) since ")
+    (only,) = sy("env", "diff", "dev2", "--uncommitted", "--json").json()
+    assert [f["path"] for f in only["files"]] == ["README.md"] and "+X = 1" not in only["text"]
+
 
 def test_feature_commit_push_pull_on_one_environment(sy: Run, ws: Path, sample: Path) -> None:
     dev1 = ws / "dev1"
