@@ -54,10 +54,15 @@ def check_pipeline(env: dict[str, str], tasks: list[dict[str, Any]]) -> None:
     by_id = {t["id"]: t for t in tasks}
     workspace = Path(env["SWITCHYARD_HOME"]) / "demo" / "workspace"
     for name in ("dev1", "dev2", "dev3", "dev4", "dev5"):
-        integ = next(t for t in tasks if t["kind"] == "pr_integ" and t["environment"] == name)
+        integs = [t for t in tasks if t["kind"] == "pr_integ" and t["environment"] == name]
+        # the submitted pr_impl's integration (a plan's sub-tasks land through the merge queue too)
+        integ = next(t for t in integs if by_id[by_id[t["parent_id"]]["parent_id"]]["parent_id"] is None)
         review = by_id[integ["parent_id"]]
         impl = by_id[review["parent_id"]]
         assert (review["kind"], impl["kind"]) == ("pr_review", "pr_impl")
+        plan = next(t for t in tasks if t["kind"] == "plan" and t["environment"] == name)
+        landed = cli_json(env, "tasks", "show", plan["id"])["result"]["data"]
+        assert landed["outcome"] == "succeeded" and all(sub["landed"] for sub in landed["subtasks"])
         assert review["provider"] != impl["provider"]
         tips = [git(workspace, "rev-parse", f"env/{name}{suffix}") for suffix in ("", "-qa", "-staging")]
         assert len(set(tips)) == 1, tips  # promoted through qa to staging
