@@ -15,7 +15,7 @@ import httpx
 import pytest
 from conftest import free_port, port_open
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]  # two demo runs, at any load
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
 GROUPS = {"high_level", "dev_workers", "pr_review", "pr_impl", "pr_integ"}
 SECRET_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OLLAMA_HOST", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL")
