@@ -106,6 +106,17 @@ def is_landing(task: Task) -> bool:
     return task.status == "deferred" and (task.reason or "").startswith(LANDING)
 
 
+def landing_plans(session: Session, *, limit: int = 100) -> list[str]:
+    """Ids of the plans parked until their sub-tasks land, oldest first."""
+    statement = (
+        select(Task.id)
+        .where(Task.kind == "plan", Task.status == "deferred", Task.reason.like(f"{LANDING}%"))
+        .order_by(Task.created_at, Task.id)
+        .limit(limit)
+    )
+    return list(session.scalars(statement))
+
+
 def nearest_plan(session: Session, task_id: str) -> str | None:
     """The closest plan above ``task_id`` in its chain (following ``parent_id`` up), or None."""
     node = session.get(Task, task_id)

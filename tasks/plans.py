@@ -129,6 +129,27 @@ def update_plan(ctx: Context, plan_id: str) -> bool:
         return repo.finish_task(session, task_id=plan.id, status=status, reason=reason)
 
 
+def sweep_landing(ctx: Context, *, settle_dependents: Callable[[Context, str], None]) -> int:
+    """The safety net, run by the periodic sender: end every parked plan whose sub-tasks' chains are complete
+    (the last of them ends it as it finishes; this catches one whose follow-ups were made by the sender
+    later). How many it ended."""
+    with session_scope(ctx.database_url) as session:
+        parked = rows.landing_plans(session)
+    ended = 0
+    for plan_id in parked:
+        if update_plan(ctx, plan_id):
+            ended += 1
+            _plan_ended(ctx, plan_id, settle_dependents)
+    return ended
+
+
+def _plan_ended(ctx: Context, plan_id: str, settle_dependents: Callable[[Context, str], None]) -> None:
+    settle_dependents(ctx, plan_id)
+    with session_scope(ctx.database_url) as session:
+        outbox.mark_sent(session, task_id=plan_id, action=outbox.FOLLOW_UPS)
+    after_finished(ctx, plan_id, settle_dependents=settle_dependents)
+
+
 def after_finished(ctx: Context, task_id: str, *, settle_dependents: Callable[[Context, str], None]) -> None:
     """``task_id`` has just finished and its follow-ups are made: bring the plans above it up to date. A plan
     this ends has its own follow-ups run here (its dependents settled, its own plan updated in turn)."""
@@ -141,4 +162,4 @@ def after_finished(ctx: Context, task_id: str, *, settle_dependents: Callable[[C
         settle_dependents(ctx, plan_id)
         with session_scope(ctx.database_url) as session:
             outbox.mark_sent(session, task_id=plan_id, action=outbox.FOLLOW_UPS)
-        current = plan_id
+        current = plan_id  # its own plan, if any, next

@@ -10,6 +10,8 @@ Run by celery beat every ``[outbox] every_s`` (:func:`tasks.maintenance.send_out
    ``lost_after_s`` and that the broker has no message for, looked at twice (a message passing from its queue
    to a worker is in neither for an instant): their message is sent again. A duplicate delivery is harmless:
    a task that already runs or finished is not run again.
+3. ends a plan parked until its sub-tasks land whose sub-tasks' chains are all complete
+   (:func:`tasks.plans.sweep_landing`: the safety net behind the last sub-task's own update).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from store.db import session_scope
 from store.models import Task
 from switchyard.errors import InputError
 from switchyard.fleet_models import OutboxPolicy
+from tasks import dependencies
 from tasks.claim import finished_task
 from tasks.context import Context
 from tasks.outbox import LOST_STATUSES, is_lost, owed_before, sent_before
 from tasks.pipeline import after_terminal
+from tasks.plans import sweep_landing
 from tasks.queues import on_broker
 from tasks.send import failed, publish, put_on_queue
 
@@ -57,6 +61,7 @@ def run_once(ctx: Context, *, now: datetime | None = None, look: LookIntoBroker 
     followed = sum(1 for row, ok in zip(rows, done, strict=True) if ok and row.action == outbox.FOLLOW_UPS)
     broker_away = any(not ok and row.action == outbox.SEND for row, ok in zip(rows, done, strict=True))
     resent = 0 if broker_away else resend_lost(ctx, now=now, look=look)
+    sweep_landing(ctx, settle_dependents=dependencies.on_finished)  # plans whose sub-tasks all landed or ended
     return SenderRun(sent=sent, followed_up=followed, failed=done.count(False), resent=resent)
 
 

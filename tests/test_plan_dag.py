@@ -197,3 +197,25 @@ def test_submit_depends_on(ctx: Context) -> None:
     assert detail(ctx, second)["payload"]["base_branches"] == [first_branch]
     with pytest.raises(InputError, match="which does not exist"):
         submit({"kind": "dev_task", "environment": "dev1", "title": "x", "depends_on": ["nope"]}, context=ctx)
+
+
+def test_a_plan_left_parked_is_ended_by_the_senders_sweep(ctx: Context) -> None:
+    """The last sub-task ends its plan as it finishes; when that step was lost (a worker died between its
+    follow-ups and the plan's update), the periodic sender's sweep ends the plan."""
+    from sqlalchemy import update
+
+    from store.models import Task
+    from tasks import dependencies
+    from tasks.plans import sweep_landing
+
+    plan_id = submit({"kind": "plan", "environment": "dev1", "goal": "a diamond"}, context=ctx)
+    drain(ctx, plan_script(diamond()))
+    assert detail(ctx, plan_id)["status"] == "succeeded"
+    with session_scope(ctx.database_url) as session:  # as if the last update of the plan never happened
+        session.execute(
+            update(Task).where(Task.id == plan_id).values(status="deferred", reason=rows.LANDING, finished_at=None)
+        )
+    assert sweep_landing(ctx, settle_dependents=dependencies.on_finished) == 1
+    plan = detail(ctx, plan_id)
+    assert plan["status"] == "succeeded" and plan["result"]["data"]["landed"] == 4
+    assert sweep_landing(ctx, settle_dependents=dependencies.on_finished) == 0  # nothing parked any more
