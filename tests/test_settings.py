@@ -83,3 +83,16 @@ def test_the_demo_profile_keeps_its_data_apart(monkeypatch: pytest.MonkeyPatch, 
     assert demo.fleet_profile == "development"  # the fleet file's overlay it reads
     users = load_settings()
     assert users.effective_database_url == "postgresql+psycopg://u@db/users" and users.fleet_profile == "development"
+
+
+def test_a_demo_child_finds_the_demos_broker(tmp_path: Path) -> None:
+    """`up` passes its children the settings in force; a child of the demo profile drops the URLs it is given
+    (as the demo does) and must still find the demo's embedded broker, from its port."""
+    from workers.services import child_env
+
+    parent = load_settings(profile="demo", home=tmp_path, broker_port=45499)
+    env = child_env(parent, simulate=True, base_env={})
+    child_values = {key.removeprefix("SWITCHYARD_").lower(): value for key, value in env.items()}
+    child = Settings(**{k: v for k, v in child_values.items() if k in Settings.model_fields})  # type: ignore[arg-type]
+    assert child.effective_broker_url == parent.effective_broker_url == "redis://127.0.0.1:45499/0"
+    assert child.effective_database_url == parent.effective_database_url
