@@ -6,7 +6,7 @@ it, so it takes effect without a restart. ``budget list --json`` prints what ``G
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -52,14 +52,38 @@ def budget_set(
 ) -> None:
     """Add or replace a budget; it applies from the next hold, without a restart."""
     ctx = db_context()
+    before = _alert_of(budget_rows(ctx)["budgets"], scope, target, window)
     budget = Ledger(ctx.database_url, ctx.fleet).set_budget(
         scope=scope, target=target, window=window, cap_usd=cap, alert_usd=alert, action=action
     )
     rows = [row for row in budget_rows(ctx)["budgets"] if _is_of(row, budget)]
+    note = alert_note(before, None if budget.alert_micros is None else budget.alert_micros / 1e6, asked=alert, cap=cap)
     if as_json:
-        print_json({"set": _budget_json(budget), "budgets": rows})
+        print_json({"set": _budget_json(budget), "budgets": rows, "note": note})
         return
     show(rows, f"Budget set: {budget.scope} {budget.target} {budget.window}")
+    if note:
+        console.print(note, markup=False, highlight=False)
+
+
+def _alert_of(rows: list[dict[str, Any]], scope: str, target: str, window: str) -> float | None:
+    """The alert line of the budget in force for (scope, target, window) before it is replaced."""
+    for row in rows:
+        if (row["scope"], row["target"], row["window"]) == (scope, target, window):
+            return cast(float | None, row["alert_usd"])
+    return None
+
+
+def alert_note(before: float | None, after: float | None, *, asked: float | None, cap: float) -> str:
+    """Pure: what ``budget set`` did to the alert line when --alert was left out (empty when it was given)."""
+    if asked is not None or before is None:
+        return ""
+    if after is not None:
+        return f"alert line kept at ${after:g} (the budget this replaces had it; --alert sets another)"
+    return (
+        f"the alert line ${before:g} is above the new cap ${cap:g}, so this budget has none now; "
+        "set one at or under the cap with --alert"
+    )
 
 
 def _is_of(row: dict[str, Any], budget: Budget) -> bool:

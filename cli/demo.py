@@ -7,7 +7,10 @@ Then, in every environment: a change goes through the whole pipeline (implement 
 dev → qa → staging. Last, a ladder drill: the simulator fails every Claude call while five reviews run, and
 the router falls back to the next rung as the shared breaker opens. Prints results per environment, costs per
 provider and group, and which tasks fell back and why; stops what it started.
-The demo never uses real provider keys: every call goes to the simulator.
+The demo never uses real provider keys: every call goes to the simulator. It runs in a profile of its own,
+``demo``: its database, broker and workspace live in ``<home>/demo/``, whatever ``SWITCHYARD_PROFILE``,
+``SWITCHYARD_DATABASE_URL``, ``SWITCHYARD_BROKER_URL`` or ``SWITCHYARD_WORKSPACE`` say, so its tasks, spend
+and budgets never mix with the user's.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def demo(
     """Run the whole fleet on the simulator with a batch of tasks in every environment, then stop it."""
     from workers import launcher
 
-    ctx = simulated_only(cli_context(simulate=True, ready_timeout=ready_timeout))
+    ctx = simulated_only(cli_context(simulate=True, ready_timeout=ready_timeout, profile="demo"))
     refuse_real_environments(ctx)
     ctx = demo_clis.with_agent_clis(ctx, demo_dir(ctx))  # one pr_impl per agent CLI, when installed
     started = datetime.now(UTC) - timedelta(seconds=1)
@@ -78,7 +81,7 @@ def demo(
             s = ctx.settings
             console.print(
                 f"Fleet left running: Flower http://{s.host}:{s.flower_port}, "
-                f"status API http://{s.host}:{s.api_port}. Stop it with: switchyard down"
+                f"status API http://{s.host}:{s.api_port}. Stop it with: SWITCHYARD_PROFILE=demo switchyard down"
             )
         else:
             launcher.down(ctx.settings, on_event=console.print)
@@ -103,7 +106,8 @@ def run(ctx: Context, timeout: float, started: datetime) -> bool:
 
 
 def simulated_only(ctx: Context) -> Context:
-    """The context without provider keys or addresses: the demo, and its workers, never reach a real provider."""
+    """The context without provider keys or addresses: the demo, and its workers, never reach a real provider.
+    (Its profile, ``demo``, already keeps the user's database, broker, state Redis and workspace out.)"""
     none = dict.fromkeys(
         ("anthropic_api_key", "openai_api_key", "anthropic_base_url", "openai_base_url", "ollama_host")
     )
@@ -111,8 +115,8 @@ def simulated_only(ctx: Context) -> Context:
 
 
 def demo_dir(ctx: Context) -> Path:
-    """The demo's own sample repository and workspace, apart from the user's workspace."""
-    return ctx.settings.data_dir / "demo"
+    """The demo's own sample repository and workspace: its profile's data directory."""
+    return ctx.settings.data_dir
 
 
 def refuse_real_environments(ctx: Context) -> None:

@@ -134,12 +134,18 @@ def log(
 def diff(
     names: EnvArgs = None,
     stat: Annotated[bool, typer.Option("--stat", help="Only the summary of changed files.")] = False,
+    uncommitted: Annotated[
+        bool, typer.Option("--uncommitted", help="Only the changes not committed yet (against HEAD).")
+    ] = False,
     every: AllOpt = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Uncommitted changes against HEAD (all environments when none is named)."""
-    outcomes = outcomes_for("diff", names, every, workspace, partial(workflow.diff, stat=stat), writes=False)
+    """Changes against the environment's base (origin's base branch for env/<env>, env/<env> for a feature
+    branch): its commits and uncommitted changes; --uncommitted for those alone (all environments when none
+    is named)."""
+    work = partial(workflow.diff, stat=stat, uncommitted=uncommitted)
+    outcomes = outcomes_for("diff", names, every, workspace, work, writes=False)
     if as_json:
         print_json([outcome.as_dict() for outcome in outcomes])
         return finish(outcomes)

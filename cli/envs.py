@@ -16,8 +16,9 @@ from cli.envargs import EnvArgs, JsonOpt, WorkspaceOpt, YesOpt, workspace_for
 from cli.ops import prepare
 from cli.render import console, err_console, print_json, table
 from environments.branches import sweep_task_branches
+from environments.checks import CheckResult, parse_check_command
 from environments.leftovers import Leftover, find_leftovers, remove_leftovers
-from environments.promote import promote
+from environments.promote import check_at, promote
 from environments.workflow import select_environments
 from environments.workspace import EnvironmentInfo, WorkspaceReport, ensure_workspace
 from store import repo
@@ -46,6 +47,8 @@ def init_report(
     if unknown:
         raise InputError(f"unknown environments {unknown}; the fleet file defines {fleet.names}")
     root = (workspace or ctx.settings.workspace_dir).resolve()
+    if check is not None:
+        parse_check_command(check)  # refused before anything is made (exit 2), not at the first integration
     report = ensure_workspace(
         repository,
         root,
@@ -92,23 +95,72 @@ def env_init(
     check: Annotated[
         str | None, typer.Option("--check", help="Check command for these environments, e.g. 'make test'.")
     ] = None,
+    no_check_run: Annotated[
+        bool, typer.Option("--no-check-run", help="Do not run the check command once on the new environments.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create or repair one working copy per environment on env/<name>, its stage branches and SQL rows.
+    """Create or repair one working copy per environment on env/<name>, its stage branches and SQL rows, then
+    run the check command once on the environments' tip (as an integration would) and say how it went.
 
     Running it again recreates what is missing and leaves the rest alone (local commits and changes too)."""
     ctx = cli_context()
     names = [n.strip() for n in envs.split(",") if n.strip()] if envs else None
     report = init_report(ctx, repository, workspace, names, check=check)
+    chosen = [info for info in report.environments if names is None or info.name in names]
+    root = (workspace or ctx.settings.workspace_dir).resolve()
+    checks = [] if no_check_run else run_checks_once(ctx, root, chosen)
     if as_json:
         print_json(
             {
                 "environments": [_info_dict(info) for info in report.environments],
                 "changes": report.changes,
                 "kept": report.kept,
+                "checks": [{"environments": envs, "branch": branch, **r.as_dict()} for envs, branch, r in checks],
             }
         )
-        return
+    else:
+        _print_init(report)
+        _print_checks(checks)
+    if any(not result.passed for _, _, result in checks):
+        raise typer.Exit(1)
+
+
+def run_checks_once(
+    ctx: Context, workspace: Path, infos: list[EnvironmentInfo]
+) -> list[tuple[list[str], str, CheckResult]]:
+    """Each distinct check command, run once on the tip of the first environment that has it."""
+    by_command: dict[str, list[EnvironmentInfo]] = {}
+    for info in infos:
+        by_command.setdefault(info.check_command, []).append(info)
+    timeout = ctx.fleet.kind("pr_integ").check_timeout_s
+    done = []
+    for command, group in by_command.items():
+        err_console.print(f"running the check {command!r} on {group[0].branch} ...", markup=False, highlight=False)
+        result = check_at(workspace, group[0].branch, command, timeout_s=timeout)
+        done.append(([info.name for info in group], group[0].branch, result))
+    return done
+
+
+def _print_checks(checks: list[tuple[list[str], str, CheckResult]]) -> None:
+    for envs, branch, result in checks:
+        verdict = "passed" if result.passed else f"FAILED (exit {result.exit_code})"
+        console.print(
+            f"check {result.command!r} on {branch} ({', '.join(envs)}): {verdict} in {result.duration_s:.1f}s",
+            markup=False,
+            highlight=False,
+        )
+        if not result.passed:
+            sys.stdout.write(result.output[-2000:] + "\n")
+            err_console.print(
+                "the environments are ready, but their check fails there: fix the repository or the command "
+                "(env init --check '...'); --no-check-run skips this run",
+                markup=False,
+                highlight=False,
+            )
+
+
+def _print_init(report: WorkspaceReport) -> None:
     for info in report.environments:
         console.print(f"{info.name}: {info.path} on {info.branch} (port {info.port}, check {info.check_command!r})")
     for line in report.changes:

@@ -12,8 +12,9 @@ import typer
 from cli.context import db_context
 from cli.detail import show_detail
 from cli.render import console, err_console, print_json, table, usd
+from store.chains import chain_end, links
 from store.db import session_scope
-from store.models import ACTIVE_STATUSES, TERMINAL_STATUSES
+from store.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Task
 from store.queries import list_tasks, resolve_task_id, task_detail
 from switchyard.errors import InputError, NotFound
 from switchyard.fleet import KINDS
@@ -46,8 +47,14 @@ def submit(
         int | None, typer.Option("--deadline", help="Seconds it may wait for a provider or budget.")
     ] = None,
     avoid: Annotated[list[str] | None, typer.Option("--avoid", help="A provider not to use (repeatable).")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for a terminal status.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 600.0,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait until the whole chain ended (review, integration, a plan's sub-tasks)."),
+    ] = False,
+    wait_task: Annotated[
+        bool, typer.Option("--wait-task", help="Wait only for the submitted task's own terminal status.")
+    ] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait or --wait-task.")] = 1800.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit one task to its group's queue."""
@@ -68,7 +75,10 @@ def submit(
         "avoid_providers": avoid or None,
     }
     task_id = submit_task({k: v for k, v in request.items() if v not in (None, "")}, context=ctx)
-    if not wait:
+    if wait and not wait_task:
+        report_chain(ctx, task_id, timeout, as_json=as_json)
+        return
+    if not wait_task:
         print_json({"id": task_id}) if as_json else console.print(task_id)
         return
     detail = wait_for(ctx, task_id, timeout)
@@ -80,6 +90,42 @@ def submit(
         show_detail(detail)
     if detail["status"] != "succeeded":
         raise typer.Exit(1)
+
+
+def report_chain(ctx: Context, task_id: str, timeout: float, *, as_json: bool) -> None:
+    """Wait for ``task_id``'s chain to end and print it link by link; exit 1 unless it landed or succeeded."""
+    err_console.print(f"submitted {task_id}; waiting for its chain (review, integration, sub-tasks) to end")
+    chain_links, end = wait_for_chain(ctx, task_id, timeout)
+    if not end["complete"]:
+        err_console.print(f"timed out after {timeout:g}s; the chain of {task_id} is still running")
+    if as_json:
+        print_json({"id": task_id, **end, "links": chain_links})
+    else:
+        for link in chain_links:
+            indent = "  " * link["depth"]
+            merged = f" → {link['merge_target']} {link['merge_sha'][:10]}" if link["merge_sha"] else ""
+            console.print(
+                f"{indent}{link['kind']} {link['id'][:8]} [bold]{link['status']}[/bold]"
+                f" {link['provider'] or ''}{merged}: {link['summary'][:160]}",
+                highlight=False,
+            )
+        console.print(f"[bold]{end['outcome']}[/bold]: {end['why']}", highlight=False)
+    if not (end["complete"] and end["ok"]):
+        raise typer.Exit(1)
+
+
+def wait_for_chain(ctx: Context, task_id: str, timeout: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(ctx.database_url) as session:
+            task = session.get(Task, task_id)
+            if task is None:
+                raise NotFound(f"task {task_id} does not exist")
+            chain_links = links(session, task)
+        end = chain_end(chain_links)
+        if end["complete"] or time.monotonic() > deadline:
+            return chain_links, end
+        time.sleep(1.0)
 
 
 def resolve_ids(ctx: Context, refs: list[str]) -> list[str]:

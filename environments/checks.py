@@ -1,4 +1,13 @@
-"""Run an environment's check command (e.g. ``make test``) in a directory, as an argument list, never a shell.
+"""Run an environment's check command (e.g. ``make test``, ``PYTHONPATH=src pytest``) in a directory.
+
+The command runs as a user's shell would run it, ``/bin/sh -c COMMAND``, in the root of a worktree of the
+user's repository (one where no configuration file lies above it: :func:`environments.layout.work_root`),
+with this environment and nothing else (:func:`check_environment`): ``PATH``, ``HOME``, ``USER``,
+``LOGNAME``, ``SHELL``, ``LANG``, ``LANGUAGE``, ``LC_*``, ``TZ``, ``TMPDIR``, ``TERM``, the proxy and CA
+variables (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY`` and their lower-case forms, ``SSL_CERT_FILE``,
+``SSL_CERT_DIR``, ``REQUESTS_CA_BUNDLE``) and ``CI`` as the worker has them, plus ``GIT_TERMINAL_PROMPT=0``
+and ``PWD``. Switchyard's own settings (``SWITCHYARD_*``), provider keys, ``PYTHONPATH``, ``VIRTUAL_ENV``
+and the like never reach it; a check that needs a variable sets it itself (``PYTHONPATH=src pytest``).
 
 The outcome is data: passed or not, the exit code, how long it took and the tail of its output (stdout and
 stderr interleaved), so promotion and integration can store it and say why they refused. The command never
@@ -22,6 +31,12 @@ from switchyard.errors import InputError
 OUTPUT_TAIL_CHARS = 4000
 GUARD = Path(__file__).with_name("checkguard.py")
 GUARD_GRACE_S = 30.0  # after a timeout, how long the guard has to kill the check before it is killed itself
+SHELL = "/bin/sh"
+INHERITED = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "CI",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,14 +58,29 @@ class CheckResult:
 
 
 def parse_check_command(command: str) -> list[str]:
-    """The argument list of a check command; refuses an empty or unparsable one with how to write it."""
+    """The argument list that runs a check command through ``sh -c``; refuses an empty command, one with a NUL
+    or a line break, and one the shell cannot parse (``sh -n``), saying how to write it."""
+    if not command.strip():
+        raise InputError("the check command is empty; use e.g. 'make test', or 'true' for no check")
+    if "\0" in command or "\n" in command or "\r" in command:
+        raise InputError(f"check command {command!r} must be one line without NUL; join commands with '&&'")
     try:
-        argv = shlex.split(command)
+        shlex.split(command)
+        syntax = subprocess.run([SHELL, "-n", "-c", command], capture_output=True, text=True, timeout=10, check=False)
     except ValueError as exc:
         raise InputError(f"check command {command!r} cannot be parsed ({exc}); quote it like a shell would") from None
-    if not argv:
-        raise InputError("the check command is empty; use e.g. 'make test', or 'true' for no check")
-    return argv
+    if syntax.returncode != 0:
+        why = (syntax.stderr.strip().splitlines() or ["syntax error"])[-1]
+        raise InputError(f"check command {command!r} is not valid sh ({why}); write it as you would in a terminal")
+    return [SHELL, "-c", command]
+
+
+def check_environment(cwd: Path, inherited: dict[str, str] | None = None) -> dict[str, str]:
+    """Pure: the environment a check runs with (see the module docstring), from the worker's ``inherited``."""
+    source = os.environ if inherited is None else inherited
+    env = {name: value for name, value in source.items() if name in INHERITED or name.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    return {**env, "GIT_TERMINAL_PROMPT": "0", "PWD": str(cwd)}
 
 
 def run_check(cwd: Path, command: str, *, timeout_s: float = 900.0) -> CheckResult:
@@ -82,7 +112,7 @@ def run_check(cwd: Path, command: str, *, timeout_s: float = 900.0) -> CheckResu
 
 
 def _start_guard(cwd: Path, argv: list[str], *, stdin: int, status_fd: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    env = check_environment(cwd)
     return subprocess.Popen(
         [sys.executable, "-I", "-S", str(GUARD), str(status_fd), "--", *argv],
         cwd=cwd,

@@ -9,11 +9,21 @@
     .promote/<env>-<stage>-*/  a temporary worktree where a promotion runs the check (removed after)
     <env>/                  one worktree per environment, on branch env/<env>
     workspace.json          what init_workspace was asked for (read back by list_environments)
+
+``.tasks`` and ``.promote`` are where check commands run, so they must look like a clone of the user's
+repository and nothing more: no tool configuration may be found above them (pytest walks up from its rootdir
+candidates for ``pyproject.toml``, ``setup.cfg``, ``pytest.ini``, ``tox.ini``; a workspace inside a project,
+e.g. ``./.switchyard`` of Switchyard's own checkout, would hand it that project's settings). When the
+workspace has such a file above it, both live in the work root :func:`work_root` picks instead: a private
+directory under the system's temporary directory (``$TMPDIR/switchyard-<uid>/<workspace name>-<hash>``).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -34,6 +44,13 @@ TASKS_DIR = ".tasks"
 PROMOTE_DIR = ".promote"
 METADATA_FILE = "workspace.json"
 LOCK_TIMEOUT_S = 300.0
+# files a check's tools read from the directories above the one they run in (pytest, tox, setuptools, mypy,
+# ruff, npm): none may be found above a directory where a check runs
+CONFIG_FILES = (
+    "pyproject.toml", "setup.cfg", "setup.py", "pytest.ini", ".pytest.ini", "tox.ini", "conftest.py",
+    "mypy.ini", ".mypy.ini", "ruff.toml", ".ruff.toml", "package.json",
+)  # fmt: skip
+log = logging.getLogger(__name__)
 
 
 def repo_dir(workspace: Path) -> Path:
@@ -41,11 +58,40 @@ def repo_dir(workspace: Path) -> Path:
 
 
 def tasks_dir(workspace: Path) -> Path:
-    return workspace / TASKS_DIR
+    return work_root(workspace) / TASKS_DIR
 
 
 def promote_dir(workspace: Path) -> Path:
-    return workspace / PROMOTE_DIR
+    return work_root(workspace) / PROMOTE_DIR
+
+
+def configs_above(directory: Path) -> list[Path]:
+    """The tool configuration files in ``directory`` and every directory above it."""
+    resolved = directory.resolve()
+    return [
+        folder / name for folder in (resolved, *resolved.parents) for name in CONFIG_FILES if (folder / name).is_file()
+    ]
+
+
+def work_root(workspace: Path) -> Path:
+    """Where task worktrees and promotion worktrees live: the workspace itself when no configuration file is
+    above it, else a private directory under the system's temporary directory (see the module docstring)."""
+    return Path(_work_root(str(workspace.resolve())))
+
+
+@functools.lru_cache(maxsize=64)
+def _work_root(workspace: str) -> str:
+    found = configs_above(Path(workspace))
+    if not found:
+        return workspace
+    digest = hashlib.sha256(workspace.encode()).hexdigest()[:12]
+    private = Path(tempfile.gettempdir()) / f"switchyard-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    root = private / f"{Path(workspace).name}-{digest}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    if configs_above(root):
+        log.warning("%s has configuration files above it too: %s", root, ", ".join(map(str, configs_above(root))))
+    return str(root)
 
 
 def env_branch(environment: str) -> str:

@@ -113,7 +113,10 @@ def decide(
         note = f"switchyard promote {source} -> {target}"
         run_git(["update-ref", "-m", note, f"refs/heads/{target}", sha, now], cwd=repo)
     count = ahead_behind(sha, before, cwd=repo)[0]
-    return outcome("promoted", f"fast-forwarded {target} by {count} commit(s) to {sha[:12]}", after=sha, ran=ran)
+    passed = f"check `{command}` passed on {source} at {sha[:12]} in {ran.duration_s:.1f}s"
+    return outcome(
+        "promoted", f"{passed}; fast-forwarded {target} by {count} commit(s) to {sha[:12]}", after=sha, ran=ran
+    )
 
 
 def _diverged(repo: Path, source: str, target: str, target_sha: str, source_sha: str) -> str:
@@ -123,6 +126,14 @@ def _diverged(repo: Path, source: str, target: str, target_sha: str, source_sha:
         f"not a fast-forward: {target} has {extra} commit(s) that {source} does not ({'; '.join(first.splitlines())}); "
         f"a promotion only fast-forwards, so bring those commits into {source} first or reset {target}"
     )
+
+
+def check_at(workspace: Path, ref: str, command: str, *, timeout_s: float = CHECK_TIMEOUT_S) -> CheckResult:
+    """Run ``command`` on ``ref``'s commit in a temporary worktree, as a promotion would (``env init``'s run)."""
+    workspace = workspace.resolve()
+    sha = rev_parse(ref, cwd=repo_dir(workspace))
+    label = ref.replace("/", "-")
+    return _check_in_worktree(workspace, label, sha, partial(run_check, command=command, timeout_s=timeout_s))
 
 
 def _check_in_worktree(workspace: Path, label: str, sha: str, check: Checker) -> CheckResult:

@@ -9,7 +9,8 @@ pipeline sees it. The one remote is the source repository, ``origin`` of ``.repo
     feature  create and switch to ``feature/<env>/<YYYYMMDD>-<name>`` from ``env/<env>``
     commit   commit every change (refuses when there is none)
     log      the last N commits of the checked-out branch
-    diff     uncommitted changes against HEAD (``--stat`` for the summary)
+    diff     what the working copy changes against its base (the same base as ``status``; from their merge
+             base, so commits and uncommitted changes both show); ``uncommitted`` only against HEAD
     sync / push / pull       talk to origin: :mod:`environments.upstream`
     clean / rebase / reset   destructive, with an undo hint: :mod:`environments.rewrite`
 
@@ -148,18 +149,37 @@ def log(workspace: Path, info: EnvironmentInfo, *, count: int) -> Outcome:
     return Outcome(info.name, "log", True, f"{len(commits)} commit(s) on {branch or 'detached HEAD'}", details)
 
 
-def diff(workspace: Path, info: EnvironmentInfo, *, stat: bool) -> Outcome:
+def diff(workspace: Path, info: EnvironmentInfo, *, stat: bool, uncommitted: bool = False) -> Outcome:
+    """The working copy's changes against its base (see :func:`base_of`): every commit since the branch left
+    it and every uncommitted change; with ``uncommitted``, only what is not committed (against HEAD)."""
     path = require_worktree(info)
+    if uncommitted:
+        since, against = "HEAD", "HEAD"
+    else:
+        base = base_of(workspace, info, current_branch(cwd=path))
+        since, against = run_git(["merge-base", base, "HEAD"], cwd=path).strip(), short(base)
     files = []
-    for line in run_git(["diff", "HEAD", "--numstat"], cwd=path).splitlines():
+    for line in run_git(["diff", since, "--numstat"], cwd=path).splitlines():
         added, removed, name = line.split("\t", 2)
         files.append({"path": name, "added": _count(added), "removed": _count(removed)})
     untracked = [name for code, name in changed_files(cwd=path) if code == "??"]
-    text = run_git(["diff", "HEAD", "--stat" if stat else "--patch"], cwd=path)
+    text = run_git(["diff", since, "--stat" if stat else "--patch"], cwd=path)
     if len(text) > MAX_DIFF_CHARS:
         text = text[:MAX_DIFF_CHARS] + f"\n[... {len(text) - MAX_DIFF_CHARS} more characters not shown ...]\n"
-    message = f"{len(files)} changed file(s), {len(untracked)} untracked"
-    return Outcome(info.name, "diff", True, message, {"files": files, "untracked": untracked, "text": text})
+    commits = 0 if uncommitted else ahead_behind("HEAD", since, cwd=path)[0]
+    what = (
+        "uncommitted" if uncommitted else f"against {against} ({commits} commit(s) since {since[:12]}, and uncommitted)"
+    )
+    message = f"{len(files)} changed file(s) {what}, {len(untracked)} untracked"
+    details = {
+        "files": files,
+        "untracked": untracked,
+        "text": text,
+        "base": against,
+        "since": since,
+        "commits": commits,
+    }
+    return Outcome(info.name, "diff", True, message, details)
 
 
 def _count(value: str) -> int | None:

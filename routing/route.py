@@ -62,6 +62,7 @@ class RouteRequest:
     prompt_chars: int  # system + prompt, in characters (the token estimate is derived from it)
     excluded: frozenset[str] = frozenset()  # providers that already failed this task in this run
     avoid: frozenset[str] = frozenset()  # providers this task must not use (a review avoids its implementer)
+    avoid_why: tuple[tuple[str, str], ...] = ()  # (provider, why it is avoided), for the reason shown
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def _permanent(name: str, request: RouteRequest, state: ProviderState | None) ->
     if name in request.excluded:
         return _Why("already failed this task", None)
     if name in request.avoid:
-        return _Why("must not be used by this task", None)
+        why = dict(request.avoid_why).get(name, "the task's avoid_providers (--avoid) name it")
+        return _Why(f"must not be used by this task: {why}", None)
     if state is None:
         return _Why("unusable (no state reported)", None)
     if state.unusable is not None:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.models import Merge, Result, Review, Task, TaskDependency
+from store.models import TERMINAL_STATUSES, Merge, Outbox, Result, Review, Task, TaskDependency
 
 Row = dict[str, Any]
 MAX_CHAIN = 500
@@ -138,3 +138,74 @@ def pipeline_detail(session: Session, task: Task) -> Row:
         "reviews": [review_row(r) for r in reviews],
         "merges": [merge_row(m) for m in merges],
     }
+
+
+# --- how a submitted task's chain ended (``submit --wait``) ----------------------------------------------
+
+
+def links(session: Session, task: Task) -> list[Row]:
+    """``task`` and every task below it (its follow-ups, a plan's sub-tasks and theirs), depth first, each
+    with its depth, outcome summary and, for an integration, the commit it merged."""
+    order: list[tuple[Task, int]] = []
+    stack = [(task, 0)]
+    while stack and len(order) < MAX_CHAIN:
+        node, depth = stack.pop()
+        order.append((node, depth))
+        kids = session.scalars(
+            select(Task)
+            .where(Task.parent_id == node.id)
+            .order_by(Task.created_at, Task.id)
+            .execution_options(populate_existing=True)
+        )
+        stack.extend((kid, depth + 1) for kid in reversed(list(kids)))
+    ids = [node.id for node, _ in order]
+    summaries = {r.task_id: r.summary for r in session.scalars(select(Result).where(Result.task_id.in_(ids)))}
+    merges = {m.task_id: m for m in session.scalars(select(Merge).where(Merge.task_id.in_(ids)))}
+    owed = set(
+        session.scalars(
+            select(Outbox.task_id).where(
+                Outbox.task_id.in_(ids), Outbox.action == "follow_ups", Outbox.sent_at.is_(None)
+            )
+        )
+    )
+    return [
+        {
+            "id": node.id,
+            "kind": node.kind,
+            "status": node.status,
+            "environment": node.environment,
+            "title": node.title,
+            "provider": node.provider,
+            "depth": depth,
+            "pipeline": bool(node.payload.get("pipeline", True)),
+            "summary": summaries.get(node.id) or node.reason or "",
+            "merge_sha": merges[node.id].merge_sha if node.id in merges else None,
+            "merge_target": merges[node.id].target if node.id in merges else None,
+            "follow_ups_owed": node.id in owed,
+        }
+        for node, depth in order
+    ]
+
+
+def chain_end(chain_links: list[Row]) -> Row:
+    """Pure: whether the chain is complete (every link terminal, every follow-up made) and how it ended:
+    ``landed`` (a plan that succeeded, or a pipeline change an integration merged), ``succeeded`` (no merge
+    was asked for and every link succeeded), or ``not_landed`` / ``failed``, with why."""
+    root = chain_links[0]
+    complete = all(link["status"] in TERMINAL_STATUSES and not link["follow_ups_owed"] for link in chain_links)
+    merged = [link for link in chain_links if link["kind"] == "pr_integ" and link["status"] == "succeeded"]
+    broken = [link for link in chain_links if link["status"] in TERMINAL_STATUSES and link["status"] != "succeeded"]
+    wants_merge = root["kind"] == "pr_impl" and root["pipeline"]
+    if root["kind"] == "plan":
+        outcome = "landed" if root["status"] == "succeeded" else "failed"
+        why = root["summary"]
+    elif wants_merge and merged:
+        outcome, why = "landed", f"merged into {merged[-1]['merge_target']} at {(merged[-1]['merge_sha'] or '')[:10]}"
+    elif wants_merge:
+        last = chain_links[-1]
+        outcome = "failed" if broken else "not_landed"
+        why = f"the chain ended at {last['kind']} {last['id'][:8]} ({last['status']}): {last['summary']}"
+    else:
+        outcome = "failed" if broken else "succeeded"
+        why = "; ".join(f"{b['kind']} {b['id'][:8]} {b['status']}: {b['summary']}" for b in broken)
+    return {"complete": complete, "outcome": outcome, "why": why, "ok": outcome in ("landed", "succeeded")}

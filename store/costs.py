@@ -30,7 +30,8 @@ def since_filter(column: Any, since: datetime | None, until: datetime | None = N
 USAGE_COLUMNS = (
     "input_tokens",
     "cached_input_tokens",
-    "cache_write_tokens",
+    "cache_write_tokens",  # 5-minute cache writes
+    "cache_write_1h_tokens",  # 1-hour cache writes (priced apart)
     "output_tokens",
     "reasoning_tokens",
 )

@@ -20,10 +20,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from switchyard.fleet_models import DB_KEPT_MAX, DB_MAX_OVERFLOW, DB_POOL_SIZE
+
 _engines: dict[tuple[int, str], Engine] = {}
 # (pid, url) -> the connection each thread keeps (see held_connection), at most KEEP_MAX per process and URL:
 # a worker's threads (compose runs at most 6 per pool) with room to spare in the engine's pool
-KEEP_MAX = 8
+KEEP_MAX = DB_KEPT_MAX
 _kept: dict[tuple[int, str], dict[threading.Thread, Connection]] = {}
 _kept_lock = threading.Lock()
 IMMEDIATE_DRIVER = "switchyard"  # SQLite URLs are opened as sqlite+switchyard: ImmediateSQLiteDialect
@@ -73,7 +75,7 @@ def make_engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=DB_POOL_SIZE, max_overflow=DB_MAX_OVERFLOW)
 
 
 def get_engine(url: str) -> Engine:

@@ -12,11 +12,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from store.models import TERMINAL_STATUSES, Merge, Result, Review, Task, TaskDependency, utcnow
+from store.models import TERMINAL_STATUSES, Merge, Outbox, Result, Review, Task, TaskDependency, utcnow
 from store.repo import _changed, _fresh, _one, _require_task, _upsert
 
 HELD = "held until its dependencies finish"
+LANDING = "held until its sub-tasks land"  # a plan whose sub-tasks were submitted (tasks/plans.py)
+NO_MESSAGE = (HELD, LANDING)  # reasons of a deferred task that has no broker message on purpose
 AUTHOR_KINDS = ("pr_impl", "dev_task")
+MAX_SUBTREE = 2000
 
 
 # --- dependencies --------------------------------------------------------------------------------------
@@ -77,6 +80,73 @@ def lock_task(session: Session, *, task_id: str) -> Task:
 def children_of(session: Session, task_id: str) -> list[Task]:
     statement = select(Task).where(Task.parent_id == task_id).order_by(Task.created_at, Task.id)
     return list(session.scalars(statement.execution_options(populate_existing=True)))
+
+
+def park_plan(
+    session: Session, *, task_id: str, provider: str | None, model: str | None, transport: str | None
+) -> bool:
+    """A plan whose sub-tasks are submitted waits, with no lease and no message, until they land; True when
+    this call parked it (False: it is parked or finished already)."""
+    route = {"provider": provider, "model": model, "transport": transport}
+    statement = (
+        update(Task)
+        .where(Task.id == task_id, Task.status.not_in(TERMINAL_STATUSES))
+        .values(
+            status="deferred",
+            reason=LANDING,
+            lease_owner=None,
+            lease_until=None,
+            **{name: value for name, value in route.items() if value is not None},
+        )
+    )
+    return _changed(session, statement)
+
+
+def is_landing(task: Task) -> bool:
+    return task.status == "deferred" and (task.reason or "").startswith(LANDING)
+
+
+def landing_plans(session: Session, *, limit: int = 100) -> list[str]:
+    """Ids of the plans parked until their sub-tasks land, oldest first."""
+    statement = (
+        select(Task.id)
+        .where(Task.kind == "plan", Task.status == "deferred", Task.reason.like(f"{LANDING}%"))
+        .order_by(Task.created_at, Task.id)
+        .limit(limit)
+    )
+    return list(session.scalars(statement))
+
+
+def nearest_plan(session: Session, task_id: str) -> str | None:
+    """The closest plan above ``task_id`` in its chain (following ``parent_id`` up), or None."""
+    node = session.get(Task, task_id)
+    for _ in range(50):
+        if node is None or node.parent_id is None:
+            return None
+        node = session.get(Task, node.parent_id)
+        if node is not None and node.kind == "plan":
+            return node.id
+    return None
+
+
+def subtree(session: Session, task_id: str) -> list[Task]:
+    """Every task below ``task_id`` (children, their follow-ups, ...), breadth first, read afresh."""
+    found: list[Task] = []
+    level = [task_id]
+    while level and len(found) < MAX_SUBTREE:
+        statement = select(Task).where(Task.parent_id.in_(level)).order_by(Task.created_at, Task.id)
+        kids = list(session.scalars(statement.execution_options(populate_existing=True)))
+        found.extend(kids)
+        level = [kid.id for kid in kids]
+    return found
+
+
+def follow_ups_owed(session: Session, task_ids: list[str]) -> set[str]:
+    """Which of these tasks still owe their follow-ups (finished, but what follows them is not made yet)."""
+    statement = select(Outbox.task_id).where(
+        Outbox.task_id.in_(task_ids), Outbox.action == "follow_ups", Outbox.sent_at.is_(None)
+    )
+    return set(session.scalars(statement))
 
 
 def branches_of(session: Session, task_ids: list[str]) -> list[str]:

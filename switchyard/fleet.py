@@ -15,7 +15,13 @@ from pydantic import ValidationError
 
 from switchyard.errors import ConfigError
 from switchyard.fleet_models import (
+    CLI_KINDS,
+    DB_KEPT_MAX,
+    DB_MAX_OVERFLOW,
+    DB_POOL_SIZE,
+    DB_RESERVED,
     KINDS,
+    POSTGRES_DEFAULT_CONNECTIONS,
     BreakerPolicy,
     BudgetConfig,
     EnvironmentsConfig,
@@ -76,6 +82,9 @@ def cross_check(fleet: Fleet) -> list[tuple[Loc, str]]:
             if provider not in group.ladder:
                 problems.append((("groups", gi, "models", provider), f"{provider!r} is not in this group's ladder"))
         problems += _group_transports(fleet, gi)
+        problems += _ladder(fleet, gi)
+        problems += _sessions(fleet, gi)
+    problems += _connections(fleet)
     problems += _duplicates([(("groups", i, "name"), g.name) for i, g in enumerate(fleet.groups)], "group name")
     problems += _duplicates([(("groups", i, "queue"), g.queue) for i, g in enumerate(fleet.groups)], "queue")
     for name in KINDS:
@@ -103,6 +112,78 @@ def _group_transports(fleet: Fleet, gi: int) -> list[tuple[Loc, str]]:
                 (loc, f"{provider!r} has no {transport!r} transport; it has {fleet.providers[provider].transports}")
             )
     return problems
+
+
+def rung_problem(fleet: Fleet, group: GroupConfig, provider: str, kind: str) -> str | None:
+    """Why ``provider`` cannot serve ``kind`` in ``group`` whatever happens at run time, or None."""
+    if provider not in fleet.providers:
+        return f"unknown provider {provider!r}"
+    transport = group.transports.get(provider, "api")
+    if transport not in fleet.providers[provider].transports:
+        return f"{provider!r} has no {transport!r} transport"
+    if transport == "cli" and kind not in CLI_KINDS:
+        return (
+            f"{provider!r} on the 'cli' transport cannot serve {kind!r}: an agent CLI needs a worktree to edit, "
+            f'which only {", ".join(CLI_KINDS)} give it; use {provider} = "api" or move {kind!r} to another group'
+        )
+    return None
+
+
+def _ladder(fleet: Fleet, gi: int) -> list[tuple[Loc, str]]:
+    """A rung whose transport cannot serve one of the group's kinds, a rung named twice, and a kind that no
+    rung of the ladder can serve."""
+    group = fleet.groups[gi]
+    problems: list[tuple[Loc, str]] = []
+    problems += _duplicates([(("groups", gi, "ladder", ri), p) for ri, p in enumerate(group.ladder)], "rung")
+    for provider, transport in group.transports.items():
+        if provider not in group.ladder:
+            problems.append((("groups", gi, "transports", provider), f"{provider!r} is not in this group's ladder"))
+            continue
+        refused = [kind for kind in group.kinds if transport == "cli" and kind not in CLI_KINDS]
+        if refused and provider in fleet.providers:
+            why = rung_problem(fleet, group, provider, refused[0])
+            problems.append((("groups", gi, "transports", provider), why or ""))
+    for kind in group.kinds:
+        whys = [f"{p}: {why}" for p in group.ladder if (why := rung_problem(fleet, group, p, kind))]
+        if len(whys) == len(group.ladder):
+            problems.append((("groups", gi, "ladder"), f"no rung of the ladder can serve {kind!r} ({'; '.join(whys)})"))
+    return problems
+
+
+def connections_needed(sessions: int) -> int:
+    """The database connections one worker process with ``sessions`` threads may hold at once."""
+    return sessions + min(sessions, DB_KEPT_MAX) + DB_RESERVED
+
+
+def _sessions(fleet: Fleet, gi: int) -> list[tuple[Loc, str]]:
+    sessions = fleet.groups[gi].sessions
+    pool = DB_POOL_SIZE + DB_MAX_OVERFLOW
+    if connections_needed(sessions) <= pool:
+        return []
+    most = max(n for n in range(1, sessions) if connections_needed(n) <= pool)
+    return [
+        (
+            ("groups", gi, "sessions"),
+            f"{sessions} sessions need up to {connections_needed(sessions)} database connections in the group's "
+            f"worker, more than its pool serves ({DB_POOL_SIZE} + {DB_MAX_OVERFLOW} overflow); at most {most} "
+            "sessions per group: split the group, or run more workers of it",
+        )
+    ]
+
+
+def _connections(fleet: Fleet) -> list[tuple[Loc, str]]:
+    total = sum(connections_needed(g.sessions) for g in fleet.groups)
+    if total <= POSTGRES_DEFAULT_CONNECTIONS:
+        return []
+    per_group = ", ".join(f"{g.name} {connections_needed(g.sessions)}" for g in fleet.groups)
+    return [
+        (
+            ("groups",),
+            f"the groups' sessions need up to {total} database connections together ({per_group}), more than "
+            f"PostgreSQL serves by default ({POSTGRES_DEFAULT_CONNECTIONS} of max_connections = 100); lower "
+            "sessions",
+        )
+    ]
 
 
 def _duplicates(entries: list[tuple[Loc, str]], what: str) -> list[tuple[Loc, str]]:

@@ -18,6 +18,17 @@ Scope = Literal["all", "environment", "stage", "group", "provider"]
 Window = Literal["hour", "day", "month"]
 Transport = Literal["api", "cli"]
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# the kinds an agent CLI can serve: their handler gives it a worktree to edit (tasks/kinds: ``workdir``); a
+# review or a plan has none, so a ``cli`` transport on them fails every attempt
+CLI_KINDS: tuple[str, ...] = ("dev_task", "pr_impl", "pr_integ")
+# the database connections of one worker process (store/db.py): the engine's pool and its overflow; each
+# session (thread) may hold one from the pool and, up to DB_KEPT_MAX threads, one kept for the ledger; the
+# lease renewer and the outbox's sender take DB_RESERVED more. PostgreSQL allows 100 by default, 3 reserved.
+DB_POOL_SIZE = 10
+DB_MAX_OVERFLOW = 20
+DB_KEPT_MAX = 8
+DB_RESERVED = 2
+POSTGRES_DEFAULT_CONNECTIONS = 97
 
 
 class _Strict(BaseModel):
@@ -76,6 +87,7 @@ class KindConfig(_Strict):
     check_timeout_s: float = Field(default=900.0, gt=0, le=24 * 3600)
     max_depth: int = Field(default=1, ge=0, le=8)
     on_child_failure: Literal["skip", "fail"] = "skip"
+    review_subtasks: bool = True  # plan: a sub-task's change is reviewed before the merge queue takes it
 
 
 class Price(_Strict):

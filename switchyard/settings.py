@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,11 +17,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from switchyard.alert_urls import problem, split
 from switchyard.errors import ConfigError
 
-Profile = Literal["development", "staging", "production"]
+# ``demo`` is `switchyard demo`'s own: its data directory (database, broker, workspace) apart from every
+# other profile's; it reads the fleet file's ``development`` overlay
+Profile = Literal["development", "staging", "production", "demo"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FLEET_FILE = REPO_ROOT / "switchyard.toml"
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "xxx", "your-key-here", "sk-...", ""}
+
+
+DEMO_APART = ("database_url", "broker_url", "state_url", "workspace")
 
 
 class Settings(BaseSettings):
@@ -82,6 +87,15 @@ class Settings(BaseSettings):
                 raise ValueError("; ".join(problems))
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_keeps_apart(cls, data: Any) -> Any:
+        """The demo profile keeps its data apart: the user's database, broker, state Redis and workspace are
+        never the demo's, whichever variables are exported."""
+        if isinstance(data, dict) and data.get("profile") == "demo":
+            return {k: v for k, v in data.items() if k not in DEMO_APART}
+        return data
+
     @field_validator("state_url")
     @classmethod
     def _state_scheme(cls, value: str | None) -> str | None:
@@ -109,6 +123,11 @@ class Settings(BaseSettings):
         return self
 
     @cached_property
+    def fleet_profile(self) -> str:
+        """The fleet file's profile overlay this profile reads (the demo reads ``development``'s)."""
+        return "development" if self.profile == "demo" else self.profile
+
+    @property
     def data_dir(self) -> Path:
         """Where this profile keeps its database, broker data, pidfiles and logs."""
         return (self.home / self.profile).resolve()

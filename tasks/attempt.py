@@ -40,6 +40,7 @@ from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from routing.state import connect_state
 from store import alerts, repo
+from store import pipeline as rows
 from store.db import session_scope
 from switchyard.errors import (
     BadAnswer,
@@ -56,7 +57,8 @@ from tasks import pipeline
 from tasks.claim import Resumed, claim, finished_task, recover, store_outcome
 from tasks.context import Context
 from tasks.kinds import HANDLERS
-from tasks.kinds.base import Answer, Outcome, Prompt, TaskInfo
+from tasks.kinds.base import LANDING, Answer, Outcome, Prompt, TaskInfo
+from tasks.plans import update_plan
 from tasks.storing import Keeper, priced
 from tasks.tries import TryLog
 
@@ -203,6 +205,7 @@ class Runner:
             prompt_chars=len(prompt.system) + len(prompt.prompt),
             excluded=frozenset(excluded),
             avoid=frozenset(task.request.avoid_providers),
+            avoid_why=avoid_reasons(task),
         )
 
     def _place(self, task: TaskInfo, number: int) -> Place:
@@ -390,6 +393,8 @@ class Runner:
     def _succeed(self, task: TaskInfo, route: Route, outcome: Outcome) -> str:
         if not self.owns():
             return self._taken_over(task)
+        if outcome.status == LANDING:
+            return self._park(task, route, outcome)
         with session_scope(self.ctx.database_url) as session:
             finished = repo.finish_task(
                 session,
@@ -407,6 +412,27 @@ class Runner:
         log.info("task %s (%s) %s on %s: %s", task.id, task.kind, outcome.status, route.provider, outcome.summary)
         self._after(task, outcome.status, outcome)
         return outcome.status
+
+    def _park(self, task: TaskInfo, route: Route, outcome: Outcome) -> str:
+        """A plan whose sub-tasks are submitted: it waits for them to land, and ends in tasks/plans.py."""
+        with session_scope(self.ctx.database_url) as session:
+            repo.upsert_result(
+                session,
+                environment=task.environment,
+                stage=task.stage,
+                task_id=task.id,
+                kind=task.kind,
+                status="running",
+                summary=outcome.summary,
+                data=outcome.data,
+            )
+            parked = rows.park_plan(
+                session, task_id=task.id, provider=route.provider, model=route.model, transport=route.transport
+            )
+        log.info("task %s (%s) waits for its sub-tasks to land: %s", task.id, task.kind, outcome.summary)
+        if parked and update_plan(self.ctx, task.id):  # a redelivery may find them landed already
+            pipeline.after_terminal(self.ctx, task, "succeeded", None)
+        return "deferred"
 
     def _finish(self, task: TaskInfo, status: str, reason: str, *, failures: tuple[str, ...] = ()) -> str:
         if not self.owns():
@@ -451,6 +477,18 @@ def failed_alert(task: TaskInfo, status: str, failures: tuple[str, ...]) -> dict
             "failures": list(failures),
         },
     }
+
+
+def avoid_reasons(task: TaskInfo) -> tuple[tuple[str, str], ...]:
+    """Why each provider the task avoids is avoided, in words for the refusal reason."""
+    request = task.request
+    reasons = []
+    for name in request.avoid_providers:
+        if task.kind == "pr_review" and name == request.implementer:
+            reasons.append((name, "the implementer of the PR under review (a review is by another provider)"))
+        else:
+            reasons.append((name, "the task's avoid_providers (--avoid) name it"))
+    return tuple(reasons)
 
 
 def run_task(task_id: str, ctx: Context, *, owns: Callable[[], bool] = lambda: True) -> str:

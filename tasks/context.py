@@ -83,7 +83,7 @@ class Context:
 
 def build_context(settings: Settings | None = None) -> Context:
     settings = settings or load_settings()
-    return Context(settings=settings, fleet=load_fleet(settings.fleet_file, settings.profile))
+    return Context(settings=settings, fleet=load_fleet(settings.fleet_file, settings.fleet_profile))
 
 
 @lru_cache(maxsize=1)

@@ -21,7 +21,7 @@ from store import pipeline as rows
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Task
 from tasks.context import Context
-from tasks.plans import update_plan
+from tasks.plans import after_finished
 from tasks.send import publish
 
 log = logging.getLogger(__name__)
@@ -95,10 +95,10 @@ def _ended(ctx: Context, task_id: str, parent_id: str | None) -> None:
     """What follows a task this module ended itself (no attempt loop ran it): its dependents and its plan;
     then its ``follow_ups`` row (owed since :func:`store.repo.finish_task`) is done."""
     on_finished(ctx, task_id)
-    if parent_id:
-        update_plan(ctx, parent_id)
     with session_scope(ctx.database_url) as session:
         outbox.mark_sent(session, task_id=task_id, action=outbox.FOLLOW_UPS)
+    if parent_id:
+        after_finished(ctx, task_id, settle_dependents=on_finished)
 
 
 def gate(ctx: Context, task_id: str, kind: str) -> str | None:

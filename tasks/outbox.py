@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from store.pipeline import HELD
+from store.pipeline import NO_MESSAGE
 from switchyard.fleet_models import OutboxPolicy
 
 LOST_STATUSES = ("queued", "deferred")  # a task in these must have a message on the broker
@@ -45,6 +45,6 @@ def is_lost(
     cannot be looked into (not Redis): then nothing is called lost, since a long backlog is not a loss."""
     if status not in LOST_STATUSES or on_broker is None or on_broker:
         return False
-    if status == "deferred" and (reason or "").startswith(HELD):  # held: no message on purpose
+    if status == "deferred" and (reason or "").startswith(NO_MESSAGE):  # held: no message on purpose
         return False
     return sent_at <= sent_before(now, policy)

@@ -3,7 +3,9 @@
 The PR pipeline is a chain of tasks linked by ``parent_id``, each follow-up the child of the task whose
 outcome caused it, so ``switchyard tasks show`` can walk it from any of its tasks:
 
-    pr_impl (round 1)                      submitted with pipeline on (the default; --no-pipeline turns it off)
+    pr_impl (round 1)                      submitted with pipeline on (the default; --no-pipeline turns it off),
+                                           or a plan's dev_task or pr_impl sub-task (reviewed unless
+                                           [kinds.plan] review_subtasks = false: then integrated at once)
     └── pr_review                          on a provider other than the implementer's (avoid_providers)
         ├── request_changes → pr_impl (round 2, same branch, the comments as feedback)
         │                     └── pr_review → …   at most [kinds.pr_impl] review_rounds re-implementations
@@ -32,7 +34,7 @@ from tasks import dependencies
 from tasks.context import Context
 from tasks.kinds.base import Outcome, TaskInfo
 from tasks.kinds.review import render_feedback
-from tasks.plans import update_plan
+from tasks.plans import after_finished, update_plan
 from tasks.submit import submit_follow_up
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,8 @@ def after_terminal(ctx: Context, task: TaskInfo, status: str, outcome: Outcome |
     """Enqueue what follows ``task`` (reviews, re-implementations, integrations), settle the tasks that
     depend on it, and update its plan; then mark its ``follow_ups`` row (owed in the outbox since its terminal
     status was committed) done. Safe to call more than once for the same task: when any step fails the row
-    stays owed, and the periodic sender (:mod:`tasks.sender`) calls this again."""
+    stays owed, and the periodic sender (:mod:`tasks.sender`) calls this again. The plans above the task are
+    updated last (and a plan whose sub-tasks have all landed or ended is ended there)."""
     if status == "succeeded" and outcome is not None:
         request = next_step(ctx, task, outcome.data)
         if request is not None:
@@ -55,10 +58,10 @@ def after_terminal(ctx: Context, task: TaskInfo, status: str, outcome: Outcome |
     dependencies.on_finished(ctx, task.id)
     if task.kind == "plan":
         update_plan(ctx, task.id)
-    if task.request.parent_id:
-        update_plan(ctx, task.request.parent_id)
     with session_scope(ctx.database_url) as session:
         outbox.mark_sent(session, task_id=task.id, action=outbox.FOLLOW_UPS)
+    # after the mark: of two tasks of one plan finishing together, the later to lock the plan sees both done
+    after_finished(ctx, task.id, settle_dependents=dependencies.on_finished)
 
 
 def next_step(ctx: Context, task: TaskInfo, data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -73,8 +76,11 @@ def next_step(ctx: Context, task: TaskInfo, data: dict[str, Any]) -> tuple[str, 
         "parent_id": task.id,
         "depth": request.depth,
     }
-    if task.kind == "pr_impl" and request.pipeline and common["branch"]:
-        author = data.get("author")
+    author = data.get("author")
+    lands = task.kind == "dev_task" and request.plan_key is not None  # a plan's sub-task: its change must land
+    if (lands or (task.kind == "pr_impl" and request.pipeline)) and common["branch"]:
+        if request.plan_key is not None and not ctx.fleet.kind("plan").review_subtasks:
+            return "integrate", {**common, "kind": "pr_integ", "implementer": author}
         review = {"kind": "pr_review", "review_of": task.id, "round": request.round, "implementer": author}
         return "review", {**common, **review, "avoid_providers": [author] if author else []}
     if task.kind != "pr_review" or request.review_of is None:

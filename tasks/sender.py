@@ -16,6 +16,8 @@ Run by celery beat every ``[outbox] every_s`` (:func:`tasks.maintenance.send_out
    message put back at the head of its queue; the reservation of a task that has ended is dropped (its
    acknowledgement died with the worker). A running task's reservation is left alone: its lease says whether
    its worker lives (:mod:`tasks.lease`).
+4. ends a plan parked until its sub-tasks land whose sub-tasks' chains are all complete
+   (:func:`tasks.plans.sweep_landing`: the safety net behind the last sub-task's own update).
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from store.models import TERMINAL_STATUSES, Task
 from store.pipeline import HELD
 from switchyard.errors import InputError
 from switchyard.fleet_models import OutboxPolicy
+from tasks import dependencies
 from tasks.claim import finished_task
 from tasks.context import Context
 from tasks.outbox import LOST_STATUSES, is_lost, owed_before, sent_before
 from tasks.pipeline import after_terminal
+from tasks.plans import sweep_landing
 from tasks.queues import BrokerView, Reserved, forget, look_into, reservations, restore
 from tasks.send import failed, publish, put_on_queue
 
@@ -64,6 +68,7 @@ def run_once(ctx: Context, *, now: datetime | None = None, look: LookIntoBroker 
     followed = sum(1 for row, ok in zip(rows, done, strict=True) if ok and row.action == outbox.FOLLOW_UPS)
     broker_away = any(not ok and row.action == outbox.SEND for row, ok in zip(rows, done, strict=True))
     resent = 0 if broker_away else resend_lost(ctx, now=now, look=look) + release_stale(ctx, now=now)
+    sweep_landing(ctx, settle_dependents=dependencies.on_finished)  # plans whose sub-tasks all landed or ended
     return SenderRun(sent=sent, followed_up=followed, failed=done.count(False), resent=resent)
 
 

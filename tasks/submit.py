@@ -102,8 +102,8 @@ def check_references(session: Session, task_id: str, req: SubmitRequest) -> None
         raise InputError(f"parent_id names task {req.parent_id!r}, which does not exist; see: switchyard tasks list")
     if req.review_of:
         reviewed = repo.get_task(session, req.review_of)
-        if reviewed is None or reviewed.kind != "pr_impl":
-            what = "which does not exist" if reviewed is None else f"a {reviewed.kind}, not a pr_impl"
+        if reviewed is None or reviewed.kind not in ("pr_impl", "dev_task"):
+            what = "which does not exist" if reviewed is None else f"a {reviewed.kind}, not a pr_impl or dev_task"
             raise InputError(
                 f"review_of names task {req.review_of!r}, {what}; name the pr_impl task whose branch is "
                 "reviewed, or leave review_of out to review a branch on its own"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from simulator.server import BackgroundSimulator
 from switchyard.fleet import SimulatorProviderConfig
@@ -100,33 +102,76 @@ def processes() -> Iterator[Processes]:
         procs.stop_all()
 
 
-REDIS_PORT = int(os.environ.get("SWITCHYARD_TEST_REDIS_PORT") or 6379)
+DEFAULT_REDIS_DBS = (9, 12, 13, 14, 15)
+
+
+class SharedServices(BaseSettings):
+    """Where the tests find the machine's shared servers, and which parts of them they may use, so that several
+    checkouts (or other users) share one machine politely. Environment variables ``SWITCHYARD_TEST_*``:
+
+    - ``REDIS_HOST`` (127.0.0.1), ``REDIS_PORT`` (6379);
+    - ``REDIS_DBS``: the five Redis databases the tests flush, comma-separated (default ``9,12,13,14,15``),
+      in place of 9, 12, 13, 14 and 15 in that order;
+    - ``POSTGRES_URL``: the maintenance database the tests connect to to create and drop theirs
+      (``postgresql://postgres@127.0.0.1:5432/postgres``; the user needs CREATEDB);
+    - ``POSTGRES_PREFIX``: the start of every database name the tests create (``switchyard_test_``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHYARD_TEST_", extra="ignore", env_ignore_empty=True)
+
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_dbs: str = ",".join(map(str, DEFAULT_REDIS_DBS))
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    postgres_prefix: str = "switchyard_test_"
+
+    def redis_db(self, default: int) -> int:
+        """The database to use where the suite's default is ``default`` (one of DEFAULT_REDIS_DBS)."""
+        chosen = [int(part) for part in self.redis_dbs.split(",") if part.strip()]
+        if len(chosen) != len(DEFAULT_REDIS_DBS) or len(set(chosen)) != len(chosen):
+            raise pytest.UsageError(
+                f"SWITCHYARD_TEST_REDIS_DBS={self.redis_dbs!r}: give {len(DEFAULT_REDIS_DBS)} different database "
+                f"numbers, in place of {','.join(map(str, DEFAULT_REDIS_DBS))}"
+            )
+        return dict(zip(DEFAULT_REDIS_DBS, chosen, strict=True))[default]
+
+
+SERVICES = SharedServices()
+REDIS_HOST = SERVICES.redis_host
+REDIS_PORT = SERVICES.redis_port
 
 
 def flushed_redis(db: int) -> str:
-    """The machine's Redis (6379, or ``SWITCHYARD_TEST_REDIS_PORT`` so that two checkouts can run their tests
-    side by side on one host), database ``db``, flushed."""
-    require_service("Redis", "127.0.0.1", REDIS_PORT)
+    """The machine's Redis (``SWITCHYARD_TEST_REDIS_HOST``/``_PORT``), the database that stands for ``db`` (one
+    of 9, 12, 13, 14, 15; ``SWITCHYARD_TEST_REDIS_DBS`` moves them), flushed."""
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, db=db)
+    number = SERVICES.redis_db(db)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number)
     client.flushdb()
     client.close()
-    return f"redis://127.0.0.1:{REDIS_PORT}/{db}"
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
+
+
+def postgres_admin() -> tuple[str, str, int]:
+    """The maintenance URL (for psycopg), its host and port."""
+    url = make_url(SERVICES.postgres_url)
+    return url.render_as_string(hide_password=False), url.host or "127.0.0.1", url.port or 5432
 
 
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
-    require_service("PostgreSQL", "127.0.0.1", 5432)
+    """A fresh PostgreSQL database named ``<SWITCHYARD_TEST_POSTGRES_PREFIX><random>``, dropped afterwards."""
+    admin, host, port = postgres_admin()
+    require_service("PostgreSQL", host, port)
     import psycopg
 
-    name = f"switchyard_test_{uuid.uuid4().hex[:10]}"
-    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    name = f"{SERVICES.postgres_prefix}{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield make_url(admin).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
     finally:
         from store.db import dispose_all
 

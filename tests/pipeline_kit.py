@@ -101,7 +101,7 @@ def runnable(ctx: Context) -> list[str]:
         return [
             t.id
             for t in tasks.order_by(Task.created_at, Task.id)
-            if not (t.status == "deferred" and (t.reason or "").startswith(rows.HELD))
+            if not (t.status == "deferred" and (t.reason or "").startswith(rows.NO_MESSAGE))
         ]
 
 

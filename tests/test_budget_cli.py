@@ -90,6 +90,10 @@ def test_set_takes_effect_on_the_next_hold_without_a_restart(env: dict[str, str]
         "action": "block",
         "source": "override",
     }
+    assert done["note"] == (
+        "the alert line $40 is above the new cap $0.05, so this budget has none now; "
+        "set one at or under the cap with --alert"
+    )
     (row,) = done["budgets"]
     assert (row["used_usd"], row["remaining_usd"]) == (0.04, 0.01)
     with pytest.raises(BudgetRefused, match="all/day"):
@@ -154,3 +158,16 @@ def test_the_api_answers_what_budget_list_prints(env: dict[str, str], sqlite_url
     assert answer.status_code == 200
     assert answer.json() == listed
     assert ("stage", "qa", "month") in by_key(listed["budgets"])
+
+
+def test_set_without_alert_keeps_the_alert_line_and_says_so(env: dict[str, str]) -> None:
+    assert cli(env, "db", "upgrade").returncode == 0
+    kept = cli(env, "budget", "set", "--scope", "all", "--window", "day", "--cap", "45")
+    assert kept.returncode == 0, kept.stderr
+    assert "alert line kept at $40 (the budget this replaces had it; --alert sets another)" in kept.stdout
+    row = by_key(as_json(cli(env, "budget", "list", "--json"))["budgets"])[("all", "*", "day")]
+    assert (row["cap_usd"], row["alert_usd"]) == (45.0, 40.0)
+    given = as_json(
+        cli(env, "budget", "set", "--scope", "all", "--window", "day", "--cap", "45", "--alert", "30", "--json")
+    )
+    assert given["note"] == "" and given["set"]["alert_usd"] == 30.0

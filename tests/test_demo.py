@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import REPO, free_port, port_open
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]  # two demo runs, at any load
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
 GROUPS = {"high_level", "dev_workers", "pr_review", "pr_impl", "pr_integ"}
 AGENT_CLIS = REPO / ".agent-clis" / "node_modules" / ".bin"  # `make agent-clis`
@@ -54,12 +54,17 @@ def ports(env: dict[str, str]) -> list[int]:
 def check_pipeline(env: dict[str, str], tasks: list[dict[str, Any]]) -> None:
     """In every environment: implement → review by another provider → integrate, then promoted to staging."""
     by_id = {t["id"]: t for t in tasks}
-    workspace = Path(env["SWITCHYARD_HOME"]) / "development" / "demo" / "workspace"
+    workspace = Path(env["SWITCHYARD_HOME"]) / "demo" / "workspace"
     for name in ("dev1", "dev2", "dev3", "dev4", "dev5"):
-        integ = next(t for t in tasks if t["kind"] == "pr_integ" and t["environment"] == name)
+        integs = [t for t in tasks if t["kind"] == "pr_integ" and t["environment"] == name]
+        # the submitted pr_impl's integration (a plan's sub-tasks land through the merge queue too)
+        integ = next(t for t in integs if by_id[by_id[t["parent_id"]]["parent_id"]]["parent_id"] is None)
         review = by_id[integ["parent_id"]]
         impl = by_id[review["parent_id"]]
         assert (review["kind"], impl["kind"]) == ("pr_review", "pr_impl")
+        plan = next(t for t in tasks if t["kind"] == "plan" and t["environment"] == name)
+        landed = cli_json(env, "tasks", "show", plan["id"])["result"]["data"]
+        assert landed["outcome"] == "succeeded" and all(sub["landed"] for sub in landed["subtasks"])
         assert review["provider"] != impl["provider"]
         tips = [git(workspace, "rev-parse", f"env/{name}{suffix}") for suffix in ("", "-qa", "-staging")]
         assert len(set(tips)) == 1, tips  # promoted through qa to staging
@@ -94,10 +99,12 @@ def git(workspace: Path, *args: str) -> str:
     ).stdout
 
 
-@pytest.mark.timeout(1500)  # two whole demos (with the agent CLIs); about 8 minutes at a load average of 14
 def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
-    env = demo_env(tmp_path / "home")
-    run = cli(env, "demo", "--keep-running", timeout=600)
+    user_db = tmp_path / "users-own.db"  # the user's database, exported in their shell: the demo never touches it
+    env = {**demo_env(tmp_path / "home"), "SWITCHYARD_DATABASE_URL": f"sqlite:///{user_db}"}
+    run = cli(env, "demo", "--keep-running", timeout=900)  # startup alone can take minutes at load 15
+    assert not user_db.exists() and not (tmp_path / "home" / "development").exists()
+    env = {**env, "SWITCHYARD_PROFILE": "demo"}  # the demo's own profile: its tasks, spend and fleet
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Results per environment" in run.stdout and "Cost per provider" in run.stdout
     assert "Tasks that fell back, and why" in run.stdout
@@ -124,12 +131,13 @@ def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
     finally:
         stopped = cli(env, "down")
     assert stopped.returncode == 0, stopped.stderr
-    run_dir = tmp_path / "home" / "development" / "run"
+    run_dir = tmp_path / "home" / "demo" / "run"
     assert not list(run_dir.glob("*.pid*"))
     assert not any(port_open("127.0.0.1", port) for port in ports(env))
 
-    again = cli(env, "demo", timeout=600)  # re-runnable on the same data, and stops all it started
+    again = cli(env, "demo", timeout=900)  # re-runnable on the same data, and stops all it started
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert not list(run_dir.glob("*.pid*"))
     assert not any(port_open("127.0.0.1", port) for port in ports(env))
     assert len(cli_json(env, "tasks", "list")) >= 80
+    assert not user_db.exists()

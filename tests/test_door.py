@@ -181,7 +181,7 @@ def test_a_refused_review_never_reaches_a_provider(clean: Context) -> None:
         submit({"kind": "pr_review", "environment": "dev1", "branch": BRANCH, "review_of": NOBODY}, context=clean)
     impl = submit({"kind": "pr_impl", "environment": "dev1", "title": "x", "pipeline": False}, context=clean)
     plan = submit({"kind": "plan", "environment": "dev1", "goal": "g"}, context=clean)
-    with pytest.raises(InputError, match="a plan, not a pr_impl"):
+    with pytest.raises(InputError, match="a plan, not a pr_impl or dev_task"):
         submit({"kind": "pr_review", "environment": "dev1", "branch": BRANCH, "review_of": plan}, context=clean)
     submit({"kind": "pr_review", "environment": "dev1", "branch": BRANCH, "review_of": impl}, context=clean)
     assert written(clean) == (3, 3)

@@ -146,7 +146,8 @@ def test_init_of_a_subset_keeps_the_other_environments(sy: Run, sample: Path, tm
     ws = tmp_path / "ws"
     assert sy("env", "init", "--repo", str(sample), "--envs", "dev1", "--workspace", str(ws)).code == 0
     done = sy("env", "init", "--repo", str(sample), "--envs", "dev4", "--workspace", str(ws), "--check", "false")
-    assert done.code == 0, done.err
+    assert done.code == 1 and "check 'false' on env/dev4 (dev4): FAILED (exit 1)" in done.out  # run once, shown
+    assert "the environments are ready, but their check fails there" in done.err
     status = by_env(sy("env", "status", "--workspace", str(ws), "--json").json())
     assert set(status) == {"dev1", "dev4"}
     listed = {row["name"]: (row["port"], row["check_command"]) for row in sy("env", "list", "--json").json()}
@@ -214,6 +215,18 @@ def test_status_log_and_diff_on_one_and_on_all(sy: Run, ws: Path) -> None:
     assert "+changed" in changed["text"]
     stat = sy("env", "diff", "dev2", "--stat")
     assert stat.code == 0 and "README.md" in stat.out and "+changed" not in stat.out
+
+    # a commit on env/dev2: the diff against the base (origin/main) shows it with what is still uncommitted
+    (dev2 / "committed.py").write_text("X = 1\n")
+    git(dev2, "add", "committed.py")
+    git(dev2, "-c", "user.name=u", "-c", "user.email=u@example.com", "commit", "-qm", "a commit")
+    (against,) = sy("env", "diff", "dev2", "--json").json()
+    assert {f["path"] for f in against["files"]} == {"README.md", "committed.py"}
+    assert (against["base"], against["commits"]) == ("origin/main", 1)
+    assert "+X = 1" in against["text"] and "+changed" in against["text"]
+    assert against["message"].startswith("2 changed file(s) against origin/main (1 commit(s) since ")
+    (only,) = sy("env", "diff", "dev2", "--uncommitted", "--json").json()
+    assert [f["path"] for f in only["files"]] == ["README.md"] and "+X = 1" not in only["text"]
 
 
 def test_feature_commit_push_pull_on_one_environment(sy: Run, ws: Path, sample: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -135,3 +136,86 @@ def test_locate_finds_array_tables_and_keys() -> None:
     assert locate(text, ("g", 1, "ladder", 0)) == 7
     assert locate(text, ("g", 0)) == 3
     assert locate(text, ("nothing",)) is None
+
+
+REVIEW_GROUP = 'kinds = ["pr_review"]\nladder = ["claude", "ollama"]'
+
+
+def refusal(tmp_path: Path, old: str, new: str) -> tuple[str, list[str]]:
+    path = edited(tmp_path, old, new)
+    with pytest.raises(ConfigError) as info:
+        load_fleet(path)
+    return str(info.value), path.read_text().splitlines()
+
+
+def line_of(message: str, key: str, lines: list[str]) -> str:
+    """The fleet file's line a message names for ``key``."""
+    found = re.search(rf":(\d+): {re.escape(key)}: ", message)
+    assert found, message
+    return lines[int(found.group(1)) - 1].strip()
+
+
+def test_a_cli_transport_on_a_kind_it_cannot_serve_is_refused_at_its_line(tmp_path: Path) -> None:
+    message, lines = refusal(tmp_path, REVIEW_GROUP, REVIEW_GROUP + '\ntransports = { claude = "cli" }')
+    assert "groups[2].transports.claude: 'claude' on the 'cli' transport cannot serve 'pr_review'" in message
+    assert line_of(message, "groups[2].transports.claude", lines) == 'transports = { claude = "cli" }'
+    assert "no rung" not in message  # ollama still serves the reviews
+
+
+def test_a_ladder_with_no_usable_rung_is_refused(tmp_path: Path) -> None:
+    old = 'kinds = ["pr_review"]\nladder = ["claude", "ollama"]'
+    message, lines = refusal(
+        tmp_path, old, 'kinds = ["pr_review"]\nladder = ["claude"]\ntransports = { claude = "cli" }'
+    )
+    assert "groups[2].ladder: no rung of the ladder can serve 'pr_review' (claude: 'claude' on the 'cli'" in message
+    assert line_of(message, "groups[2].ladder", lines) == 'ladder = ["claude"]'
+
+
+def test_a_rung_twice_and_a_transport_outside_the_ladder_are_refused(tmp_path: Path) -> None:
+    message, _ = refusal(tmp_path, REVIEW_GROUP, 'kinds = ["pr_review"]\nladder = ["claude", "claude"]')
+    assert "groups[2].ladder[1]: rung 'claude' is used twice" in message
+    message, _ = refusal(tmp_path, REVIEW_GROUP, REVIEW_GROUP + '\ntransports = { codex = "api" }')
+    assert "groups[2].transports.codex: 'codex' is not in this group's ladder" in message
+
+
+def test_sessions_the_database_pools_cannot_serve_are_refused(tmp_path: Path) -> None:
+    message, lines = refusal(tmp_path, "sessions = 4", "sessions = 40")
+    assert "groups[3].sessions: 40 sessions need up to 50 database connections" in message
+    assert "at most 20 sessions per group" in message
+    assert line_of(message, "groups[3].sessions", lines) == "sessions = 40"
+    text = DEFAULT.read_text()
+    for old in ("sessions = 6", "sessions = 5", "sessions = 3", "sessions = 4"):
+        text = text.replace(old, "sessions = 20")
+    path = tmp_path / "many.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"need up to 150 database connections together .* max_connections = 100"):
+        load_fleet(path)
+
+
+def test_the_kinds_an_agent_cli_serves_are_those_whose_handler_gives_it_a_worktree() -> None:
+    from switchyard.fleet_models import CLI_KINDS
+    from tasks.kinds import HANDLERS
+    from tasks.kinds.base import BaseHandler
+
+    gives = {kind for kind, handler in HANDLERS.items() if type(handler).workdir is not BaseHandler.workdir}
+    assert gives == set(CLI_KINDS)
+
+
+def test_validate_refuses_a_fleet_that_cannot_run(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = edited(tmp_path, REVIEW_GROUP, REVIEW_GROUP + '\ntransports = { claude = "cli" }')
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")},
+        "SWITCHYARD_FLEET_FILE": str(path),
+    }
+    env["SWITCHYARD_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "switchyard"), "validate"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{path}:" in done.stderr and "groups[2].transports.claude" in done.stderr
+    assert "Traceback" not in done.stderr

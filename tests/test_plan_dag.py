@@ -78,14 +78,17 @@ def test_decide_waits_releases_or_ends() -> None:
 
 
 def test_aggregate_outcomes() -> None:
-    def child(status: str) -> dict[str, Any]:
-        return {"status": status}
+    def child(status: str, *, complete: bool = True, landed: bool = False) -> dict[str, Any]:
+        return {"id": "0" * 36, "key": status[:4], "status": status, "chain_complete": complete, "landed": landed}
 
-    assert aggregate("g", [child("succeeded"), child("running")])[1]["outcome"] == "running"
-    assert aggregate("g", [child("succeeded")] * 2)[1]["outcome"] == "succeeded"
-    summary, data = aggregate("g", [child("succeeded"), child("cancelled")])
-    assert data["outcome"] == "partial" and summary == "plan partial: 1/2 sub-tasks succeeded; 1 cancelled"
+    done = child("succeeded", landed=True)
+    assert aggregate("g", [done, child("succeeded", complete=False)])[1]["outcome"] == "running"
+    assert aggregate("g", [done] * 2)[1]["outcome"] == "succeeded"
+    summary, data = aggregate("g", [done, child("cancelled")])
+    assert data["outcome"] == "partial" and summary == "plan partial: 1/2 sub-tasks landed; not landed: canc"
     assert aggregate("g", [child("failed")])[1]["outcome"] == "failed"
+    # succeeded, but its change was not merged (the review said no): the plan did not reach its goal
+    assert aggregate("g", [done, child("succeeded")])[1]["outcome"] == "partial"
 
 
 # --- in-process runs -------------------------------------------------------------------------------------
@@ -125,9 +128,15 @@ def test_a_diamond_runs_in_dependency_order_and_builds_on_its_dependencies(ctx: 
     branches = {key: detail(ctx, task_id)["result"]["data"]["branch"] for key, task_id in ids.items()}
     assert d["payload"]["base_branches"] == [branches["b"], branches["c"]]
     assert [t["id"] for t in d["depends_on"]] == [ids["b"], ids["c"]]
-    files = git(ctx, "ls-tree", "-r", "--name-only", branches["d"]).split()
+    commit = d["result"]["data"]["commit"]  # its branch is gone: merged, and deleted by its integration
+    files = git(ctx, "ls-tree", "-r", "--name-only", commit).split()
     assert {f"step_{k}.py" for k in "abcd"} <= set(files)  # d starts from all of a, b and c
-    assert [(row["kind"], row["depth"]) for row in d["chain"]] == [("plan", 0)] + [("dev_task", 1)] * 4
+    assert [row["kind"] for row in d["chain"]].count("dev_task") == 4
+    landed = git(ctx, "ls-tree", "-r", "--name-only", "env/dev1").split()  # every change is in the environment
+    assert {f"step_{k}.py" for k in "abcd"} <= set(landed)
+    assert all(sub["landed"] and sub["merge_sha"] for sub in plan["result"]["data"]["subtasks"])
+    kinds = [row["kind"] for row in d["chain"]]
+    assert kinds.count("pr_review") == 4 and kinds.count("pr_integ") == 4  # reviewed, then merged, each
 
 
 def test_dependents_wait_held_without_a_message(ctx: Context) -> None:
@@ -136,11 +145,15 @@ def test_dependents_wait_held_without_a_message(ctx: Context) -> None:
 
     from tasks.attempt import Runner
 
-    assert Runner(ctx, make_provider=factory(plan_script(diamond())), sleep=lambda _: None).run(plan_id) == "succeeded"
+    assert Runner(ctx, make_provider=factory(plan_script(diamond())), sleep=lambda _: None).run(plan_id) == "deferred"
     states = {t.payload.get("plan_key"): (t.status, t.reason or "") for t in tasks(ctx) if t.parent_id}
     assert states["a"] == ("queued", "")
     assert all(states[k][0] == "deferred" and states[k][1].startswith(rows.HELD) for k in "bcd")
-    assert detail(ctx, plan_id)["result"]["data"]["outcome"] == "running"
+    plan = detail(ctx, plan_id)
+    assert plan["result"]["data"]["outcome"] == "running"
+    assert (plan["status"], plan["reason"]) == ("deferred", rows.LANDING)  # parked: no lease, no message
+    parked = next(t for t in tasks(ctx) if t.id == plan_id)
+    assert (parked.lease_owner, parked.lease_until) == (None, None)
 
 
 def test_a_failed_sub_task_skips_its_dependents(ctx: Context) -> None:
@@ -155,9 +168,10 @@ def test_a_failed_sub_task_skips_its_dependents(ctx: Context) -> None:
     }
     assert "skipped: a task it depends on did not succeed" in status["d"]["reason"]
     assert status["d"]["attempts"] == []  # never run
-    result = detail(ctx, plan_id)["result"]
-    assert result["data"]["outcome"] == "partial"
-    assert result["summary"] == "plan partial: 2/4 sub-tasks succeeded; 1 cancelled, 1 no_provider"
+    plan = detail(ctx, plan_id)
+    assert plan["result"]["data"]["outcome"] == "partial"
+    assert plan["result"]["summary"] == "plan partial: 2/4 sub-tasks landed; not landed: b, d"
+    assert plan["status"] == "failed" and plan["reason"] == plan["result"]["summary"]
 
 
 def test_a_cycle_is_refused_and_nothing_is_submitted(ctx: Context) -> None:
@@ -183,3 +197,25 @@ def test_submit_depends_on(ctx: Context) -> None:
     assert detail(ctx, second)["payload"]["base_branches"] == [first_branch]
     with pytest.raises(InputError, match="which does not exist"):
         submit({"kind": "dev_task", "environment": "dev1", "title": "x", "depends_on": ["nope"]}, context=ctx)
+
+
+def test_a_plan_left_parked_is_ended_by_the_senders_sweep(ctx: Context) -> None:
+    """The last sub-task ends its plan as it finishes; when that step was lost (a worker died between its
+    follow-ups and the plan's update), the periodic sender's sweep ends the plan."""
+    from sqlalchemy import update
+
+    from store.models import Task
+    from tasks import dependencies
+    from tasks.plans import sweep_landing
+
+    plan_id = submit({"kind": "plan", "environment": "dev1", "goal": "a diamond"}, context=ctx)
+    drain(ctx, plan_script(diamond()))
+    assert detail(ctx, plan_id)["status"] == "succeeded"
+    with session_scope(ctx.database_url) as session:  # as if the last update of the plan never happened
+        session.execute(
+            update(Task).where(Task.id == plan_id).values(status="deferred", reason=rows.LANDING, finished_at=None)
+        )
+    assert sweep_landing(ctx, settle_dependents=dependencies.on_finished) == 1
+    plan = detail(ctx, plan_id)
+    assert plan["status"] == "succeeded" and plan["result"]["data"]["landed"] == 4
+    assert sweep_landing(ctx, settle_dependents=dependencies.on_finished) == 0  # nothing parked any more

@@ -73,7 +73,8 @@ def test_a_passing_check_fast_forwards_the_next_stage_and_only_that(ctx: Context
     assert sha(ws, "env/dev1-qa") == tip == result.target_after
     assert sha(ws, "env/dev1-staging") == staging  # the stage after is untouched
     assert result.check is not None and result.check.passed and "Ran 2 tests" in result.check.output
-    assert result.reason == f"fast-forwarded env/dev1-qa by 1 commit(s) to {tip[:12]}"
+    assert result.reason.startswith(f"check `{result.check.command}` passed on env/dev1 at {tip[:12]} in ")
+    assert result.reason.endswith(f"s; fast-forwarded env/dev1-qa by 1 commit(s) to {tip[:12]}")
     assert list((ws / ".promote").iterdir()) == []  # the temporary worktree is gone
     assert "promote" not in run_git(["worktree", "list"], cwd=ws / ".repo")
 

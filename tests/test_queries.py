@@ -114,6 +114,7 @@ ATTEMPTS: list[dict[str, Any]] = [
         input_tokens=1000,
         cached_input_tokens=200,
         cache_write_tokens=50,
+        cache_write_1h_tokens=30,
         output_tokens=500,
         reasoning_tokens=0,
         compute_seconds=2.5,
@@ -415,6 +416,7 @@ def test_costs_are_exact_sums(session: Session) -> None:
         200,
         50,
     )
+    assert claude["cache_write_1h_tokens"] == 30 and providers["codex"]["cache_write_1h_tokens"] == 0
     assert claude["compute_seconds"] == 2.5 and claude["cost_usd"] == 1.234567
     assert (codex["calls"], codex["cost_micros"], codex["input_tokens"], codex["output_tokens"]) == (
         2,

@@ -201,7 +201,16 @@ def test_the_price_in_force_on_the_day_is_used() -> None:
     ("req", "providers", "reason"),
     [
         (request(excluded=frozenset({"paid"})), READY, "already failed this task"),
-        (request(avoid=frozenset({"paid"})), READY, "must not be used by this task"),
+        (
+            request(avoid=frozenset({"paid"})),
+            READY,
+            "must not be used by this task: the task's avoid_providers (--avoid) name it",
+        ),
+        (
+            request(avoid=frozenset({"paid"}), avoid_why=(("paid", "the implementer of the PR under review"),)),
+            READY,
+            "must not be used by this task: the implementer of the PR under review",
+        ),
         (request(), states(paid={"unusable": "no ANTHROPIC_API_KEY"}), "unusable (no ANTHROPIC_API_KEY)"),
         (request(), {k: v for k, v in READY.items() if k != "paid"}, "unusable (no state reported)"),
         (request(), states(paid={"breaker": "disabled"}), "breaker disabled until an operator enables it"),
@@ -451,3 +460,26 @@ def test_the_route_is_the_first_usable_candidate_and_refusals_say_why(
     assert len(result.passed_over) == len(order)
     assert (result.retry_in_s is None) == all(v == "permanent" for v in verdicts)
     assert (result.status == "budget_exhausted") == ("budget" in verdicts)
+
+
+def test_a_review_says_why_it_avoids_a_provider() -> None:
+    from pathlib import Path
+
+    from tasks.attempt import avoid_reasons
+    from tasks.kinds.base import TaskInfo
+    from tasks.schemas import parse_request
+
+    def task(kind: str, **fields: object) -> TaskInfo:
+        request = parse_request({"kind": kind, "environment": "dev1", **fields})
+        return TaskInfo("t" * 36, kind, kind, "dev1", "dev", request, Path("."))
+
+    review = task("pr_review", branch="b", implementer="ollama", avoid_providers=["ollama", "codex"])
+    assert avoid_reasons(review) == (
+        ("ollama", "the implementer of the PR under review (a review is by another provider)"),
+        ("codex", "the task's avoid_providers (--avoid) name it"),
+    )
+    chosen = must_route(
+        route(request(avoid=frozenset({"paid"}), avoid_why=(("paid", avoid_reasons(review)[0][1]),)), READY)
+    )
+    assert chosen.passed_over == ("paid: must not be used by this task: the implementer of the PR under review "
+                                  "(a review is by another provider)",)  # fmt: skip

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import REDIS_PORT, flushed_redis
+from conftest import REDIS_HOST, REDIS_PORT, SERVICES, flushed_redis
 from pipeline_kit import make_context
 from redis.commands.core import Script
 
@@ -67,7 +67,7 @@ class Relay:
                 down, _ = self.listener.accept()
             except OSError:
                 return
-            up = socket.create_connection(("127.0.0.1", REDIS_PORT))
+            up = socket.create_connection((REDIS_HOST, REDIS_PORT))
             self.pairs.append((down, up))
             for src, dst, gate in ((down, up, None), (up, down, self.flowing)):
                 thread = threading.Thread(target=self._pump, args=(src, dst, gate), daemon=True)
@@ -133,7 +133,7 @@ def relay() -> Iterator[Relay]:
 
 @pytest.fixture
 def relayed(relay: Relay) -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=relay.port, db=DB)
+    client = redis.Redis(host="127.0.0.1", port=relay.port, db=SERVICES.redis_db(DB))
     yield client
     client.close()
 

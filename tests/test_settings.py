@@ -68,3 +68,31 @@ def test_ready_timeout_is_adaptive_unless_set_and_must_be_positive(monkeypatch: 
     monkeypatch.setenv("SWITCHYARD_READY_TIMEOUT", "0")
     with pytest.raises(ConfigError, match="SWITCHYARD_READY_TIMEOUT"):
         load_settings()
+
+
+def test_the_demo_profile_keeps_its_data_apart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What a user exported for their own fleet (database, broker, state, workspace) is never the demo's."""
+    monkeypatch.setenv("SWITCHYARD_HOME", str(tmp_path))
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", "postgresql+psycopg://u@db/users")
+    monkeypatch.setenv("SWITCHYARD_BROKER_URL", "redis://broker:6379/0")
+    monkeypatch.setenv("SWITCHYARD_WORKSPACE", str(tmp_path / "mine"))
+    demo = load_settings(profile="demo")
+    assert demo.data_dir == (tmp_path / "demo").resolve()
+    assert demo.effective_database_url == f"sqlite:///{tmp_path.resolve() / 'demo' / 'switchyard.db'}"
+    assert demo.broker_url is None and demo.workspace_dir == (tmp_path / "demo" / "workspace").resolve()
+    assert demo.fleet_profile == "development"  # the fleet file's overlay it reads
+    users = load_settings()
+    assert users.effective_database_url == "postgresql+psycopg://u@db/users" and users.fleet_profile == "development"
+
+
+def test_a_demo_child_finds_the_demos_broker(tmp_path: Path) -> None:
+    """`up` passes its children the settings in force; a child of the demo profile drops the URLs it is given
+    (as the demo does) and must still find the demo's embedded broker, from its port."""
+    from workers.services import child_env
+
+    parent = load_settings(profile="demo", home=tmp_path, broker_port=45499)
+    env = child_env(parent, simulate=True, base_env={})
+    child_values = {key.removeprefix("SWITCHYARD_").lower(): value for key, value in env.items()}
+    child = Settings(**{k: v for k, v in child_values.items() if k in Settings.model_fields})  # type: ignore[arg-type]
+    assert child.effective_broker_url == parent.effective_broker_url == "redis://127.0.0.1:45499/0"
+    assert child.effective_database_url == parent.effective_database_url

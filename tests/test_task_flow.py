@@ -4,6 +4,9 @@ second provider call or charge."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -117,7 +120,7 @@ def test_every_kind_runs_to_success(fleet: Context, workspace: Path) -> None:
         "pr_review": submit({"kind": "pr_review", "environment": "dev1", "branch": "feature/sample-1"}, context=ctx),
         "pr_integ": submit({"kind": "pr_integ", "environment": "dev1", "branch": "feature/sample-2"}, context=ctx),
     }
-    done = wait_terminal(ctx, list(ids.values()))
+    done = wait_terminal(ctx, list(ids.values()), timeout=240)  # the plan ends once its sub-tasks landed
     assert {k: done[i]["status"] for k, i in ids.items()} == dict.fromkeys(ids, "succeeded")
     expected = {"plan": "claude", "dev_task": "ollama", "pr_impl": "codex", "pr_review": "claude", "pr_integ": "ollama"}
     assert {k: done[i]["provider"] for k, i in ids.items()} == expected
@@ -237,3 +240,67 @@ def test_twenty_reviews_with_claude_down_all_succeed_on_the_next_rung(fleet: Con
     assert len(skipped) >= 10  # most never tried Claude: the router saw the open breaker before calling
     notes = [a.get("route_note") or "" for d in skipped for a in d["attempts"]]
     assert all("claude" in note and "open" in note for note in notes), notes
+
+
+def cli_env(ctx: Context) -> dict[str, str]:
+    """The environment a user's shell would have for this fleet's `switchyard` commands."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    settings = ctx.settings
+    base.update(
+        SWITCHYARD_HOME=str(settings.home),
+        SWITCHYARD_BROKER_URL=str(settings.broker_url),
+        SWITCHYARD_DATABASE_URL=ctx.database_url,
+        SWITCHYARD_FLEET_FILE=str(settings.fleet_file),
+        COLUMNS="200",
+    )
+    return base
+
+
+def submit_and_wait(ctx: Context, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(REPO / ".venv" / "bin" / "switchyard"), "submit", *args, "--wait", "--json", "--timeout", "600"]
+    return subprocess.run(command, env=cli_env(ctx), capture_output=True, text=True, timeout=700, check=False)
+
+
+def on_branch(workspace: Path, branch: str, path: str) -> bool:
+    done = subprocess.run(["git", "cat-file", "-e", f"{branch}:{path}"], cwd=workspace / ".repo", check=False)
+    return done.returncode == 0
+
+
+def test_a_plan_waited_for_lands_its_sub_tasks_on_the_environment_branch(fleet: Context, workspace: Path) -> None:
+    """`submit plan --wait` returns when every sub-task's change was reviewed and merged into env/dev1."""
+    done = submit_and_wait(fleet, "plan", "--env", "dev1", "--goal", "add a health endpoint")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert (report["outcome"], report["complete"]) == ("landed", True)
+    plan = task_detail_now(fleet, report["id"])
+    assert plan["status"] == "succeeded" and plan["result"]["data"]["outcome"] == "succeeded"
+    subtasks = plan["result"]["data"]["subtasks"]
+    assert len(subtasks) == 2 and all(sub["landed"] for sub in subtasks)
+    for sub in subtasks:  # each change is on the environment branch at the moment --wait returned
+        assert on_branch(workspace, "env/dev1", f"changes/{sub['id'][:8]}.md"), sub
+    kinds = [link["kind"] for link in report["links"]]
+    assert kinds.count("pr_review") == 2 and kinds.count("pr_integ") == 2
+    assert all(link["status"] == "succeeded" for link in report["links"])
+
+
+def test_a_pr_impl_waited_for_is_merged_when_wait_returns(fleet: Context, workspace: Path) -> None:
+    done = submit_and_wait(fleet, "pr_impl", "--env", "dev1", "--title", "a waited change")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["outcome"] == "landed" and report["why"].startswith("merged into env/dev1 at ")
+    assert [link["kind"] for link in report["links"]] == ["pr_impl", "pr_review", "pr_integ"]
+    assert on_branch(workspace, "env/dev1", f"changes/{report['id'][:8]}.md")
+    text = subprocess.run(  # the people's view: one line per link, then how it ended
+        [str(REPO / ".venv" / "bin" / "switchyard"), "submit", "pr_impl", "--env", "dev1", "--title", "again",
+         "--no-pipeline", "--wait"],
+        env=cli_env(fleet), capture_output=True, text=True, timeout=700, check=False,
+    )  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    assert "pr_impl" in text.stdout and "succeeded: " in text.stdout
+
+
+def task_detail_now(ctx: Context, task_id: str) -> dict[str, Any]:
+    with session_scope(ctx.database_url) as session:
+        found = task_detail(session, task_id)
+    assert found is not None
+    return found

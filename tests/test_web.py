@@ -161,6 +161,8 @@ def test_costs_and_budgets(client: TestClient) -> None:
     costs = get(client, "/api/costs")
     assert costs["total"]["cost_micros"] == 1_679_011 and costs["total"]["held_micros"] == 500_000
     assert {row["provider"] for row in costs["providers"]} == {"claude", "codex", "ollama"}
+    claude = next(row for row in costs["providers"] if row["provider"] == "claude")
+    assert (claude["cache_write_tokens"], claude["cache_write_1h_tokens"]) == (50, 30)  # 5-minute and 1-hour
     assert get(client, "/api/costs?since=2999-01-01T00:00:00Z")["total"]["cost_micros"] == 0
     budgets = get(client, "/api/budgets")["budgets"]
     assert [(b["scope"], b["window"], b["cap_usd"]) for b in budgets] == [

@@ -22,7 +22,8 @@ router = APIRouter(tags=["metrics"])
 TOKEN_CLASSES = (
     "input_tokens",
     "cached_input_tokens",
-    "cache_write_tokens",
+    "cache_write_tokens",  # 5-minute cache writes
+    "cache_write_1h_tokens",  # 1-hour cache writes (priced apart)
     "output_tokens",
     "reasoning_tokens",
 )

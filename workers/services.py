@@ -148,6 +148,7 @@ def child_env(settings: Settings, *, simulate: bool, base_env: Mapping[str, str]
         SWITCHYARD_SIMULATE="true" if simulate else "false",
         SWITCHYARD_SIMULATOR_URL=settings.effective_simulator_url,
         SWITCHYARD_HOST=settings.host,
+        SWITCHYARD_BROKER_PORT=str(settings.broker_port),  # the demo profile derives its broker URL from it
         SWITCHYARD_API_PORT=str(settings.api_port),
         SWITCHYARD_FLOWER_PORT=str(settings.flower_port),
         SWITCHYARD_SIMULATOR_PORT=str(settings.simulator_port),

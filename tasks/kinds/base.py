@@ -54,7 +54,10 @@ class Prompt:
 class Outcome:
     summary: str
     data: dict[str, Any] = field(default_factory=dict)
-    status: str = "succeeded"
+    status: str = "succeeded"  # or a terminal status; LANDING: a plan that waits for its sub-tasks to land
+
+
+LANDING = "landing"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from store.models import Environment
 from switchyard.errors import BadAnswer
 from tasks.context import Context
 from tasks.kinds.base import (
+    LANDING,
     Answer,
     Assist,
     BaseHandler,
@@ -141,7 +142,8 @@ class PlanHandler(BaseHandler):
         )
         children = [self._submit(ctx, task, sub) for sub in order(plan)]
         summary = f"planned {len(children)} sub-tasks: " + "; ".join(sub.title for sub in order(plan))
-        return Outcome(summary=summary[:500], data={"goal": task.request.goal, "subtasks": children})
+        data = {"goal": task.request.goal, "subtasks": children}
+        return Outcome(summary=summary[:500], data=data, status=LANDING)  # ends when they landed (tasks/plans.py)
 
     def _submit(self, ctx: Context, task: TaskInfo, sub: SubTask) -> dict[str, object]:
 
