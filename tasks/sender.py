@@ -32,7 +32,7 @@ from sqlalchemy import select
 from store import outbox
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Task
-from store.pipeline import HELD
+from store.pipeline import NO_MESSAGE
 from switchyard.errors import InputError
 from switchyard.fleet_models import OutboxPolicy
 from tasks import dependencies
@@ -142,7 +142,7 @@ def release_stale(ctx: Context, *, now: datetime) -> int:
     put_back = 0
     for task_id, reserved in stale.items():
         status, reason = statuses.get(task_id, ("", None))
-        if status in TERMINAL_STATUSES:
+        if status in TERMINAL_STATUSES or _parked(status, reason):  # nothing left for that message to do
             forget(ctx, reserved.tag)
         elif _unstarted(status, reason, reserved, deferred_old):
             restore(ctx, reserved.tag)
@@ -158,10 +158,15 @@ def release_stale(ctx: Context, *, now: datetime) -> int:
 
 def _unstarted(status: str, reason: str | None, reserved: Reserved, deferred_old: float) -> bool:
     """A task waiting for the message a worker holds: queued, or deferred for longer than any countdown
-    (a deferred task's message waits in its worker for its countdown; a held one has no message on purpose)."""
+    (a deferred task's message waits in its worker for its countdown; a parked one has no message on purpose)."""
     if status == "queued":
         return True
-    return status == "deferred" and not (reason or "").startswith(HELD) and reserved.since <= deferred_old
+    return status == "deferred" and not _parked(status, reason) and reserved.since <= deferred_old
+
+
+def _parked(status: str, reason: str | None) -> bool:
+    """Held with no message on purpose (for its dependencies, or a plan for its sub-tasks to land)."""
+    return status == "deferred" and (reason or "").startswith(NO_MESSAGE)
 
 
 def _lost(w: outbox.Sent, now: datetime, policy: OutboxPolicy, *, on_broker: bool) -> bool:
