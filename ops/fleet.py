@@ -28,6 +28,7 @@ from store.db import session_scope
 from store.models import Environment
 from switchyard.budgets import Budget
 from switchyard.errors import ServiceUnavailable
+from switchyard.private import PRIVATE_UMASK
 from switchyard.settings import Settings, load_settings
 from tasks.context import Context, build_context
 from tasks.send import prepare_database
@@ -123,6 +124,7 @@ class ChaosFleet:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=PRIVATE_UMASK,  # as the launcher starts it: what it creates stays private
             )
         self.spawned[f"{name}#{process.pid}"] = process
         pidfiles.write_pidfile(self.settings.run_dir, name, process.pid, spec.match)

@@ -246,3 +246,16 @@ def test_a_fleet_keeps_its_files_private_and_its_broker_password_secret(tmp_path
     assert password and password not in stopped.stdout + stopped.stderr
     assert not list(run_dir.glob("*.pid"))
     assert private_everywhere(data_dir) == []
+
+
+def test_up_shows_a_generated_flower_password_only_the_time_it_is_made(tmp_path: Path) -> None:
+    from cli.ops import flower_login
+
+    staging = Settings(home=tmp_path, profile="staging")
+    first = flower_login(staging, had_password_file=staging.flower_password_file.exists())
+    password = staging.flower_password_file.read_text().strip()
+    assert password in first and str(staging.flower_password_file) in first
+    later = Settings(home=tmp_path, profile="staging")
+    shown = flower_login(later, had_password_file=later.flower_password_file.exists())
+    assert password not in shown and str(later.flower_password_file) in shown
+    assert "no login" in flower_login(Settings(home=tmp_path), had_password_file=False)
