@@ -5,7 +5,9 @@ the fleet in order), logs to ``log_dir/<name>.log`` and is recorded in ``run_dir
 whose pidfile names a live process is not started again: after a worker died, ``up`` starts that worker
 alone. The broker starts first and must answer before anything else starts; the rest start together, and
 each is ready when it answers for itself (:mod:`workers.probes`), waited for as :mod:`workers.readiness`
-decides. ``down`` stops workers first (they drain and hand back unacknowledged tasks while the broker still
+decides. The data, log and run directories are made 0700, logs and pidfiles 0600, and every child runs with
+umask 077, so what it writes (the AOF, the SQLite WAL, beat's schedule) is private too (:mod:`switchyard.private`).
+``down`` stops workers first (they drain and hand back unacknowledged tasks while the broker still
 runs), then Flower, the API and the simulator, and the broker last.
 """
 
