@@ -29,6 +29,7 @@ from ops.pgcluster import PrivatePostgres
 from ops.phase import run_phase
 from ops.redis_server import PrivateRedis
 from ops.verdict import Verdict
+from switchyard.private import masked_url
 from switchyard.settings import Settings
 
 DEFAULT_TASKS = 300
@@ -76,7 +77,7 @@ def on_fleet(
     redis: PrivateRedis | None,
     postgres: PostgresControl | None,
 ) -> list[Verdict]:
-    log(f"starting a fleet in {settings.data_dir} (broker {settings.effective_broker_url})")
+    log(f"starting a fleet in {settings.data_dir} (broker {masked_url(settings.effective_broker_url)})")
     fleet = start_fleet(settings, log=lambda m: log(f"  {m}"), ready_timeout_s=READY_TIMEOUT_S)
     kit = FaultKit(fleet=fleet, log=log, redis=redis, postgres=postgres)
     verdicts = []

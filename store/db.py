@@ -1,6 +1,8 @@
 """Engines and sessions, created per process (after fork), never at import.
 
-SQLite runs in WAL mode with a busy timeout so the worker threads and the CLI can share one file.
+SQLite runs in WAL mode with a busy timeout so the worker threads and the CLI can share one file. The file
+holds every prompt and answer, so it and its WAL and shared-memory files are made 0600 (SQLite gives the WAL
+and SHM files the database file's mode when it creates them), and a directory created for it is 0700.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from switchyard.fleet_models import DB_KEPT_MAX, DB_MAX_OVERFLOW, DB_POOL_SIZE
+from switchyard.private import FILE_MODE, private_dir, private_file
 
 _engines: dict[tuple[int, str], Engine] = {}
 # (pid, url) -> the connection each thread keeps (see held_connection), at most KEEP_MAX per process and URL:
@@ -62,12 +65,23 @@ class ImmediateSQLiteDialect(SQLiteDialect_pysqlite):
             cursor.close()
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 (its directory 0700 when we create it); make an existing one and its
+    WAL and SHM files 0600."""
+    if not path.parent.exists():
+        private_dir(path.parent)
+    private_file(path)
+    for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with suppress(FileNotFoundError):
+            side.chmod(FILE_MODE)
+
+
 def make_engine(url: str) -> Engine:
     """A new engine for ``url``; SQLite files get their directory created and WAL switched on."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(parsed.database))
         registry.register(f"sqlite.{IMMEDIATE_DRIVER}", __name__, ImmediateSQLiteDialect.__name__)
         immediate = parsed.set(drivername=f"sqlite+{IMMEDIATE_DRIVER}")
         engine = create_engine(immediate, connect_args={"timeout": 30, "check_same_thread": False})

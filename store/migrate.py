@@ -32,6 +32,7 @@ from sqlalchemy.exc import OperationalError
 
 from store.db import make_engine
 from switchyard.errors import ServiceUnavailable
+from switchyard.private import FILE_MODE
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key: any constant bigint that no other part of Switchyard uses ("Swyd" in ASCII).
@@ -63,7 +64,7 @@ def _file_lock(url: str) -> AbstractContextManager[object]:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return nullcontext()
-    return FileLock(f"{parsed.database}.migrate.lock", timeout=LOCK_TIMEOUT_S)
+    return FileLock(f"{parsed.database}.migrate.lock", timeout=LOCK_TIMEOUT_S, mode=FILE_MODE)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchyard.alert_urls import problem, split
 from switchyard.errors import ConfigError
+from switchyard.private import stored_secret
 
 # ``demo`` is `switchyard demo`'s own: its data directory (database, broker, workspace) apart from every
 # other profile's; it reads the fleet file's ``development`` overlay
@@ -73,6 +74,10 @@ class Settings(BaseSettings):
     ollama_host: str | None = Field(
         default=None, validation_alias=AliasChoices("SWITCHYARD_OLLAMA_HOST", "OLLAMA_HOST")
     )
+    # Flower's basic auth. Unset outside development, the password is generated once and kept in
+    # ``flower_password_file``; in development without them, Flower on loopback answers without a login.
+    flower_user: str = "switchyard"
+    flower_password: SecretStr | None = None
 
     # apprise URLs alerts go to, besides the fleet file's `[alerts] urls` (spaces or commas between them)
     alert_urls: SecretStr | None = None
@@ -112,11 +117,26 @@ class Settings(BaseSettings):
             raise ValueError(f"SWITCHYARD_BROKER_URL must start with one of {', '.join(allowed)}")
         return value
 
+    @field_validator("flower_user")
+    @classmethod
+    def _flower_user_shape(cls, value: str) -> str:
+        if not value or any(c in value for c in ":, "):
+            raise ValueError("SWITCHYARD_FLOWER_USER must be a non-empty name without ':', ',' or spaces")
+        return value
+
+    @field_validator("flower_password")
+    @classmethod
+    def _flower_password_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and "," in value.get_secret_value():
+            # Flower reads FLOWER_BASIC_AUTH as a comma-separated list of user:password pairs.
+            raise ValueError("SWITCHYARD_FLOWER_PASSWORD must not contain ','")
+        return value
+
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
         if self.profile == "development":
             return self
-        for name in ("anthropic_api_key", "openai_api_key"):
+        for name in ("anthropic_api_key", "openai_api_key", "flower_password"):
             secret: SecretStr | None = getattr(self, name)
             if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
                 raise ValueError(f"{name.upper()} is a placeholder; set a real key for profile {self.profile!r}")
@@ -150,8 +170,38 @@ class Settings(BaseSettings):
         return self.broker_url is None
 
     @property
+    def secrets_dir(self) -> Path:
+        """The 0700 directory of the secrets Switchyard generates for itself (files 0600)."""
+        return self.data_dir / "secrets"
+
+    @property
+    def broker_password_file(self) -> Path:
+        return self.secrets_dir / "broker-password"
+
+    @property
+    def flower_password_file(self) -> Path:
+        return self.secrets_dir / "flower-password"
+
+    @cached_property
+    def broker_password(self) -> str:
+        """The embedded broker's password: generated on first use, kept 0600 in the data directory."""
+        return stored_secret(self.broker_password_file)
+
+    @property
     def effective_broker_url(self) -> str:
-        return self.broker_url or f"redis://{self.host}:{self.broker_port}/0"
+        """The broker every process uses; the embedded one's URL carries its password (mask it to print)."""
+        if self.broker_url:
+            return self.broker_url
+        return f"redis://:{self.broker_password}@{self.host}:{self.broker_port}/0"
+
+    @cached_property
+    def flower_credentials(self) -> tuple[str, str] | None:
+        """Flower's basic-auth user and password; None in development when no password is set."""
+        if self.flower_password is not None:
+            return self.flower_user, self.flower_password.get_secret_value()
+        if self.profile == "development":
+            return None
+        return self.flower_user, stored_secret(self.flower_password_file)
 
     @property
     def effective_state_url(self) -> str:

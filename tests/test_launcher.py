@@ -104,13 +104,20 @@ def test_provider_variables_come_from_the_settings_alone(tmp_path: Path, fleet: 
     assert with_key["OPENAI_API_KEY"] == "sk-own"
 
 
-def test_flower_api_is_opened_only_on_loopback(tmp_path: Path, fleet: Fleet) -> None:
-    def flower(host: str) -> services.ServiceSpec:
-        specs = services.build_specs(make_settings(tmp_path, host=host), fleet, simulate=False, base_env={})
+def test_flower_api_is_opened_only_in_development_on_loopback(tmp_path: Path, fleet: Fleet) -> None:
+    def flower(host: str, **overrides: object) -> services.ServiceSpec:
+        settings = make_settings(tmp_path, host=host, **overrides)
+        specs = services.build_specs(settings, fleet, simulate=False, base_env={"FLOWER_UNAUTHENTICATED_API": "true"})
         return next(s for s in specs if s.name == "flower")
 
     assert flower("127.0.0.1").env["FLOWER_UNAUTHENTICATED_API"] == "true"
-    assert "FLOWER_UNAUTHENTICATED_API" not in flower("10.1.2.3").env
+    assert "FLOWER_BASIC_AUTH" not in flower("127.0.0.1").env
+    assert "FLOWER_BASIC_AUTH" not in flower("10.1.2.3", profile="development").env
+    for spec in (flower("127.0.0.1", profile="staging"), flower("127.0.0.1", flower_password="pick-a-long-one")):
+        assert "FLOWER_UNAUTHENTICATED_API" not in spec.env  # not even inherited from the parent
+        user, password = spec.env["FLOWER_BASIC_AUTH"].split(":", 1)
+        assert user == "switchyard" and password
+        assert password not in " ".join(spec.argv) and password not in repr(spec)
 
 
 def test_select_knows_workers_and_refuses_unknown_names(tmp_path: Path, fleet: Fleet) -> None:

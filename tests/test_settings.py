@@ -13,7 +13,9 @@ from switchyard.settings import Settings, load_settings
 def test_defaults_use_embedded_broker_and_sqlite(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     assert settings.embedded_broker
-    assert settings.effective_broker_url == "redis://127.0.0.1:6399/0"
+    password = settings.broker_password
+    assert settings.effective_broker_url == f"redis://:{password}@127.0.0.1:6399/0"
+    assert settings.effective_state_url == settings.effective_broker_url  # breakers share the broker
     assert settings.data_dir == (tmp_path / "development").resolve()
     assert settings.effective_database_url == f"sqlite:///{settings.data_dir / 'switchyard.db'}"
 

@@ -5,7 +5,9 @@ the fleet in order), logs to ``log_dir/<name>.log`` and is recorded in ``run_dir
 whose pidfile names a live process is not started again: after a worker died, ``up`` starts that worker
 alone. The broker starts first and must answer before anything else starts; the rest start together, and
 each is ready when it answers for itself (:mod:`workers.probes`), waited for as :mod:`workers.readiness`
-decides. ``down`` stops workers first (they drain and hand back unacknowledged tasks while the broker still
+decides. The data, log and run directories are made 0700, logs and pidfiles 0600, and every child runs with
+umask 077, so what it writes (the AOF, the SQLite WAL, beat's schedule) is private too (:mod:`switchyard.private`).
+``down`` stops workers first (they drain and hand back unacknowledged tasks while the broker still
 runs), then Flower, the API and the simulator, and the broker last.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from switchyard.errors import ConfigError, FleetAlreadyRunning, ServiceUnavailable
 from switchyard.fleet import Fleet
+from switchyard.private import PRIVATE_UMASK, private_dir, private_file
 from switchyard.settings import Settings
 from workers import broker, health, pidfiles, probes, readiness
 from workers.readiness import ReadyPolicy, Waiting
@@ -81,12 +84,13 @@ def up(
     not become ready; in every failure, what this call started is stopped again.
     """
     began = waiting.clock()
+    private_dir(settings.data_dir)
     settings.effective_state_url  # noqa: B018 -- fail at start, not on the first call: a RabbitMQ fleet needs one
     _report_stale(pidfiles.clean_stale(settings.run_dir), on_event)
     env = dict(os.environ if base_env is None else base_env)
     specs = select(build_specs(settings, fleet, simulate=simulate, base_env=env), services)
     specs = _missing(settings, specs, on_event)
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.log_dir)
     _check_ports(settings, specs)
     policy = policy or ReadyPolicy(timeout_s=settings.ready_timeout)
     started: list[RunningService] = []
@@ -198,9 +202,9 @@ def _reap() -> None:
 
 
 def spawn(settings: Settings, spec: ServiceSpec) -> RunningService:
-    """Start ``spec`` in a session of its own, its output appended to its log, and write its pidfile."""
-    spec.log_file.parent.mkdir(parents=True, exist_ok=True)
-    with spec.log_file.open("ab") as log:
+    """Start ``spec`` in a session of its own, its output appended to its (private) log, and write its pidfile."""
+    private_dir(spec.log_file.parent)
+    with private_file(spec.log_file).open("ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"--- {stamp} starting {spec.name}: {' '.join(spec.argv)}\n".encode())
         log.flush()
@@ -212,6 +216,7 @@ def spawn(settings: Settings, spec: ServiceSpec) -> RunningService:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=PRIVATE_UMASK,  # what the child creates (AOF, WAL, beat's schedule) is the user's alone
         )
     _CHILDREN[process.pid] = process
     pidfile = pidfiles.write_pidfile(settings.run_dir, spec.name, process.pid, spec.match)

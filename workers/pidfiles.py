@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from switchyard.private import private_dir, private_file, write_private
+
 SUFFIX = ".pid"
 
 
@@ -34,13 +36,11 @@ def pidfile_path(run_dir: Path, name: str) -> Path:
 
 
 def write_pidfile(run_dir: Path, name: str, pid: int, match: str) -> Path:
-    """Record ``pid`` for service ``name``; written to a temporary file and renamed, so never half-written."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = pidfile_path(run_dir, name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": pid, "match": match, "started": start_time(pid)}), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Record ``pid`` for service ``name`` (0600, in a 0700 run dir); written to a temporary file and renamed,
+    so never half-written."""
+    private_dir(run_dir)
+    record = json.dumps({"pid": pid, "match": match, "started": start_time(pid)})
+    return write_private(pidfile_path(run_dir, name), record)
 
 
 def read_pidfile(run_dir: Path, name: str) -> PidRecord | None:
@@ -137,8 +137,7 @@ RESTARTING_SUFFIX = ".restarting"
 
 def mark_restarting(run_dir: Path, name: str) -> None:
     """Say that ``switchyard restart`` is replacing ``name``: a supervising ``up`` keeps watching it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / f"{name}{RESTARTING_SUFFIX}").touch()
+    private_file(private_dir(run_dir) / f"{name}{RESTARTING_SUFFIX}")
 
 
 def clear_restarting(run_dir: Path, name: str) -> None:

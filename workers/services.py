@@ -265,12 +265,9 @@ def _beat_spec(settings: Settings, env: Mapping[str, str]) -> ServiceSpec:
 
 def _flower_spec(settings: Settings, env: Mapping[str, str]) -> ServiceSpec:
     host, port = settings.host, settings.flower_port
-    flower_env = dict(env)
-    if host in LOOPBACK:
-        # Flower 2 answers its HTTP API only with auth configured, unless this flag is set. On loopback the
-        # API is as private as the machine, and the CLI, status API and tests read it; anywhere else, set
-        # FLOWER_BASIC_AUTH (as docker-compose.yml does) instead.
-        flower_env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    flower_env = {**dict(env), **flower_auth_env(settings)}
+    if settings.flower_credentials is not None:
+        flower_env.pop("FLOWER_UNAUTHENTICATED_API", None)  # not even when the parent's environment has it
     return ServiceSpec(
         name="flower",
         argv=(sys.executable, "-m", "celery", *flower_args(host, port, flower_db(settings))),
@@ -287,6 +284,23 @@ def _flower_spec(settings: Settings, env: Mapping[str, str]) -> ServiceSpec:
 def flower_db(settings: Settings) -> Path:
     """Where Flower keeps its task history (the profile's data directory)."""
     return settings.data_dir / "flower.db"
+
+
+def flower_auth_env(settings: Settings) -> dict[str, str]:
+    """How Flower is told who may use it: basic auth (``FLOWER_BASIC_AUTH``, in the environment, never on
+    argv) whenever ``settings.flower_credentials`` has a login, which it always has outside development.
+
+    Flower 2 answers its HTTP API only with auth configured, unless FLOWER_UNAUTHENTICATED_API is set. That
+    flag is set only in development on loopback with no password set: there the API is as private as the
+    machine's users, and the CLI and tests read it. Anywhere else Flower asks for the login.
+    """
+    credentials = settings.flower_credentials
+    if credentials is not None:
+        user, password = credentials
+        return {"FLOWER_BASIC_AUTH": f"{user}:{password}"}
+    if settings.host in LOOPBACK:
+        return {"FLOWER_UNAUTHENTICATED_API": "true"}
+    return {}
 
 
 def _api_spec(settings: Settings, env: Mapping[str, str]) -> ServiceSpec:
