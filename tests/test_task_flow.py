@@ -22,6 +22,7 @@ from cli.envs import init_environments
 from environments.git import run_git
 from environments.sample import make_sample_repo
 from routing.state import transition_history
+from simulator.answers import identifier
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Attempt, Spend, Task
 from store.queries import as_utc, task_detail
@@ -266,6 +267,13 @@ def on_branch(workspace: Path, branch: str, path: str) -> bool:
     return done.returncode == 0
 
 
+def change_landed(workspace: Path, title: str, task_id: str) -> bool:
+    """The simulator's change for a task (a module named after its title, or after title and id when a module
+    of that name was there already) is on env/dev1."""
+    name = identifier(title, f"change_{task_id[:8]}")
+    return any(on_branch(workspace, "env/dev1", path) for path in (f"{name}.py", f"{name}_{task_id[:8]}.py"))
+
+
 def test_a_plan_waited_for_lands_its_sub_tasks_on_the_environment_branch(fleet: Context, workspace: Path) -> None:
     """`submit plan --wait` returns when every sub-task's change was reviewed and merged into env/dev1."""
     done = submit_and_wait(fleet, "plan", "--env", "dev1", "--goal", "add a health endpoint")
@@ -277,7 +285,7 @@ def test_a_plan_waited_for_lands_its_sub_tasks_on_the_environment_branch(fleet: 
     subtasks = plan["result"]["data"]["subtasks"]
     assert len(subtasks) == 2 and all(sub["landed"] for sub in subtasks)
     for sub in subtasks:  # each change is on the environment branch at the moment --wait returned
-        assert on_branch(workspace, "env/dev1", f"changes/{sub['id'][:8]}.md"), sub
+        assert change_landed(workspace, sub["title"], sub["id"]), sub
     kinds = [link["kind"] for link in report["links"]]
     assert kinds.count("pr_review") == 2 and kinds.count("pr_integ") == 2
     assert all(link["status"] == "succeeded" for link in report["links"])
@@ -289,7 +297,7 @@ def test_a_pr_impl_waited_for_is_merged_when_wait_returns(fleet: Context, worksp
     report = json.loads(done.stdout)
     assert report["outcome"] == "landed" and report["why"].startswith("merged into env/dev1 at ")
     assert [link["kind"] for link in report["links"]] == ["pr_impl", "pr_review", "pr_integ"]
-    assert on_branch(workspace, "env/dev1", f"changes/{report['id'][:8]}.md")
+    assert change_landed(workspace, "a waited change", report["id"])
     text = subprocess.run(  # the people's view: one line per link, then how it ended
         [str(REPO / ".venv" / "bin" / "switchyard"), "submit", "pr_impl", "--env", "dev1", "--title", "again",
          "--no-pipeline", "--wait"],
