@@ -32,15 +32,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
+from opentelemetry.trace import Span
+
 from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import build_provider
 from routing.breaker import PermitRequest
-from routing.parked import ParkedAnswers
+from routing.parked import ParkedAnswer, ParkedAnswers
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from routing.state import connect_state
 from store import repo
 from store.db import session_scope
+from switchyard import logs, traces
 from switchyard.errors import (
     BadAnswer,
     HoldExceeded,
@@ -138,6 +141,8 @@ class Runner:
                 self._after(*finished)
             return "finished already"
         self._task = task
+        logs.clear()  # this thread's lines carry this task's fields now (switchyard/logs.py)
+        logs.bind(task_id=task.id, kind=task.kind, environment=task.environment, stage=task.stage, group=task.group)
         try:
             route, outcome = self._work(task)
         except TakenOver:
@@ -264,8 +269,11 @@ class Runner:
     def _call(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> Answer:
         request, provider = self._prepare(task, number, route, prompt)
         tries = TryLog(self.ctx.database_url, task.id, number, route.provider, self.now)
+        logs.bind(provider=route.provider, attempt=number)
         try:
-            response = self._guard(route.provider, tries.wrap(lambda: provider.call(request)), route.permit)
+            with traces.span("call", provider=route.provider, model=route.model, attempt=number) as span:
+                response = self._guard(route.provider, tries.wrap(lambda: provider.call(request)), route.permit)
+                _annotate_call(span, priced(self.ctx.fleet, route, response, self.now().date()))
         except ProviderError as exc:
             self._close_failed(task, number, exc)
             raise
@@ -426,6 +434,19 @@ class Runner:
             pipeline.after_terminal(self.ctx, task, status, outcome)
         except Exception:  # the task's status is committed; a follow-up that failed is logged, not hidden
             log.exception("follow-ups of task %s (%s) failed", task.id, task.kind)
+
+
+def _annotate_call(span: Span, answer: ParkedAnswer) -> None:
+    usage = answer.usage
+    traces.annotate(
+        span,
+        transport=answer.transport,
+        input_tokens=usage.input_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_usd=answer.cost_micros / 1_000_000,
+        price_version=answer.price_version,
+    )
 
 
 def run_task(task_id: str, ctx: Context, *, owns: Callable[[], bool] = lambda: True) -> str:
