@@ -38,7 +38,7 @@ ALERT_SCHEMES = (
 )  # fmt: skip
 _KEY_VALUE = (
     r"(?i)\b((?:x-api-key|api[_-]?key|authorization|token|password|secret)[\"']?\s*[:=]\s*[\"']?)"
-    r"(?!\*\*\*)[^\s\"',;}&]{4,}"
+    r"(?!\*\*\*|(?i:bearer)\s)[^\s\"',;}&]{4,}"
 )
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # API keys: Anthropic (sk-ant-…), OpenAI (sk-…, sk-proj-…); not inside a word ("task-…" stays)

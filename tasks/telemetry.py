@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import signals
 
@@ -28,6 +29,8 @@ def configure_logging(loglevel: object = None) -> None:
     settings = load_settings()
     secrets = (settings.anthropic_api_key, settings.openai_api_key)
     logs.remember_secrets(s.get_secret_value() for s in secrets if s is not None)
+    urls = (settings.broker_url, settings.state_url, settings.database_url, settings.ollama_host)
+    logs.remember_secrets(urlsplit(url).password for url in urls if url)
     level = loglevel if isinstance(loglevel, int) else settings.log_level
     logs.configure(settings.profile, level)
 
