@@ -162,7 +162,7 @@ def configure(profile: str, level: str | int = "INFO", *, stream: TextIO | None 
 
     Handlers already on the root logger and on uvicorn's and Celery's loggers are replaced, so no line leaves
     unformatted or unmasked. Returns the handler (tests read its format)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream or sys.__stderr__ or sys.stderr)  # never a proxy that logs again
     handler.setFormatter(formatter(profile))
     handler.addFilter(MaskSecrets())
     root = logging.getLogger()

@@ -59,6 +59,16 @@ def _instrument(**_: Any) -> None:
     instrument_celery(os.environ.get("OTEL_SERVICE_NAME") or "switchyard-worker")
 
 
+@signals.worker_init.connect  # type: ignore[untyped-decorator]
+def _redirect_prints(sender: Any = None, **_: Any) -> None:
+    """Taking over the logging setup also skips Celery's redirect of print() and stray writes to stderr: done
+    here for the `celery worker` command, so those lines are formatted and masked like the rest."""
+    from celery.apps.worker import Worker  # noqa: PLC0415
+
+    if isinstance(sender, Worker) and sender.app.conf.worker_redirect_stdouts:
+        sender.app.log.redirect_stdouts(sender.app.conf.worker_redirect_stdouts_level)
+
+
 @signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
 def _flush(**_: Any) -> None:
     traces.flush()
