@@ -13,12 +13,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from opentelemetry import trace
-from opentelemetry.trace import Span
+from opentelemetry.trace import ProxyTracerProvider, Span
 
 TRACER_NAME = "switchyard"
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 AttributeValue = str | int | float | bool
 _configured: list[str] = []
+# A proxy until a provider is installed (then it delegates to it): a no-op span until then, made once here.
+_tracer = trace.get_tracer(TRACER_NAME)
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -61,8 +63,10 @@ def flush(timeout_ms: int = 5000) -> None:
 def span(name: str, **attributes: AttributeValue | None) -> Iterator[Span]:
     """A span named ``name`` under the current one, with ``attributes`` (None values left out); an exception
     leaving the block is recorded on it and marks it as an error."""
-    tracer = trace.get_tracer(TRACER_NAME)
-    with tracer.start_as_current_span(name) as current:
+    if isinstance(trace.get_tracer_provider(), ProxyTracerProvider):  # no provider installed: nothing to record
+        yield trace.INVALID_SPAN
+        return
+    with _tracer.start_as_current_span(name) as current:
         if current.is_recording():
             current.set_attributes({f"switchyard.{k}": v for k, v in attributes.items() if v is not None})
         yield current
