@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 import structlog
+from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 MASK = "***"
@@ -124,10 +125,19 @@ def _order_task_fields(_: WrappedLogger, __: str, event: EventDict) -> EventDict
     return {"event": event.pop("event", ""), **fields, **event}
 
 
+def _trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """The trace and span a line was logged in (when traces are recorded), to find a line's trace and back."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"], event["span_id"] = format(context.trace_id, "032x"), format(context.span_id, "016x")
+    return event
+
+
 def _shared() -> list[Processor]:
-    """What every line gets, whoever logged it: the task's fields, level, logger and a UTC timestamp."""
+    """What every line gets, whoever logged it: the task's fields, trace ids, level, logger, a UTC timestamp."""
     return [
         structlog.contextvars.merge_contextvars,
+        _trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -183,6 +183,19 @@ def run_one(ctx: Context, task_id: str, kind: str) -> None:
     raise AssertionError(f"the {kind} task did not finish")
 
 
+@pytest.mark.usefixtures("restore_logging")
+def test_a_line_logged_inside_a_span_names_its_trace(tracing: InMemorySpanExporter) -> None:
+    out = io.StringIO()
+    logs.configure("production", stream=out)
+    with traces.span("route") as span:
+        logging.getLogger("routing.router").info("chose codex")
+    logging.getLogger("routing.router").info("outside")
+    inside, outside = (json.loads(line) for line in out.getvalue().splitlines())
+    assert inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert inside["span_id"] == format(span.get_span_context().span_id, "016x")
+    assert "trace_id" not in outside
+
+
 @pytest.mark.integration
 def test_span_tree_of_a_pr_pipeline_from_submit_to_settle(
     tracing: InMemorySpanExporter, process_context: Context

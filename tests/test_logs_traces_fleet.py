@@ -294,6 +294,9 @@ def test_the_trace_runs_from_submit_into_the_worker(
     assert publish.parent_span_id == root.span_id
     assert run.parent_span_id == publish.span_id  # the context crossed the broker in the message headers
     assert {svc for svc, s in trace if s is run} == {"switchyard-worker"}
+    lines = (fleet.settings.log_dir / "worker-pr_impl.log").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert any(r.get("trace_id") == root.trace_id.hex() for r in records if r.get("task_id") == pipeline["id"])
 
     def under_run(span: Any) -> bool:
         while span.parent_span_id:
