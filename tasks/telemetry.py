@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,6 +86,3 @@ def _bind_task(task: Any = None, args: Any = None, kwargs: Any = None, **_: Any)
 @signals.task_postrun.connect  # type: ignore[untyped-decorator]
 def _unbind_task(**_: Any) -> None:
     logs.clear()
-
-
-logging.getLogger(__name__).debug("celery logging and tracing hooks connected")
