@@ -43,6 +43,7 @@ from store.budgets import Ending, OverrideRow, SpendRow
 from store.costs import UNKNOWN_COST
 from store.db import drop_held, get_engine, held_connection
 from store.migrate import masked
+from switchyard import traces
 from switchyard.budgets import (
     Alert,
     Budget,
@@ -214,11 +215,12 @@ class Ledger:
         if micros < 0:
             raise InputError(f"a hold is zero or more micro-dollars, not {micros}")
         place = _Place(provider, group, environment, stage)
-        try:
-            return self._again_if_dropped(lambda: self._hold(task_id, attempt, model, place, micros))
-        except _CounterGone:  # a counter this ledger saw is not there (its database was made anew): look again
-            self._places.clear()
-            return self._hold(task_id, attempt, model, place, micros)
+        with traces.span("hold", provider=provider, model=model, attempt=attempt, micros=micros):
+            try:
+                return self._again_if_dropped(lambda: self._hold(task_id, attempt, model, place, micros))
+            except _CounterGone:  # a counter this ledger saw is not there (its database was made anew): look again
+                self._places.clear()
+                return self._hold(task_id, attempt, model, place, micros)
 
     def _hold(self, task_id: str, attempt: int, model: str, place: _Place, micros: int) -> Hold:
         now = self.now()
@@ -241,7 +243,8 @@ class Ledger:
         """Replace the held amount by the real cost on the counters the hold raised. A second call does nothing."""
         if charged_micros < 0:
             raise InputError(f"a charge is zero or more micro-dollars, not {charged_micros}")
-        self._again_if_dropped(lambda: self._settle(task_id, attempt, charged_micros, price_version))
+        with traces.span("settle", attempt=attempt, charged_micros=charged_micros, price_version=price_version):
+            self._again_if_dropped(lambda: self._settle(task_id, attempt, charged_micros, price_version))
 
     def _settle(self, task_id: str, attempt: int, charged_micros: int, price_version: str | None) -> None:
         now = self.now()
@@ -280,7 +283,8 @@ class Ledger:
 
     def release(self, *, task_id: str, attempt: int, reason: str) -> bool:
         """Give the hold back (charged 0). False when there was no hold still held (nothing changed)."""
-        return self._again_if_dropped(lambda: self._release(task_id, attempt, reason))
+        with traces.span("release", attempt=attempt, reason=reason):
+            return self._again_if_dropped(lambda: self._release(task_id, attempt, reason))
 
     def _release(self, task_id: str, attempt: int, reason: str) -> bool:
         released = Ending("released", 0, self.now())

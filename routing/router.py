@@ -26,6 +26,7 @@ from routing.breaker import PermitRequest
 from routing.ledger import Closed
 from routing.marks import ModelMark, new_mark
 from routing.route import ProviderState, Refusal, Route, RouteRequest, candidates, choose_route
+from switchyard import traces
 from switchyard.budgets import BudgetState
 from switchyard.errors import BudgetRefused, ServiceUnavailable, StateUnavailable
 from switchyard.fleet import Fleet
@@ -170,6 +171,19 @@ class Router:
 
         ``only`` pins the provider (a handler's follow-up question to a named provider): the same checks of
         breaker, limits and budgets apply, but no other provider is considered."""
+        with traces.span(
+            "route", kind=request.kind, group=request.group, environment=request.environment, attempt=place.attempt
+        ) as span:
+            decision = self._route(request, place, only)
+            if isinstance(decision, Refusal):
+                traces.annotate(span, refused=decision.status, reason=decision.reason)
+            else:
+                traces.annotate(
+                    span, provider=decision.provider, model=decision.model, held_micros=decision.max_cost_micros
+                )
+            return decision
+
+    def _route(self, request: RouteRequest, place: Place, only: str | None) -> Routed | Refusal:
         fleet = self.fleet if only is None else pinned(self.fleet, request.group, only)
         for _ in range(HOLD_RACES):
             permit: PermitRequest | None = None

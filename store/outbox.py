@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store.models import Outbox, Task, utcnow
+from switchyard.logs import mask
 
 SEND = "send"
 FOLLOW_UPS = "follow_ups"
@@ -75,7 +76,7 @@ def mark_failed(session: Session, *, task_id: str, action: str, error: str, retr
     session.execute(
         update(Outbox)
         .where(Outbox.task_id == task_id, Outbox.action == action, Outbox.sent_at.is_(None))
-        .values(tries=Outbox.tries + 1, next_try_at=retry_at, last_error=error[:2000])
+        .values(tries=Outbox.tries + 1, next_try_at=retry_at, last_error=mask(error)[:2000])
     )
 
 
@@ -84,7 +85,7 @@ def mark_resent(session: Session, *, task_id: str, now: datetime, why: str) -> N
     session.execute(
         update(Outbox)
         .where(Outbox.task_id == task_id, Outbox.action == SEND)
-        .values(sent_at=now, resends=Outbox.resends + 1, last_error=why[:2000])
+        .values(sent_at=now, resends=Outbox.resends + 1, last_error=mask(why)[:2000])
     )
 
 

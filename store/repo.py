@@ -34,6 +34,7 @@ from store.models import (
 )
 from switchyard.errors import NotFound
 from switchyard.fleet import Fleet
+from switchyard.logs import mask, mask_data
 from switchyard.usage import Usage
 
 M = TypeVar("M", bound=Base)
@@ -109,8 +110,8 @@ def create_task(
         environment=environment,
         stage=stage,
         status="queued",
-        title=title,
-        payload=payload,
+        title=mask(title),  # a key pasted into a title or description never reaches a row (switchyard/logs.py)
+        payload=mask_data(payload),
         parent_id=parent_id,
     )
     session.add(task)
@@ -135,6 +136,11 @@ def claim_task(session: Session, *, task_id: str) -> Task | None:
     return None if task.status in TERMINAL_STATUSES else task
 
 
+def _masked(text: str | None) -> str | None:
+    """An error or reason as stored: a provider's error body may quote a key or a URL with a password."""
+    return None if text is None else mask(text)
+
+
 def finish_task(
     session: Session,
     *,
@@ -157,7 +163,7 @@ def finish_task(
         .where(Task.id == task_id, Task.status.not_in(TERMINAL_STATUSES))
         .values(
             status=status,
-            reason=reason,
+            reason=None if reason is None else mask(reason),
             finished_at=utcnow(),
             cost_micros=charged.scalar_subquery(),
             **{name: value for name, value in route.items() if value is not None},
@@ -199,7 +205,7 @@ def set_deferred(session: Session, *, task_id: str, reason: str) -> None:
         session,
         update(Task)
         .where(Task.id == task_id, Task.status.not_in(TERMINAL_STATUSES))
-        .values(status="deferred", reason=reason),
+        .values(status="deferred", reason=mask(reason)),
     )
     _require_task(session, task_id)
 
@@ -296,7 +302,7 @@ def finish_attempt(
     recorded. Any other move (a redelivered finish) changes nothing; the stored row is returned."""
     if status not in ATTEMPT_OUTCOMES:
         raise ValueError(f"attempt status {status!r} must be one of {', '.join(ATTEMPT_OUTCOMES)}")
-    verdict = {"status": status, "error_class": error_class, "error": error, "finished_at": utcnow()}
+    verdict = {"status": status, "error_class": error_class, "error": _masked(error), "finished_at": utcnow()}
     call = {
         **asdict(usage or Usage()),  # the token columns are named as Usage's fields
         "cost_micros": cost_micros,

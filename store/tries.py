@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.models import AttemptTry
+from switchyard.logs import mask
 
 TRY_STATUSES = ("succeeded", "failed")
 ERROR_CHARS = 1000
@@ -60,7 +61,7 @@ def record_try(session: Session, *, task_id: str, attempt: int, provider: str, r
             status=record.status,
             error_class=record.error_class,
             http_status=record.http_status,
-            error=record.error[:ERROR_CHARS] if record.error else None,
+            error=mask(record.error)[:ERROR_CHARS] if record.error else None,
             started_at=record.started_at,
             ended_at=record.ended_at,
         )

@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 
 import celeryconfig
+from tasks import telemetry  # noqa: F401 -- Celery signal hooks: log format, task fields, traces
 from tasks.context import Context, get_context
 
 

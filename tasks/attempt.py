@@ -32,16 +32,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
+from opentelemetry.trace import Span
+
 from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import build_provider
 from routing.breaker import PermitRequest
-from routing.parked import ParkedAnswers
+from routing.parked import ParkedAnswer, ParkedAnswers
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from routing.state import connect_state
 from store import alerts, repo
 from store import pipeline as rows
 from store.db import session_scope
+from switchyard import logs, traces
 from switchyard.errors import (
     BadAnswer,
     HoldExceeded,
@@ -142,6 +145,8 @@ class Runner:
                 self._after(*finished)
             return "finished already"
         self._task = task
+        logs.clear()  # this thread's lines carry this task's fields now (switchyard/logs.py)
+        logs.bind(task_id=task.id, kind=task.kind, environment=task.environment, stage=task.stage, group=task.group)
         try:
             route, outcome = self._work(task)
         except TakenOver:
@@ -269,8 +274,11 @@ class Runner:
     def _call(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> Answer:
         request, provider = self._prepare(task, number, route, prompt)
         tries = TryLog(self.ctx.database_url, task.id, number, route.provider, self.now)
+        logs.bind(provider=route.provider, attempt=number)
         try:
-            response = self._guard(route.provider, tries.wrap(lambda: provider.call(request)), route.permit)
+            with traces.span("call", provider=route.provider, model=route.model, attempt=number) as span:
+                response = self._guard(route.provider, tries.wrap(lambda: provider.call(request)), route.permit)
+                _annotate_call(span, priced(self.ctx.fleet, route, response, self.now().date()))
         except ProviderError as exc:
             self._close_failed(task, number, exc)
             raise
@@ -489,6 +497,19 @@ def avoid_reasons(task: TaskInfo) -> tuple[tuple[str, str], ...]:
         else:
             reasons.append((name, "the task's avoid_providers (--avoid) name it"))
     return tuple(reasons)
+
+
+def _annotate_call(span: Span, answer: ParkedAnswer) -> None:
+    usage = answer.usage
+    traces.annotate(
+        span,
+        transport=answer.transport,
+        input_tokens=usage.input_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_usd=answer.cost_micros / 1_000_000,
+        price_version=answer.price_version,
+    )
 
 
 def run_task(task_id: str, ctx: Context, *, owns: Callable[[], bool] = lambda: True) -> str:

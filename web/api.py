@@ -13,6 +13,7 @@ from routing.state import providers_view
 from store import costs as money
 from store import queries
 from store.models import Environment
+from switchyard import traces
 from switchyard.errors import NotFound
 from switchyard.fleet import Kind
 from tasks import actions
@@ -33,7 +34,10 @@ Row = dict[str, Any]
 )
 def submit_task(context: ContextDep, body: Annotated[Row, Body()]) -> Row:
     """Every check runs before anything is written: 422 says what is wrong, 503 that the broker is away."""
-    return {"id": submit(parse_request(body), context=context)}
+    with traces.span("submit", kind=str(body.get("kind", ""))) as span:  # the task's trace starts here
+        task_id = submit(parse_request(body), context=context)
+        traces.annotate(span, task_id=task_id)
+    return {"id": task_id}
 
 
 class TaskFilter(BaseModel):

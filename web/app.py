@@ -18,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from switchyard.errors import InputError, NotFound, NotYetSent, ServiceUnavailable
+from tasks import telemetry
 from tasks.context import Context, build_context
 from web import api, multienv, reports
 from web.deps import ERROR_RESPONSES, validation_message
@@ -36,7 +37,11 @@ def create_app(context: Context | None = None) -> FastAPI:
         version="0.1.0",
         responses=ERROR_RESPONSES,
     )
-    app.state.context = context or build_context()
+    if context is None:  # the API's own process: its log format and, with an OTLP endpoint, its traces
+        context = build_context()
+        telemetry.configure_logging()
+        telemetry.instrument_celery("switchyard-api")
+    app.state.context = context
     app.include_router(multienv.router)
     app.include_router(api.router)
     app.include_router(metrics_router)
