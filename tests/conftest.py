@@ -28,12 +28,13 @@ NO_PROVIDER_KEYS: dict[str, None] = dict.fromkeys(
 
 def load_factor() -> float:
     """How many times slower than an idle machine this one is likely to be now: the 1-minute load average
-    per core, at least 1 (an idle or lightly used machine keeps the waits as written)."""
+    per core, at least 1 (an idle or lightly used machine keeps the waits as written) and at most 8 (as
+    ``up``'s readiness wait), so that a wait still ends within pytest's timeout."""
     try:
         load = os.getloadavg()[0]
     except OSError:  # not available on this platform
         return 1.0
-    return max(1.0, load / (os.cpu_count() or 1))
+    return min(8.0, max(1.0, load / (os.cpu_count() or 1)))
 
 
 def patient(seconds: float) -> float:
