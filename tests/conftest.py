@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,36 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 NO_PROVIDER_KEYS: dict[str, None] = dict.fromkeys(
     ("anthropic_api_key", "openai_api_key", "anthropic_base_url", "openai_base_url", "ollama_host")
 )
+
+
+def load_factor() -> float:
+    """How many times slower than an idle machine this one is likely to be now: the 1-minute load average
+    per core, at least 1 (an idle or lightly used machine keeps the waits as written) and at most 8 (as
+    ``up``'s readiness wait), so that a wait still ends within pytest's timeout."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return 1.0
+    return min(8.0, max(1.0, load / (os.cpu_count() or 1)))
+
+
+def patient(seconds: float) -> float:
+    """``seconds`` stretched by :func:`load_factor`, for a wait for something to happen (a process to start, a
+    thread to end): 20 s on an idle machine, 150 s at a load average of 15 on two cores. Never for a time that
+    is itself the behaviour under test."""
+    return seconds * load_factor()
+
+
+def wait_until(what: str, check: Callable[[], bool], seconds: float, interval: float = 0.02) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``seconds`` stretched by the load, re-read
+    while waiting (the deadline only grows when the machine gets busier during the wait)."""
+    start = time.monotonic()
+    factor = load_factor()
+    while not check():
+        factor = max(factor, load_factor())
+        waited = time.monotonic() - start
+        assert waited < seconds * factor, f"timed out waiting for {what} ({waited:.1f} s, load factor {factor:.1f})"
+        time.sleep(interval)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
-from conftest import NO_PROVIDER_KEYS, REPO, Processes, flushed_redis, free_port, port_open
+from conftest import NO_PROVIDER_KEYS, REPO, Processes, flushed_redis, free_port, patient, port_open
 from pipeline_kit import fleet_file, tasks
 from sqlalchemy import func, select
 
@@ -77,6 +77,7 @@ def statuses(ctx: Context, ids: list[str]) -> dict[str, str]:
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    timeout = patient(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NO_PROVIDER_KEYS
+from conftest import NO_PROVIDER_KEYS, patient
 
 from providers import registry
 from providers.base import ProviderRequest
@@ -298,7 +298,7 @@ def test_a_hung_cli_is_killed_with_everything_it_started(
         cli(name, settings, fleet).call(request(name, workdir, "fake: hang", timeout_s=1.0))
     assert type(caught.value) is TransientError and time.monotonic() - started < 8
     pids = [int(pid) for pid in (agent_root(settings, name, "dev1") / "home" / "pids").read_text().split()]
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + patient(5)
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(pid) for pid in pids), "the CLI or the command it started outlived the timeout"

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from conftest import free_port
+from conftest import free_port, patient
 
 from providers.base import ProviderRequest, ProviderResponse
 from providers.claude import ClaudeProvider
@@ -119,7 +119,7 @@ def test_a_half_open_probe_gets_exactly_one_try(
 
 
 def breakers_wait_half_open(breakers: Breakers, timeout_s: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + patient(timeout_s)
     while breakers.status(["claude"])["claude"].state != "half_open":
         assert time.monotonic() < deadline, "the breaker did not turn half-open"
         time.sleep(0.05)

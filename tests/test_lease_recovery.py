@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO, Processes
+from conftest import REPO, Processes, patient
 from pipeline_kit import detail, git, make_context
 from sqlalchemy import select
 from test_merge_queue import integ, set_check, slow_check
@@ -67,7 +67,7 @@ def _spawn(ctx: Context, processes: Processes, args: list[str], log: Path) -> su
 
 
 def wait_for(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while time.monotonic() < deadline:
         found = check()
         if found:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, patient
 from pydantic import ValidationError
 from sqlalchemy import update
 
@@ -233,7 +233,7 @@ def test_the_renewer_keeps_a_long_runs_lease_alive_and_lets_it_lapse_after(sqlit
             while time.monotonic() < deadline:
                 assert Leases(sqlite_url, limits).take(task_id, None)[0] == "busy"
                 time.sleep(0.1)
-        lapsed = time.monotonic() + 30
+        lapsed = time.monotonic() + patient(30)
         while Leases(sqlite_url, limits).take(task_id, None)[0] != "take":
             assert time.monotonic() < lapsed, "the lease never ran out once the run ended"
             time.sleep(0.1)

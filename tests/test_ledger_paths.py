@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from conftest import REPO
+from conftest import REPO, patient
 from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -113,17 +113,25 @@ def test_threads_keep_a_connection_each_up_to_a_limit_and_give_it_back_when_they
     gate = threading.Barrier(count)
     got: list[Connection | None] = [None] * count
     again: list[Connection | None] = [None] * count
+    errors: list[BaseException] = []
+    wait_s = patient(60)  # for the threads to start, connect and end: slow on a loaded machine
 
     def keep(i: int) -> None:  # asserts run in the test's thread: a failed one here would only be a warning
-        got[i] = held_connection(sqlite_url)
-        again[i] = held_connection(sqlite_url)
-        gate.wait(timeout=120)  # generous: the machine is often loaded
+        try:
+            got[i] = held_connection(sqlite_url)
+            again[i] = held_connection(sqlite_url)
+            gate.wait(timeout=wait_s)  # all hold theirs at once, so that only KEEP_MAX of them can keep one
+        except BaseException as exc:
+            errors.append(exc)
+            raise
 
     threads = [threading.Thread(target=keep, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=wait_s)
+    assert not [thread for thread in threads if thread.is_alive()], f"threads still running after {wait_s:.0f} s"
+    assert errors == []
     assert again == got  # the same one on every call of the thread
     kept = [conn for conn in got if conn is not None]
     assert len(kept) == KEEP_MAX  # the others used the pool

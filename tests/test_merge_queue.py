@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Processes
+from conftest import REPO, Processes, patient
 from pipeline_kit import detail, factory, git, make_context, workspace
 
 from simulator.server import BackgroundSimulator
@@ -125,7 +125,7 @@ def start_worker(ctx: Context, processes: Processes, log: Path) -> subprocess.Po
 
 
 def wait_until(what: str, check: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while time.monotonic() < deadline:
         if check():
             return

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import REDIS_HOST, REDIS_PORT, SERVICES, flushed_redis
+from conftest import REDIS_HOST, REDIS_PORT, SERVICES, flushed_redis, patient
 from pipeline_kit import make_context
 from redis.commands.core import Script
 
@@ -202,7 +202,7 @@ def test_a_lost_connection_fails_every_reply_it_owed_and_the_next_send_reconnect
     assert line.send(push, ["lost"], ["a"]).answer() == 1
     relay.stall()
     first, second = line.send(push, ["lost"], ["b"]), line.send(push, ["lost"], ["c"])
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + patient(5)
     while admin.llen("lost") < 3 and time.monotonic() < deadline:  # Redis ran both; their replies are held
         time.sleep(0.01)
     relay.cut()
@@ -347,7 +347,7 @@ def test_a_probe_success_is_announced_when_read(admin: redis.Redis, read: Callab
     assert isinstance(probe, Permit) and probe.probe
     assert [(t.from_state, t.to_state) for t in seen] == [("closed", "open"), ("open", "half_open")]
     b.send_success(probe)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + patient(5)
     while observer.status([P])[P].state != "closed" and time.monotonic() < deadline:
         time.sleep(0.01)
     assert observer.status([P])[P].state == "closed"  # Redis applied the verdict on arrival

@@ -14,7 +14,7 @@ import httpx
 import ollama
 import openai
 import pytest
-from conftest import REPO, Processes, free_port
+from conftest import REPO, Processes, free_port, patient
 
 from simulator import answers as sim_answers
 from simulator import server as simulator
@@ -293,7 +293,7 @@ def test_control_endpoint_refuses_bad_input(sim: httpx.Client) -> None:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + patient(timeout_s)
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the simulator exited early"
         try:

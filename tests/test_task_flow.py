@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import NO_PROVIDER_KEYS, REPO, flushed_redis, free_port, postgres_database
+from conftest import NO_PROVIDER_KEYS, REPO, flushed_redis, free_port, patient, postgres_database
 from sqlalchemy import func, select
 
 from cli.envs import init_environments
@@ -90,7 +90,7 @@ def workspace(fleet: Context) -> Path:
 
 
 def wait_terminal(ctx: Context, ids: list[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while time.monotonic() < deadline:
         with session_scope(ctx.database_url) as session:
             details = {i: task_detail(session, i) for i in ids}
