@@ -424,16 +424,7 @@ class Runner:
     def _park(self, task: TaskInfo, route: Route, outcome: Outcome) -> str:
         """A plan whose sub-tasks are submitted: it waits for them to land, and ends in tasks/plans.py."""
         with session_scope(self.ctx.database_url) as session:
-            repo.upsert_result(
-                session,
-                environment=task.environment,
-                stage=task.stage,
-                task_id=task.id,
-                kind=task.kind,
-                status="running",
-                summary=outcome.summary,
-                data=outcome.data,
-            )
+            store_outcome(session, task, outcome, status="running")
             parked = rows.park_plan(
                 session, task_id=task.id, provider=route.provider, model=route.model, transport=route.transport
             )

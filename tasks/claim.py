@@ -110,15 +110,16 @@ def _outcome(session: Session, task_id: str, stage: str) -> Outcome | None:
 # --- storing what a call produced --------------------------------------------------------------------------
 
 
-def store_outcome(session: Session, task: TaskInfo, outcome: Outcome) -> None:
-    """The handler's outcome as the task's result row for its (environment, stage)."""
+def store_outcome(session: Session, task: TaskInfo, outcome: Outcome, *, status: str | None = None) -> None:
+    """The handler's outcome as the task's result row for its (environment, stage); ``status`` in place of the
+    outcome's (a plan's result is ``running`` while its sub-tasks land)."""
     repo.upsert_result(
         session,
         environment=task.environment,
         stage=task.stage,
         task_id=task.id,
         kind=task.kind,
-        status=outcome.status,
+        status=status or outcome.status,
         summary=outcome.summary,
         data=outcome.data,
     )

@@ -17,6 +17,7 @@ import pytest
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from ops.pgcluster import PrivatePostgres, available
 from simulator.server import BackgroundSimulator
 from switchyard.fleet import SimulatorProviderConfig
 
@@ -240,3 +241,21 @@ def sim(server: BackgroundSimulator) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=5) as client:
         client.post("/_sim/reset").raise_for_status()
         yield client
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the test's own (ops/pgcluster.py), which a test may stop and start; closed after.
+    Fails in CI (skips elsewhere) when the machine's PostgreSQL server packages are missing."""
+    from store.db import dispose_all
+
+    if not available():
+        message = "PostgreSQL's initdb and pg_ctl are not installed (/usr/lib/postgresql/*/bin)"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    cluster = PrivatePostgres()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        dispose_all()
+        cluster.close()

@@ -10,27 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI
+from conftest import private_postgres
 
 from cli import main, service_away
-from ops.pgcluster import PrivatePostgres, available
-from store.db import dispose_all
+from ops.pgcluster import PrivatePostgres
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[PrivatePostgres]:
-    if not available():
-        message = "PostgreSQL's initdb and pg_ctl are not installed (/usr/lib/postgresql/*/bin)"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
-    cluster = PrivatePostgres()
-    try:
-        cluster.start()
+def pg() -> Iterator[PrivatePostgres]:
+    with private_postgres() as cluster:
         yield cluster
-    finally:
-        dispose_all()
-        cluster.close()
 
 
 def test_the_database_stopping_between_commands_is_one_line_and_exit_3(

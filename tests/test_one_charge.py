@@ -19,13 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from conftest import IN_CI, free_port
+from conftest import free_port, private_postgres
 from pipeline_kit import detail, factory, make_context
 from sqlalchemy.exc import OperationalError
 from test_pipeline import _conflicting_impl, by_kind
 
 from cli.detail import show_detail
-from ops.pgcluster import PrivatePostgres, available
+from ops.pgcluster import PrivatePostgres
 from providers.base import ProviderResponse
 from routing.breaker import PermitRequest
 from routing.keys import answer_key
@@ -172,16 +172,8 @@ def test_until_stored_does_not_retry_what_waiting_cannot_cure() -> None:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PrivatePostgres]:
-    if not available():
-        message = "PostgreSQL's initdb and pg_ctl are not installed (/usr/lib/postgresql/*/bin)"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
-    cluster = PrivatePostgres()
-    try:
-        cluster.start()
+    with private_postgres() as cluster:
         yield cluster
-    finally:
-        dispose_all()
-        cluster.close()
 
 
 @pytest.fixture
