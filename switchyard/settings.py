@@ -21,6 +21,7 @@ from switchyard.private import stored_secret
 # ``demo`` is `switchyard demo`'s own: its data directory (database, broker, workspace) apart from every
 # other profile's; it reads the fleet file's ``development`` overlay
 Profile = Literal["development", "staging", "production", "demo"]
+LOCAL_PROFILES = ("development", "demo")  # one person's machine: Flower without a login, placeholder keys allowed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FLEET_FILE = REPO_ROOT / "switchyard.toml"
@@ -134,7 +135,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
-        if self.profile == "development":
+        if self.profile in LOCAL_PROFILES:
             return self
         for name in ("anthropic_api_key", "openai_api_key", "flower_password"):
             secret: SecretStr | None = getattr(self, name)
@@ -199,7 +200,7 @@ class Settings(BaseSettings):
         """Flower's basic-auth user and password; None in development when no password is set."""
         if self.flower_password is not None:
             return self.flower_user, self.flower_password.get_secret_value()
-        if self.profile == "development":
+        if self.profile in LOCAL_PROFILES:
             return None
         return self.flower_user, stored_secret(self.flower_password_file)
 

@@ -65,6 +65,7 @@ def test_remembered_values_are_masked_whatever_they_look_like() -> None:
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    logs.clear()  # an in-process task run earlier in this thread (another test) left its fields bound
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -166,10 +167,14 @@ def run_one(ctx: Context, task_id: str, kind: str) -> None:
     """Consume ``kind``'s queue with a Celery worker in this process until ``task_id`` is terminal."""
     from celery.contrib.testing.worker import start_worker
 
+    import celeryconfig
     from store.db import session_scope
     from store.models import TERMINAL_STATUSES, Task
     from tasks.app import app
 
+    # the process-wide app builds its configuration once: an earlier test in this process may have built it
+    # from other settings, so this worker takes this test's broker explicitly
+    app.conf.update(celeryconfig.build(ctx.settings, ctx.fleet))
     queue = ctx.fleet.group_for_kind(kind).queue
     with start_worker(app, pool="solo", perform_ping_check=False, queues=[queue], loglevel="WARNING"):
         deadline = time.monotonic() + 120

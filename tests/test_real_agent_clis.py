@@ -256,7 +256,7 @@ def test_both_clis_implement_and_the_pipeline_reviews_and_merges_their_commits(h
         settings = Settings(
             **NO_PROVIDER_KEYS,  # type: ignore[arg-type]
             home=home,
-            broker_url=flushed_redis(11),
+            broker_url=flushed_redis(12),
             database_url=database_url,
             simulate=True,
             simulator_port=free_port(),

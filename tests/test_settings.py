@@ -96,5 +96,8 @@ def test_a_demo_child_finds_the_demos_broker(tmp_path: Path) -> None:
     env = child_env(parent, simulate=True, base_env={})
     child_values = {key.removeprefix("SWITCHYARD_").lower(): value for key, value in env.items()}
     child = Settings(**{k: v for k, v in child_values.items() if k in Settings.model_fields})  # type: ignore[arg-type]
-    assert child.effective_broker_url == parent.effective_broker_url == "redis://127.0.0.1:45499/0"
+    assert child.effective_broker_url == parent.effective_broker_url  # with the broker's password (private.py)
+    assert parent.effective_broker_url.startswith("redis://:") and parent.effective_broker_url.endswith(
+        "@127.0.0.1:45499/0"
+    )
     assert child.effective_database_url == parent.effective_database_url
