@@ -26,6 +26,7 @@ from switchyard.fleet_models import DB_KEPT_MAX, DB_MAX_OVERFLOW, DB_POOL_SIZE
 from switchyard.private import FILE_MODE, private_dir, private_file
 
 _engines: dict[tuple[int, str], Engine] = {}
+_engines_lock = threading.RLock()
 # (pid, url) -> the connection each thread keeps (see held_connection), at most KEEP_MAX per process and URL:
 # a worker's threads (compose runs at most 6 per pool) with room to spare in the engine's pool
 KEEP_MAX = DB_KEPT_MAX
@@ -97,7 +98,10 @@ def get_engine(url: str) -> Engine:
     key = (os.getpid(), url)
     engine = _engines.get(key)
     if engine is None:
-        engine = _engines[key] = make_engine(url)
+        with _engines_lock:  # threads asking at once must get one engine, not one each (the last one wins)
+            engine = _engines.get(key)
+            if engine is None:
+                engine = _engines[key] = make_engine(url)
     return engine
 
 
