@@ -45,6 +45,11 @@ def is_lost(
     cannot be looked into (not Redis): then nothing is called lost, since a long backlog is not a loss."""
     if status not in LOST_STATUSES or on_broker is None or on_broker:
         return False
-    if status == "deferred" and (reason or "").startswith(NO_MESSAGE):  # held: no message on purpose
+    if parked(status, reason):
         return False
     return sent_at <= sent_before(now, policy)
+
+
+def parked(status: str, reason: str | None) -> bool:
+    """Held with no message on purpose (for its dependencies, or a plan for its sub-tasks to land)."""
+    return status == "deferred" and (reason or "").startswith(NO_MESSAGE)

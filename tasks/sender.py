@@ -32,13 +32,12 @@ from sqlalchemy import select
 from store import outbox
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Task
-from store.pipeline import NO_MESSAGE
 from switchyard.errors import InputError
 from switchyard.fleet_models import OutboxPolicy
 from tasks import dependencies
 from tasks.claim import finished_task
 from tasks.context import Context
-from tasks.outbox import LOST_STATUSES, is_lost, owed_before, sent_before
+from tasks.outbox import LOST_STATUSES, is_lost, owed_before, parked, sent_before
 from tasks.pipeline import after_terminal
 from tasks.plans import sweep_landing
 from tasks.queues import BrokerView, Reserved, forget, look_into, reservations, restore
@@ -142,7 +141,7 @@ def release_stale(ctx: Context, *, now: datetime) -> int:
     put_back = 0
     for task_id, reserved in stale.items():
         status, reason = statuses.get(task_id, ("", None))
-        if status in TERMINAL_STATUSES or _parked(status, reason):  # nothing left for that message to do
+        if status in TERMINAL_STATUSES or parked(status, reason):  # nothing left for that message to do
             forget(ctx, reserved.tag)
         elif _unstarted(status, reason, reserved, deferred_old):
             restore(ctx, reserved.tag)
@@ -161,12 +160,7 @@ def _unstarted(status: str, reason: str | None, reserved: Reserved, deferred_old
     (a deferred task's message waits in its worker for its countdown; a parked one has no message on purpose)."""
     if status == "queued":
         return True
-    return status == "deferred" and not _parked(status, reason) and reserved.since <= deferred_old
-
-
-def _parked(status: str, reason: str | None) -> bool:
-    """Held with no message on purpose (for its dependencies, or a plan for its sub-tasks to land)."""
-    return status == "deferred" and (reason or "").startswith(NO_MESSAGE)
+    return status == "deferred" and not parked(status, reason) and reserved.since <= deferred_old
 
 
 def _lost(w: outbox.Sent, now: datetime, policy: OutboxPolicy, *, on_broker: bool) -> bool:

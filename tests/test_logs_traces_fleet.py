@@ -17,14 +17,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from conftest import REDIS_PORT, REPO, free_port, postgres_database, require_service
+from conftest import REDIS_PORT, free_port, postgres_database, require_service
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from pipeline_kit import fleet_file
 from sqlalchemy import MetaData, create_engine, select
 
 from cli.envs import init_environments
@@ -110,14 +110,6 @@ def planted_broker() -> str:
     redis.Redis(host="127.0.0.1", port=REDIS_PORT, db=BROKER_DB).flushdb()
     admin.close()
     return f"redis://{BROKER_USER}:{BROKER_PASSWORD}@127.0.0.1:{REDIS_PORT}/{BROKER_DB}"
-
-
-def fleet_file(tmp_path: Path) -> Path:
-    text = (REPO / "switchyard.toml").read_text()
-    text = text.replace("initial_s = 1.0", "initial_s = 0.05").replace("jitter_s = 1.0", "jitter_s = 0.0")
-    path = tmp_path / "fleet.toml"
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import NO_PROVIDER_KEYS, REPO, flushed_redis, free_port, patient, postgres_database
+from pipeline_kit import fleet_file
 from sqlalchemy import func, select
 
 from cli.envs import init_environments
@@ -43,15 +44,6 @@ SERVICES = {
 }
 
 
-def fast_fleet(tmp_path: Path) -> Path:
-    """The default fleet with a quick retry policy, so the fallback test does not wait seconds."""
-    text = (REPO / "switchyard.toml").read_text()
-    text = text.replace("initial_s = 1.0", "initial_s = 0.05").replace("jitter_s = 1.0", "jitter_s = 0.0")
-    path = tmp_path / "fleet.toml"
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
     """One fleet for the module: five real worker pools on Redis and PostgreSQL, and the simulator."""
@@ -66,7 +58,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
             simulator_port=free_port(),
             api_port=free_port(),
             flower_port=free_port(),
-            fleet_file=fast_fleet(tmp_path),
+            fleet_file=fleet_file(tmp_path),
         )
         ctx = build_context(settings)
         sample = make_sample_repo(tmp_path / "sample", feature_branches=4)
