@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import FromClause
 
 from reports.period import Period, month_start
-from reports.rollup import facts, key_text, time_key
+from reports.rollup import key_text, raw, time_key
 from store.costs import budget_status
 from store.models import BudgetAlert, Spend, Task
 from store.queries import as_utc
@@ -135,8 +135,8 @@ def _bucket_end(value: Any, window: str) -> datetime:
 
 def peak_hour(session: Session, fleet: Fleet, period: Period, *, source: FromClause | None = None) -> Row | None:
     """The period's hour with the highest cost (UTC), or None when nothing cost anything."""
-    table = facts(fleet, period) if source is None else source
-    hour = table.c.hour if "hour" in table.c else time_key(table.c.at, "hour", session.get_bind().dialect.name)
+    table = raw(session, period) if source is None else source
+    hour = time_key(table.c.hour, "hour", session.get_bind().dialect.name)
     total = func.sum(table.c.cost_micros)
     query = select(hour.label("hour"), total.label("cost"), func.sum(table.c.attempts).label("attempts"))
     found = session.execute(query.group_by(hour).order_by(total.desc(), hour).limit(1)).first()
@@ -145,17 +145,19 @@ def peak_hour(session: Session, fleet: Fleet, period: Period, *, source: FromCla
     return {"hour": key_text("hour", found.hour), "cost_micros": int(found.cost), "attempts": int(found.attempts or 0)}
 
 
-def top_tasks(
-    session: Session, fleet: Fleet, period: Period, limit: int = 10, *, source: FromClause | None = None
-) -> list[Row]:
-    """The ``limit`` tasks that cost most in the period, dearest first."""
-    table = facts(fleet, period) if source is None else source
-    total = func.sum(table.c.cost_micros)
+CHARGED = case((Spend.state == "settled", Spend.charged_micros), else_=0)
+
+
+def top_tasks(session: Session, period: Period, limit: int = 10) -> list[Row]:
+    """The ``limit`` tasks that cost most in the period, dearest first, from the ledger's rows (``attempts``: its
+    attempts charged more than $0 in the period)."""
+    total = func.sum(CHARGED)
+    in_period = (Spend.created_at >= as_utc(period.since), Spend.created_at < as_utc(period.until))
     per_task = (
-        select(table.c.task_id, total.label("cost"), func.sum(table.c.attempts).label("attempts"))
-        .group_by(table.c.task_id)
-        .having(total > 0)
-        .order_by(total.desc(), table.c.task_id)
+        select(Spend.task_id, total.label("cost"), func.count().label("attempts"))
+        .where(*in_period, Spend.state == "settled", Spend.charged_micros > 0)
+        .group_by(Spend.task_id)
+        .order_by(total.desc(), Spend.task_id)
         .limit(limit)
         .subquery()
     )

@@ -160,7 +160,7 @@ def cost_report(
         "flags": total_row["flags"],
         "budgets": budget_forward(session, fleet, now),
         "peak_hour": peak_hour(session, fleet, period, source=run.source),
-        "top_tasks": top_tasks(session, fleet, period, source=run.source),
+        "top_tasks": top_tasks(session, period),
         "by_kind": [
             {"kind": r["kind"], "cost_usd": r["cost_usd"], "tasks": r["tasks"], "share_pct": r["share_pct"]}
             for r in run.grouped(("kind",))

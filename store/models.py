@@ -438,3 +438,37 @@ class AlertRow(Base):
     delivered_to: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+# --- reports: the hourly roll-up (store/report_hours.py) ----------------------------------------------------
+
+
+class ReportHour(Base):
+    """The cost report's figures summed per UTC hour and key, kept by triggers on ``spend`` and ``attempts`` in
+    the transaction that writes them (:mod:`store.report_hours`). One *fact* per ledger row (and per attempt
+    with none); every column is a plain sum of the facts, so any grouping of hours adds up exactly."""
+
+    __tablename__ = "report_hours"
+
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    env: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    group: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    facts: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(BigInteger)
+    tasks: Mapped[int] = mapped_column(BigInteger)
+    succeeded: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_write_5m_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_write_1h_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    compute_ms: Mapped[int] = mapped_column(BigInteger)
+    cost_micros: Mapped[int] = mapped_column(BigInteger)
+    unknown_cost_attempts: Mapped[int] = mapped_column(BigInteger)
+    unknown_cost_micros: Mapped[int] = mapped_column(BigInteger)
+    zero_cost_attempts: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,45 @@
+"""The cost report's hourly roll-up (``report_hours``), kept by triggers on ``spend`` and ``attempts``, filled
+from the rows already there (store/report_hours.py).
+
+The trigger and backfill SQL comes from store/report_hours.py: a later change to what a fact is comes with a
+migration that drops the triggers, creates them anew and rebuilds the table (``drop_triggers``,
+``create_triggers``, ``rebuild``).
+
+Revision ID: 0014
+Revises: 0012
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from store.report_hours import KEYS, SUMS, TABLE, create_triggers, drop_triggers, rebuild
+
+revision: str = "0014"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+KEY_TYPES = {"hour": sa.DateTime(timezone=True), "env": sa.String(32), "stage": sa.String(32)}
+KEY_TYPES |= {"group": sa.String(32), "kind": sa.String(16), "provider": sa.String(32), "model": sa.String(64)}
+
+
+def upgrade() -> None:
+    op.create_table(
+        TABLE,
+        *(sa.Column(key, KEY_TYPES[key], nullable=False) for key in KEYS),
+        *(sa.Column(name, sa.BigInteger(), nullable=False) for name in SUMS),
+        sa.PrimaryKeyConstraint(*KEYS, name=op.f(f"pk_{TABLE}")),
+    )
+    conn = op.get_bind()
+    create_triggers(conn)
+    rebuild(conn)
+
+
+def downgrade() -> None:
+    drop_triggers(op.get_bind())
+    op.drop_table(TABLE)
