@@ -1,4 +1,4 @@
-"""Running the fleet: ``up``, ``down``, ``status``, ``health``, ``validate``, ``db upgrade``."""
+"""Running the fleet: ``up``, ``down``, ``status``, ``health``, ``validate``, ``db upgrade``, ``db check-rollup``."""
 
 from __future__ import annotations
 
@@ -246,6 +246,32 @@ def db_upgrade() -> None:
     ctx = cli_context()
     prepare(ctx)
     console.print(f"database at head: {redacted(ctx.database_url)}")
+
+
+@db_app.command("check-rollup")
+def db_check_rollup(
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Refill the roll-up from the raw rows after.")] = False,
+) -> None:
+    """Recompute the cost report's hourly roll-up (report_hours) from the raw rows and compare; exit 1 on a
+    difference (printed). --rebuild refills it from the raw rows (after a bulk load or a TRUNCATE)."""
+    from store.db import get_engine
+    from store.report_hours import differences
+    from store.report_hours import rebuild as refill
+
+    ctx = db_context()
+    with get_engine(ctx.database_url).begin() as conn:
+        found = differences(conn)
+        if rebuild:
+            refill(conn)
+    for line in found[:50]:
+        err_console.print(line, markup=False)
+    if rebuild:
+        console.print(f"report_hours rebuilt from the raw rows ({len(found)} row(s) differed before)")
+        return
+    if found:
+        err_console.print(f"report_hours: {len(found)} row(s) differ from the raw rows; fix with --rebuild")
+        raise typer.Exit(1)
+    console.print("report_hours matches the raw rows")
 
 
 def redacted(url: str) -> str:

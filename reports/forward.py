@@ -12,12 +12,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.selectable import FromClause
 
 from reports.period import Period, month_start
-from reports.rollup import key_text, raw, time_key
+from reports.rollup import hour_costs, key_text, time_key
 from store.costs import budget_status
-from store.models import BudgetAlert, Spend, Task
+from store.models import BudgetAlert, ReportTask, Spend, Task
 from store.queries import as_utc
 from switchyard.budgets import window_bounds
 from switchyard.fleet import Fleet
@@ -133,31 +132,24 @@ def _bucket_end(value: Any, window: str) -> datetime:
     return moment + (timedelta(minutes=1) if window == "hour" else timedelta(hours=1))
 
 
-def peak_hour(session: Session, fleet: Fleet, period: Period, *, source: FromClause | None = None) -> Row | None:
+def peak_hour(session: Session, period: Period) -> Row | None:
     """The period's hour with the highest cost (UTC), or None when nothing cost anything."""
-    table = raw(session, period) if source is None else source
-    hour = time_key(table.c.hour, "hour", session.get_bind().dialect.name)
-    total = func.sum(table.c.cost_micros)
-    query = select(hour.label("hour"), total.label("cost"), func.sum(table.c.attempts).label("attempts"))
-    found = session.execute(query.group_by(hour).order_by(total.desc(), hour).limit(1)).first()
-    if found is None or not found.cost:
+    found = sorted(hour_costs(session, period), key=lambda row: (-row[1], row[0]))
+    if not found or not found[0][1]:
         return None
-    return {"hour": key_text("hour", found.hour), "cost_micros": int(found.cost), "attempts": int(found.attempts or 0)}
-
-
-CHARGED = case((Spend.state == "settled", Spend.charged_micros), else_=0)
+    hour, cost, attempts = found[0]
+    return {"hour": hour, "cost_micros": cost, "attempts": attempts}
 
 
 def top_tasks(session: Session, period: Period, limit: int = 10) -> list[Row]:
-    """The ``limit`` tasks that cost most in the period, dearest first, from the ledger's rows (``attempts``: its
-    attempts charged more than $0 in the period)."""
-    total = func.sum(CHARGED)
-    in_period = (Spend.created_at >= as_utc(period.since), Spend.created_at < as_utc(period.until))
+    """The ``limit`` dearest tasks created in the period (each with all its settled charges and its ledger rows,
+    ``report_tasks``), dearest first."""
+    table = ReportTask.__table__
+    in_period = (table.c.created_at >= as_utc(period.since), table.c.created_at < as_utc(period.until))
     per_task = (
-        select(Spend.task_id, total.label("cost"), func.count().label("attempts"))
-        .where(*in_period, Spend.state == "settled", Spend.charged_micros > 0)
-        .group_by(Spend.task_id)
-        .order_by(total.desc(), Spend.task_id)
+        select(table.c.task_id, table.c.cost_micros.label("cost"), table.c.attempts)
+        .where(*in_period, table.c.cost_micros > 0)
+        .order_by(table.c.cost_micros.desc(), table.c.task_id)
         .limit(limit)
         .subquery()
     )

@@ -139,7 +139,7 @@ def cost_report(
         # JIT-compiling the facts query cost up to 4.7 s of 18 s on 1M attempts (EXPLAIN ANALYZE), more than it
         # saved: a report's queries are one-off scans, not hot loops
         session.execute(text("SET LOCAL jit = off"))
-    run = _Run(session, fleet, period, base, materialize(session, fleet, period))
+    run = _Run(session, fleet, period, base, materialize(session, fleet, period, hourly="hour" in keys))
     total_row = run.grouped(())[0]
     rows = run.grouped(keys) if keys else []
     per_group = rows if tuple(keys) == ("group",) else run.grouped(("group",))
@@ -159,7 +159,7 @@ def cost_report(
         "baseline": {"provider": base.provider, "model": base.model, "version": base.version, "how": base.how},
         "flags": total_row["flags"],
         "budgets": budget_forward(session, fleet, now),
-        "peak_hour": peak_hour(session, fleet, period, source=run.source),
+        "peak_hour": peak_hour(session, period),
         "top_tasks": top_tasks(session, period),
         "by_kind": [
             {"kind": r["kind"], "cost_usd": r["cost_usd"], "tasks": r["tasks"], "share_pct": r["share_pct"]}

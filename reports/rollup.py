@@ -103,10 +103,19 @@ def _column_type(name: str, dialect: str) -> Any:
     return String(64) if name in hours.KEYS else BigInteger()
 
 
-def materialize(session: Session, fleet: Fleet, period: Period) -> Table:
+def _day_start(hour: Any, dialect: str) -> ColumnElement[Any]:
+    """The start of the UTC day of a roll-up hour, of the same type (a day's rows stand at its first hour)."""
+    if dialect == "postgresql":
+        return func.timezone("UTC", func.date_trunc("day", func.timezone("UTC", hour)))
+    return func.substr(hour, 1, 10) + literal(" 00:00:00.000000")
+
+
+def materialize(session: Session, fleet: Fleet, period: Period, *, hourly: bool = True) -> Table:
     """The period's roll-up rows in a temporary table of this connection that every query of one report reads:
     ``report_hours`` for the whole hours, the raw facts summed the same way for the part-hours at the ends
-    (dropped first when a pooled connection still has one from an earlier report)."""
+    (dropped first when a pooled connection still has one from an earlier report). Not ``hourly``: the whole
+    hours are summed per day as they are copied (a day's rows stand at its first hour), 24 times fewer rows to
+    group, for a report that groups by nothing finer than the day."""
     dialect = session.get_bind().dialect.name
     names = (*hours.KEYS, *hours.SUMS)
     table = Table(
@@ -119,13 +128,39 @@ def materialize(session: Session, fleet: Fleet, period: Period) -> Table:
     session.execute(CreateTable(table))
     inside, edges = _parts(period)
     if inside is not None:
-        rows = select(*(H.c[name] for name in names)).where(H.c.hour >= inside[0], H.c.hour < inside[1])
+        keys = [H.c[name] for name in hours.KEYS[1:]]
+        when = H.c.hour if hourly else _day_start(H.c.hour, dialect)
+        rows = select(when, *keys, *(func.sum(H.c[name]) for name in hours.SUMS))
+        rows = rows.where(H.c.hour >= inside[0], H.c.hour < inside[1]).group_by(when, *keys)
         session.execute(insert(table).from_select(list(names), rows))
     for since, until in edges:
         session.execute(hours.period_facts(dialect, into=FACTS_TABLE), {"since": since, "until": until})
     if dialect == "postgresql":
         session.execute(text(f"ANALYZE {FACTS_TABLE}"))
     return table
+
+
+def hour_costs(session: Session, period: Period) -> list[tuple[Any, int, int]]:
+    """Each hour's (hour, cost, attempts) of the period's dearest hour candidates: the dearest whole hour from
+    ``report_hours``, and the part-hours at the ends from the raw rows (see :func:`reports.forward.peak_hour`)."""
+    inside, edges = _parts(period)
+    found = []
+    if inside is not None:
+        cost = func.sum(H.c.cost_micros)
+        query = select(H.c.hour, cost, func.sum(H.c.attempts)).where(H.c.hour >= inside[0], H.c.hour < inside[1])
+        found += list(session.execute(query.group_by(H.c.hour).order_by(cost.desc(), H.c.hour).limit(1)))
+    for since, until in edges:
+        part = raw(session, Period(since, until))
+        query = select(func.min(part.c.hour), func.sum(part.c.cost_micros), func.sum(part.c.attempts))
+        found += [row for row in session.execute(query) if row[0] is not None]
+    return [(time_text(hour), int(cost or 0), int(attempts or 0)) for hour, cost, attempts in found]
+
+
+def time_text(value: Any) -> str:
+    """A roll-up hour as the report writes it (``2026-11-30 14:00``, UTC)."""
+    if isinstance(value, datetime):
+        return as_utc(value).strftime(TIME_FORMATS["hour"])
+    return key_text("hour", str(value)[:13])
 
 
 def raw(session: Session, period: Period) -> FromClause:
@@ -232,5 +267,3 @@ def ledger_settled(session: Session, period: Period) -> int:
         S.c.state == "settled", S.c.created_at >= as_utc(period.since), S.c.created_at < as_utc(period.until)
     )
     return int(session.execute(query).scalar_one())
-
-

@@ -472,3 +472,16 @@ class ReportHour(Base):
     unknown_cost_attempts: Mapped[int] = mapped_column(BigInteger)
     unknown_cost_micros: Mapped[int] = mapped_column(BigInteger)
     zero_cost_attempts: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReportTask(Base):
+    """Each task's settled charges and ledger rows, kept by a trigger on ``spend`` (:mod:`store.report_hours`),
+    with the task's creation time: the report's dearest tasks of a period without summing the ledger."""
+
+    __tablename__ = "report_tasks"
+    __table_args__ = (Index("ix_report_tasks_created_cost", "created_at", "cost_micros"),)
+
+    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cost_micros: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(BigInteger)

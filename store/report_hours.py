@@ -164,6 +164,30 @@ def _apply(dialect: str, sign: int, row: str, ignore: str | None = None) -> str:
     )
 
 
+TASKS_TABLE = "report_tasks"
+
+
+def _charged(row: str) -> str:
+    return f"CASE WHEN {row}.state = 'settled' THEN {row}.charged_micros ELSE 0 END"
+
+
+def _task_delta(row: str, cost: str, rows: int) -> str:
+    """Add ``cost`` and ``rows`` to the task's line of ``report_tasks`` (a ledger row of it changed)."""
+    return (
+        f"INSERT INTO {TASKS_TABLE} (task_id, created_at, cost_micros, attempts) "
+        f"SELECT t.id, t.created_at, {cost}, {rows} FROM tasks t WHERE t.id = {row}.task_id "
+        f"ON CONFLICT (task_id) DO UPDATE SET cost_micros = {TASKS_TABLE}.cost_micros + excluded.cost_micros, "
+        f"attempts = {TASKS_TABLE}.attempts + excluded.attempts"
+    )
+
+
+TASK_DELTAS = {
+    "insert": _task_delta("NEW", _charged("NEW"), 1),
+    "update": _task_delta("NEW", f"{_charged('NEW')} - {_charged('OLD')}", 0),
+    "delete": _task_delta("OLD", f"-({_charged('OLD')})", -1),
+}
+
+
 def create_triggers(conn: Connection) -> None:
     dialect = conn.dialect.name
     for statement in _postgresql() if dialect == "postgresql" else _sqlite():
@@ -190,12 +214,19 @@ def _postgresql() -> list[str]:
         f"{sub}; IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW; END $$"
     ]
     for table, watched in WATCHED.items():
-        add_new, add_old = _apply("postgresql", 1, "NEW"), _apply("postgresql", 1, "OLD")
-        before = _apply("postgresql", -1, "NEW", ignore=table)
+        ops = {
+            "insert": [_apply("postgresql", 1, "NEW"), _apply("postgresql", -1, "NEW", ignore=table)],
+            "update": [_apply("postgresql", 1, "NEW")],
+            "delete": [_apply("postgresql", 1, "OLD")],
+        }
+        if table == "spend":
+            for op, statements in ops.items():
+                statements.append(TASK_DELTAS[op])
+        body = {op: " ".join(f"{statement};" for statement in statements) for op, statements in ops.items()}
         out.append(
             f"CREATE FUNCTION report_hours_after_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"IF TG_OP = 'INSERT' THEN {add_new}; {before}; ELSIF TG_OP = 'UPDATE' THEN {add_new}; "
-            f"ELSE {add_old}; END IF; RETURN NULL; END $$"
+            f"IF TG_OP = 'INSERT' THEN {body['insert']} ELSIF TG_OP = 'UPDATE' THEN {body['update']} "
+            f"ELSE {body['delete']} END IF; RETURN NULL; END $$"
         )
         of = ", ".join(watched)
         out.append(
@@ -220,6 +251,9 @@ def _sqlite() -> list[str]:
             "ad": ("AFTER DELETE", [_apply("sqlite", 1, "OLD")]),
             "ai": ("AFTER INSERT", [_apply("sqlite", 1, "NEW"), _apply("sqlite", -1, "NEW", ignore=table)]),
         }
+        if table == "spend":
+            for suffix, op in (("ai", "insert"), ("au", "update"), ("ad", "delete")):
+                bodies[suffix][1].append(TASK_DELTAS[op])
         for suffix, (when, statements) in bodies.items():
             body = " ".join(f"{statement};" for statement in statements)
             out.append(f"CREATE TRIGGER report_hours_{table}_{suffix} {when} ON {table} FOR EACH ROW BEGIN {body} END")
@@ -233,6 +267,14 @@ def rebuild(conn: Connection) -> None:
     columns = ", ".join(quoted(name) for name in (*KEYS, *SUMS))
     conn.execute(text(f"DELETE FROM {TABLE}"))
     conn.execute(text(f"INSERT INTO {TABLE} ({columns}) {grouped_sql(everything)}"))
+    conn.execute(text(f"DELETE FROM {TASKS_TABLE}"))
+    conn.execute(text(f"INSERT INTO {TASKS_TABLE} (task_id, created_at, cost_micros, attempts) {PER_TASK}"))
+
+
+PER_TASK = (
+    f"SELECT t.id, t.created_at, SUM({_charged('s')}), COUNT(*) FROM spend s JOIN tasks t ON t.id = s.task_id "
+    "GROUP BY t.id, t.created_at"
+)
 
 
 def period_facts(dialect: str, *, into: str | None = None) -> TextClause:
@@ -270,6 +312,12 @@ def differences(conn: Connection) -> list[str]:
     for key in sorted(set(kept) | set(raw), key=str):
         if kept.get(key) != raw.get(key):
             out.append(f"{dict(zip(KEYS, key, strict=True))}: kept {_named(kept.get(key))}, raw {_named(raw.get(key))}")
+    tasks = f"SELECT task_id, created_at, cost_micros, attempts FROM {TASKS_TABLE}"
+    kept_tasks = {row[0]: tuple(row[1:]) for row in conn.execute(text(tasks)) if any(row[2:])}
+    raw_tasks = {row[0]: tuple(row[1:]) for row in conn.execute(text(PER_TASK)) if any(row[2:])}
+    for task_id in sorted(set(kept_tasks) | set(raw_tasks)):
+        if kept_tasks.get(task_id) != raw_tasks.get(task_id):
+            out.append(f"task {task_id}: kept {kept_tasks.get(task_id)}, raw {raw_tasks.get(task_id)}")
     return out
 
 

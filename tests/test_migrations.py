@@ -29,7 +29,7 @@ TABLES |= {"attempt_tries"}  # the tries inside an attempt (migration 0007)
 TABLES |= {"outbox"}  # messages and follow-ups owed to the broker (migration 0009)
 TABLES |= {"alerts"}  # alerts and their delivery state (migration 0010)
 TABLES |= {"task_actions"}  # retries and cancels (migration 0011)
-TABLES |= {"report_hours"}  # the cost report's hourly roll-up (migration 0014)
+TABLES |= {"report_hours", "report_tasks"}  # the cost report's roll-ups (migration 0014)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -21,8 +21,8 @@ from reports.period import KEYS, Period, parse_period
 from reports.report import cost_report
 from reports.rollup import ledger_settled, materialize, rollup
 from store.db import dispose_all, session_scope
-from store.report_hours import differences
 from store.migrate import ensure_schema
+from store.report_hours import differences
 from switchyard.errors import InputError
 from switchyard.settings import Settings
 from switchyard.usage import Usage

@@ -1,5 +1,5 @@
-"""The cost report's hourly roll-up (``report_hours``), kept by triggers on ``spend`` and ``attempts``, filled
-from the rows already there (store/report_hours.py).
+"""The cost report's hourly roll-up (``report_hours``) and per-task charges (``report_tasks``), kept by
+triggers on ``spend`` and ``attempts``, filled from the rows already there (store/report_hours.py).
 
 The trigger and backfill SQL comes from store/report_hours.py: a later change to what a fact is comes with a
 migration that drops the triggers, creates them anew and rebuilds the table (``drop_triggers``,
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from store.report_hours import KEYS, SUMS, TABLE, create_triggers, drop_triggers, rebuild
+from store.report_hours import KEYS, SUMS, TABLE, TASKS_TABLE, create_triggers, drop_triggers, rebuild
 
 revision: str = "0014"
 down_revision: str | None = "0012"
@@ -35,6 +35,15 @@ def upgrade() -> None:
         *(sa.Column(name, sa.BigInteger(), nullable=False) for name in SUMS),
         sa.PrimaryKeyConstraint(*KEYS, name=op.f(f"pk_{TABLE}")),
     )
+    op.create_table(
+        TASKS_TABLE,
+        sa.Column("task_id", sa.String(36), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("cost_micros", sa.BigInteger(), nullable=False),
+        sa.Column("attempts", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("task_id", name=op.f(f"pk_{TASKS_TABLE}")),
+    )
+    op.create_index("ix_report_tasks_created_cost", TASKS_TABLE, ["created_at", "cost_micros"], unique=False)
     conn = op.get_bind()
     create_triggers(conn)
     rebuild(conn)
@@ -42,4 +51,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     drop_triggers(op.get_bind())
+    op.drop_index("ix_report_tasks_created_cost", table_name=TASKS_TABLE)
+    op.drop_table(TASKS_TABLE)
     op.drop_table(TABLE)
