@@ -43,6 +43,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    union_all,
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateTable
@@ -66,6 +67,7 @@ SUMS = (
 )
 COUNTS = ("tasks", "succeeded", "fell_back")
 FACTS_TABLE = "report_facts"
+EDGES_TABLE = "report_part_hours"
 
 
 @dataclass(frozen=True)
@@ -110,34 +112,53 @@ def _day_start(hour: Any, dialect: str) -> ColumnElement[Any]:
     return func.substr(hour, 1, 10) + literal(" 00:00:00.000000")
 
 
-def materialize(session: Session, fleet: Fleet, period: Period, *, hourly: bool = True) -> Table:
-    """The period's roll-up rows in a temporary table of this connection that every query of one report reads:
-    ``report_hours`` for the whole hours, the raw facts summed the same way for the part-hours at the ends
-    (dropped first when a pooled connection still has one from an earlier report). Not ``hourly``: the whole
-    hours are summed per day as they are copied (a day's rows stand at its first hour), 24 times fewer rows to
-    group, for a report that groups by nothing finer than the day."""
+def _temporary(session: Session, name: str) -> Table:
     dialect = session.get_bind().dialect.name
     names = (*hours.KEYS, *hours.SUMS)
-    table = Table(
-        FACTS_TABLE,
-        MetaData(),
-        *(Column(name, _column_type(name, dialect)) for name in names),
-        prefixes=["TEMPORARY"],
-    )
-    session.execute(text(f"DROP TABLE IF EXISTS {FACTS_TABLE}"))
+    table = Table(name, MetaData(), *(Column(n, _column_type(n, dialect)) for n in names), prefixes=["TEMPORARY"])
+    session.execute(text(f"DROP TABLE IF EXISTS {name}"))
     session.execute(CreateTable(table))
+    return table
+
+
+def materialize(session: Session, fleet: Fleet, period: Period) -> Table:
+    """The period's roll-up rows by day in a temporary table of this connection that every query of one report
+    reads: ``report_hours`` for the whole hours, summed per day as they are copied (a day's rows stand at its
+    first hour; 24 times fewer rows to group), and the raw facts summed the same way for the part-hours at the
+    ends, which are also kept apart by hour (:data:`EDGES_TABLE`) for a grouping by hour (:func:`hourly`).
+    Both are dropped first when a pooled connection still has them from an earlier report."""
+    dialect = session.get_bind().dialect.name
+    names = list((*hours.KEYS, *hours.SUMS))
+    table, edges_table = _temporary(session, FACTS_TABLE), _temporary(session, EDGES_TABLE)
     inside, edges = _parts(period)
     if inside is not None:
         keys = [H.c[name] for name in hours.KEYS[1:]]
-        when = H.c.hour if hourly else _day_start(H.c.hour, dialect)
-        rows = select(when, *keys, *(func.sum(H.c[name]) for name in hours.SUMS))
-        rows = rows.where(H.c.hour >= inside[0], H.c.hour < inside[1]).group_by(when, *keys)
-        session.execute(insert(table).from_select(list(names), rows))
+        day = _day_start(H.c.hour, dialect)
+        rows = select(day, *keys, *(func.sum(H.c[name]) for name in hours.SUMS))
+        rows = rows.where(H.c.hour >= inside[0], H.c.hour < inside[1]).group_by(day, *keys)
+        session.execute(insert(table).from_select(names, rows))
     for since, until in edges:
-        session.execute(hours.period_facts(dialect, into=FACTS_TABLE), {"since": since, "until": until})
+        session.execute(hours.period_facts(dialect, into=EDGES_TABLE), {"since": since, "until": until})
+    session.execute(insert(table).from_select(names, select(*(edges_table.c[name] for name in names))))
     if dialect == "postgresql":
         session.execute(text(f"ANALYZE {FACTS_TABLE}"))
     return table
+
+
+def hourly(session: Session, period: Period) -> FromClause:
+    """The period's roll-up rows by hour: ``report_hours`` for the whole hours and the part-hours that
+    :func:`materialize` kept apart, read in place (a grouping by hour reads them once; no copy)."""
+    edges = Table(
+        EDGES_TABLE,
+        MetaData(),
+        *(Column(n, _column_type(n, session.get_bind().dialect.name)) for n in (*hours.KEYS, *hours.SUMS)),
+    )
+    parts = [select(*(edges.c[name] for name in (*hours.KEYS, *hours.SUMS)))]
+    inside = whole_hours(period)
+    if inside is not None:
+        whole = select(*(H.c[name] for name in (*hours.KEYS, *hours.SUMS)))
+        parts.append(whole.where(H.c.hour >= inside[0], H.c.hour < inside[1]))
+    return union_all(*parts).subquery("hourly")
 
 
 def hour_costs(session: Session, period: Period) -> list[tuple[Any, int, int]]:
@@ -237,10 +258,17 @@ def rollup(
     session: Session, fleet: Fleet, period: Period, keys: Sequence[str], *, source: FromClause | None = None
 ) -> list[Line]:
     """The period's lines grouped by ``keys`` (no keys: one totals line, also for an empty period), read from
-    ``source`` (the roll-up rows of :func:`materialize`) or, without it, from the raw rows (:func:`raw`)."""
+    ``source`` (the rows of :func:`materialize`; by hour, :func:`hourly`) or, without it, from the raw rows
+    (:func:`raw`)."""
     dialect = session.get_bind().dialect.name
     lines = []
-    query = rollup_query(fleet, raw(session, period) if source is None else source, keys, dialect)
+    if source is None:
+        source = raw(session, period)
+    elif (
+        "hour" in keys and isinstance(source, Table) and source.name == FACTS_TABLE
+    ):  # the day's rows of materialize: read the hours
+        source = hourly(session, period)
+    query = rollup_query(fleet, source, keys, dialect)
     for row in session.execute(query).mappings():
         sums = {name: int(row[name] or 0) for name in (*COUNTS, *SUMS)}
         key_values = {key: key_text(key, row[key]) for key in keys}

@@ -109,3 +109,32 @@ def test_migration_0014_fills_the_rollup_from_the_rows_before_it(sqlite_url: str
         assert differences(conn) == []
         rows = conn.execute(select(func.count(), func.sum(ReportHour.attempts), func.sum(ReportHour.tasks))).one()
     assert tuple(rows) == (3, 4, 3)  # claude 10:00 (two attempts of two tasks), codex 11:00, ollama 10:00
+
+
+def test_db_check_rollup_says_so_and_rebuilds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli import main
+
+    url = f"sqlite:///{tmp_path / 'checked.db'}"
+    monkeypatch.setenv("SWITCHYARD_HOME", str(tmp_path))
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", url)
+    monkeypatch.setenv("SWITCHYARD_FLEET_FILE", str(Path(__file__).resolve().parent.parent / "switchyard.toml"))
+
+    def check(*args: str) -> tuple[int, str]:
+        code = main(["db", "check-rollup", *args])
+        out = capsys.readouterr()
+        dispose_all()
+        return code, out.out + out.err
+
+    assert check() == (0, "report_hours matches the raw rows\n")
+    with session_scope(url) as session:
+        write(session, FLEET, [Job(tries=[Try("claude", USAGE)])])
+    with get_engine(url).begin() as conn:
+        conn.execute(text("UPDATE report_tasks SET attempts = 5"))
+    dispose_all()
+    code, said = check()
+    assert code == 1 and "task task-" in said and "fix with --rebuild" in said, said
+    code, said = check("--rebuild")
+    assert code == 0 and "1 row(s) differed before" in said, said
+    assert check() == (0, "report_hours matches the raw rows\n")
