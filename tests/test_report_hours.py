@@ -90,25 +90,28 @@ def test_a_rollup_that_drifted_is_found(database_url: str) -> None:
         assert "'provider': 'claude'" in line and "kept" in line and "raw" in line
 
 
-def test_migration_0014_fills_the_rollup_from_the_rows_before_it(sqlite_url: str) -> None:
-    upgrade(sqlite_url, "0012")
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_migration_0014_fills_the_rollup_from_the_rows_before_it(request: pytest.FixtureRequest, kind: str) -> None:
+    url: str = request.getfixturevalue("sqlite_url" if kind == "sqlite" else "postgres_url")
+    upgrade(url, "0012")
     at = datetime(2026, 11, 15, 10, 30, tzinfo=UTC)
     jobs = [
         Job(tries=[Try("claude", USAGE, at), Try("codex", USAGE, at + timedelta(hours=1))]),
         Job(tries=[Try("ollama", USAGE, at, ledgered=False)]),
         Job(tries=[Try("claude", USAGE, at, state="released")]),
     ]
-    engine = get_engine(sqlite_url)
+    engine = get_engine(url)
     with engine.begin() as conn:
         for table in ("tasks", "attempts", "spend"):
             assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 0  # noqa: S608
-    with session_scope(sqlite_url) as session:
+    with session_scope(url) as session:
         write(session, FLEET, jobs)
-    upgrade(sqlite_url)
+    upgrade(url)
     with engine.begin() as conn:
         assert differences(conn) == []
         rows = conn.execute(select(func.count(), func.sum(ReportHour.attempts), func.sum(ReportHour.tasks))).one()
     assert tuple(rows) == (3, 4, 3)  # claude 10:00 (two attempts of two tasks), codex 11:00, ollama 10:00
+    dispose_all()
 
 
 def test_db_check_rollup_says_so_and_rebuilds(
