@@ -156,6 +156,30 @@ def test_every_combination_of_keys_adds_up(database_url: str, generated: list[Jo
     _check_rollups(database_url, generated, COMBINATIONS, both=False)
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    generated=st.lists(jobs, min_size=2, max_size=6),
+    into_first=st.integers(0, 6),
+    into_last=st.integers(8, 59),
+)
+def test_part_hours_at_the_ends_come_from_the_raw_rows(
+    database_url: str, generated: list[Job], into_first: int, into_last: int
+) -> None:
+    """A period that starts and ends inside an hour, each end with attempts in its part-hour (attempts are at
+    minute 7): the roll-up (whole hours) plus the raw part-hours equal the raw rows alone, by day, by hour (read
+    in place) and in total."""
+    moments = sorted(attempt.at for job in generated for attempt in job.tries)
+    first, last = moments[0].replace(minute=0), moments[-1].replace(minute=0)
+    period = Period(first + timedelta(minutes=into_first, seconds=17), last + timedelta(minutes=into_last))
+    with session_scope(database_url) as session:
+        clear(session)
+        write(session, FLEET, generated)
+        source = materialize(session, FLEET, period)
+        for keys in [(), ("day", "provider"), ("hour", "kind"), ("env", "stage", "group", "kind", "model")]:
+            assert rollup(session, FLEET, period, keys, source=source) == rollup(session, FLEET, period, keys), keys
+        clear(session)
+
+
 # --- repricing at the baseline, by hand -------------------------------------------------------------------
 
 CLAUDE = Usage(
