@@ -13,6 +13,13 @@ from store.costs import UNKNOWN_COST
 from store.models import Attempt, Task
 
 
+def last_attempt(session: Session, *, task_id: str) -> tuple[int, str | None]:
+    """The task's highest attempt number (0 before its first attempt) and that attempt's error class."""
+    query = select(Attempt.attempt, Attempt.error_class).where(Attempt.task_id == task_id)
+    found = session.execute(query.order_by(Attempt.attempt.desc()).limit(1)).first()
+    return (0, None) if found is None else (int(found[0]), found[1])
+
+
 def recent_outputs(session: Session, *, kind: str, provider: str, model: str, limit: int) -> list[int]:
     """The output tokens of the last ``limit`` answered attempts of ``kind`` on ``provider``'s ``model`` over its
     api transport, newest first. Answered: the call returned an answer and was priced (a call left open, charged

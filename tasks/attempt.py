@@ -41,7 +41,7 @@ from routing.parked import ParkedAnswer, ParkedAnswers
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from routing.state import connect_state
-from store import alerts, repo
+from store import alerts, outputs, repo
 from store import pipeline as rows
 from store.db import session_scope
 from switchyard import logs, traces
@@ -193,7 +193,8 @@ class Runner:
         failures: list[str] = []
         full = False  # the whole output cap held: once an answer was cut short, for the one retry
         for _ in range(len(self.ctx.fleet.providers) + 2):  # one more for that retry
-            number = self._next_number(task)
+            number, cut = self._next(task)
+            full = full or cut  # also after a deferral: the retry the budget had no room for yet
             decision = self._router.route(self._request(task, prompt, excluded, full), self._place(task, number))
             if isinstance(decision, Refusal):
                 self._refuse(task, decision, failures, retry_in=min(waits) if waits else None)
@@ -230,8 +231,13 @@ class Runner:
         return Place(task.id, number, task.group, task.environment, task.stage)
 
     def _next_number(self, task: TaskInfo) -> int:
+        return self._next(task)[0]
+
+    def _next(self, task: TaskInfo) -> tuple[int, bool]:
+        """The next attempt's number, and whether the last one was an answer cut short (:class:`Truncated`)."""
         with session_scope(self.ctx.database_url) as session:
-            return repo.last_attempt_number(session, task_id=task.id) + 1
+            number, error_class = outputs.last_attempt(session, task_id=task.id)
+        return number + 1, error_class == Truncated.__name__
 
     def _refuse(self, task: TaskInfo, refusal: Refusal, failures: list[str], *, retry_in: float | None) -> NoReturn:
         """Defer while the deadline allows it, else end the task with the refusal's status and reason.

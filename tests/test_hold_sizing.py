@@ -39,7 +39,7 @@ from switchyard.fleet import BudgetConfig, Fleet, load_fleet
 from switchyard.pricing import cost_micros
 from switchyard.settings import Settings
 from switchyard.usage import Usage
-from tasks.attempt import Runner
+from tasks.attempt import Deferred, Runner
 from tasks.context import Context
 from tasks.submit import submit
 
@@ -201,6 +201,25 @@ def test_an_answer_cut_by_its_held_limit_is_asked_again_once_with_the_whole_cap(
     assert spent[1][1] <= spent[1][0] and spent[2][1] <= spent[2][0]  # each charged within its hold
     assert spent[2][0] - spent[1][0] == round((CAP - 16) * price.output)  # the same prompt, the whole cap held
     assert over == 0
+
+
+def test_a_retry_the_budget_cannot_hold_yet_waits_and_then_holds_the_whole_cap(ctx: Context) -> None:
+    seed_history(ctx.database_url, [16] * 20, kind="plan")  # plans of 16 tokens: the next one is cut at 16
+    ctx.ledger().set_budget(scope="all", window="hour", cap_usd=0.01)  # room for a small hold, not the whole cap
+    request = {"kind": "plan", "environment": "dev1", "goal": "a goal to plan", "deadline_s": 7200}
+    task_id = submit(request, context=ctx)  # a deadline past the hour: the task waits for the next window
+    runner = Runner(ctx, make_provider=factory(), sleep=lambda _: None)
+    with pytest.raises(Deferred, match="budget"):  # plans have no free fallback: the retry waits for room
+        runner.run(task_id)
+    ctx.ledger().set_budget(scope="all", window="hour", cap_usd=10)
+    runner.run(task_id)  # the redelivery asks with the whole cap at once: no second cut answer
+    first, second = detail(ctx, task_id)["attempts"]
+    assert (first["error_class"], first["output_tokens"]) == ("Truncated", 16)
+    assert second["error_class"] is None and second["output_tokens"] > 16
+    with session_scope(ctx.database_url) as session:
+        held = {r.attempt: r.held_micros for r in session.query(Spend).filter_by(task_id=task_id)}
+    price = ctx.fleet.price(PAID, MODEL, datetime.now(UTC).date())[1]
+    assert held[2] - held[1] == round((ctx.fleet.kind("plan").max_output_tokens - 16) * price.output)
 
 
 def test_a_charge_above_its_hold_is_logged_and_recorded(sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
