@@ -1,8 +1,9 @@
 """The route for one attempt, chosen by a pure function from snapshots the caller gathered.
 
-No I/O happens here: the attempt loop reads the breaker states and concurrency (Redis) and the budgets
-(SQL), then :func:`choose_route` decides. The ledger's atomic hold confirms the budget part afterwards, so
-a snapshot that went stale between the two can never overspend: it can only be refused.
+No I/O happens here: the attempt loop reads the breaker states and concurrency (Redis), the budgets (SQL) and
+the output each candidate's model holds (:mod:`routing.sizing`), then :func:`choose_route` decides. The
+ledger's atomic hold confirms the budget part afterwards, so a snapshot that went stale between the two can
+never overspend: it can only be refused.
 
 Candidates are the group's ladder, then (when the kind allows it) the free providers outside it. Each one
 is usable or passed over with its reasons. A reason is permanent for this task (excluded, avoided, no key,
