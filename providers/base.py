@@ -27,6 +27,11 @@ class ProviderRequest:
     max_cost_usd: float | None = None
 
 
+# the stop reasons of an answer cut by its output limit: Anthropic's ``stop_reason``, the OpenAI Responses API's
+# ``incomplete_details.reason`` (chat completions' ``finish_reason``: ``length``), Ollama's ``done_reason``
+LIMIT_REACHED = frozenset({"max_tokens", "max_output_tokens", "length"})
+
+
 @dataclass(frozen=True)
 class ProviderResponse:
     provider: str
@@ -39,6 +44,11 @@ class ProviderResponse:
     response_id: str | None = None
     # set when the provider reports its own price for the call (Claude Code's ``total_cost_usd``)
     reported_cost_usd: float | None = None
+
+    @property
+    def cut_short(self) -> bool:
+        """The answer stopped at the call's output limit (``max_output_tokens``), not where the model ended it."""
+        return self.stop_reason in LIMIT_REACHED
 
 
 class Provider(Protocol):

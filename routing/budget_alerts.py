@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from store import alerts as alert_rows
+from store.budgets import SpendRow
 from switchyard.budgets import Budget, BudgetState, CounterKey, as_utc, window_bounds
 
 
@@ -31,6 +32,27 @@ def budget_alert(key: CounterKey, budget: Budget, used: int, task_id: str) -> di
             "cap_micros": budget.cap_micros,
             "action": budget.action,
             "task_id": task_id,
+        },
+    }
+
+
+def over_hold_alert(task_id: str, attempt: int, row: SpendRow, charged: int) -> dict[str, Any]:
+    """The alert row of a call charged more than its hold. An api call's output limit is the output it held, so
+    this must never happen there; an agent CLI checks its budget only between turns and can overshoot it."""
+    provider, model, held = row.provider, row.model, row.held_micros
+    return {
+        "cause": alert_rows.CHARGE_OVER_HOLD,
+        "key": f"{alert_rows.CHARGE_OVER_HOLD}:{task_id}:{attempt}",
+        "title": f"Task {task_id[:8]} attempt {attempt} on {provider} was charged more than its hold",
+        "body": f"charged {_usd(charged)}, held {_usd(held)} ({model}): budgets may pass their caps by the "
+        "difference. Over the api transport this is a bug in hold sizing (routing/sizing.py).",
+        "payload": {
+            "task_id": task_id,
+            "attempt": attempt,
+            "provider": provider,
+            "model": model,
+            "held_micros": held,
+            "charged_micros": charged,
         },
     }
 

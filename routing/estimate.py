@@ -7,10 +7,11 @@ per token and source code about three and a half, so this errs high for the text
 estimate, not a bound: text in scripts that take a token per character or more (CJK, emoji) can exceed it,
 and the ledger's settlement records the real cost either way.
 
-The output side is exact: a call never produces more than the kind's ``max_output_tokens``. Cache prices
+The output side is exact: a call never produces more than the output limit passed with it, the output held
+(:mod:`routing.sizing`: a percentile of recent answers, or the kind's ``max_output_tokens``). Cache prices
 only lower the bill on the api transport: we send no ``cache_control`` markers, so there are no cache
 writes (the only token class priced above input), and cache reads cost less than input. The maximum is
-therefore ``input tokens x input price + max output x output price``, rounded up to a whole micro-dollar,
+therefore ``input tokens x input price + output held x output price``, rounded up to a whole micro-dollar,
 which is never below :func:`switchyard.pricing.cost_micros` of that usage. The cli transport runs an agent for
 several turns with its own caching; there the maximum is the cap to hand to the CLI (``--max-budget-usd``).
 """

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from routing.budget_alerts import budget_alert, cap_alert
+from routing.budget_alerts import budget_alert, cap_alert, over_hold_alert
 from store import alerts as alert_rows
 from store import budgets as sql
 from store.budgets import Ending, OverrideRow, SpendRow
@@ -259,7 +259,21 @@ class Ledger:
             after = self._move(row, conn, used_delta=charged_micros - held - before, held_delta=-held)
             crossed = self._crossed_by_charge(conn, row, after) if charged_micros > held else []
             recorded = self._record_alerts(conn, crossed, task_id, now)
+            over = held > 0 and charged_micros > held and price_version != UNKNOWN_COST
+            if over:  # in the settle's transaction: recorded with the charge, or neither
+                alert = over_hold_alert(task_id, attempt, row, charged_micros)
+                alert_rows.record(conn, **alert, now=now)
         self._warn(recorded)
+        if over:
+            log.error(
+                "task %s attempt %s on %s/%s charged $%.6f above its hold of $%.6f: the hold must cover the call",
+                task_id,
+                attempt,
+                row.provider,
+                row.model,
+                charged_micros / 1e6,
+                held / 1e6,
+            )
 
     def close_open_call(self, *, task_id: str, attempt: int) -> Closed:
         """Settle the hold of a call whose worker died before its answer was stored at the amount held

@@ -1,8 +1,9 @@
 """The route for one attempt, chosen by a pure function from snapshots the caller gathered.
 
-No I/O happens here: the attempt loop reads the breaker states and concurrency (Redis) and the budgets
-(SQL), then :func:`choose_route` decides. The ledger's atomic hold confirms the budget part afterwards, so
-a snapshot that went stale between the two can never overspend: it can only be refused.
+No I/O happens here: the attempt loop reads the breaker states and concurrency (Redis), the budgets (SQL) and
+the output each candidate's model holds (:mod:`routing.sizing`), then :func:`choose_route` decides. The
+ledger's atomic hold confirms the budget part afterwards, so a snapshot that went stale between the two can
+never overspend: it can only be refused.
 
 Candidates are the group's ladder, then (when the kind allows it) the free providers outside it. Each one
 is usable or passed over with its reasons. A reason is permanent for this task (excluded, avoided, no key,
@@ -63,6 +64,7 @@ class RouteRequest:
     excluded: frozenset[str] = frozenset()  # providers that already failed this task in this run
     avoid: frozenset[str] = frozenset()  # providers this task must not use (a review avoids its implementer)
     avoid_why: tuple[tuple[str, str], ...] = ()  # (provider, why it is avoided), for the reason shown
+    full_output: bool = False  # hold (and allow) the kind's whole output cap: the retry of an answer cut short
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Route:
     passed_over: tuple[str, ...] = ()  # "claude: breaker open (retry in 42s)", one per provider skipped
     notes: tuple[str, ...] = ()  # how the chosen provider differs from the fleet file ("cli not installed, api")
     capped: tuple[tuple[str, BudgetState], ...] = ()  # (provider, budget) a budget's cap ruled out (an alert)
+    # the output tokens held, passed as the call's limit (None: the kind's cap, e.g. a route rebuilt from a row)
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class _Ask:
     group: GroupConfig
     budgets: Sequence[BudgetState]
     today: date
+    outputs: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 def candidates(fleet: Fleet, group: GroupConfig, kind: str) -> list[tuple[str, int]]:
@@ -224,11 +229,23 @@ def _assess(ask: _Ask, name: str, rung: int, state: ProviderState | None) -> Rou
         price = ask.fleet.price(name, model, ask.today)[1]
     except ConfigError:
         return [_Why(f"no price for {model} on {ask.today.isoformat()}", None)]
-    cost = max_cost_micros(ask.request.prompt_chars, ask.fleet.kind(ask.request.kind).max_output_tokens, price)
+    output = _held_output(ask, name, model, transport[0])
+    cost = max_cost_micros(ask.request.prompt_chars, output, price)
     whys = _transient(usable) + _budget_whys(ask, name, cost, ask.fleet.providers[name].free)
     if whys:
         return whys
-    return Route(name, model, transport[0], cost, rung, notes=(f"{name}: {transport[1]}",) if transport[1] else ())
+    notes = (f"{name}: {transport[1]}",) if transport[1] else ()
+    return Route(name, model, transport[0], cost, rung, notes=notes, max_output_tokens=output)
+
+
+def _held_output(ask: _Ask, name: str, model: str, transport: Transport) -> int:
+    """The output tokens a call on ``name`` holds: the size ``outputs`` gives (:mod:`routing.sizing`) over the api
+    transport, which passes it as the call's limit; the kind's whole cap over an agent CLI (which cannot limit
+    its output), for the retry of an answer cut short, or when no size is known."""
+    cap = ask.fleet.kind(ask.request.kind).max_output_tokens
+    if transport != "api" or ask.request.full_output:
+        return cap
+    return min(cap, ask.outputs.get((name, model), cap))
 
 
 def _wait(whys: list[_Why]) -> float | None:
@@ -260,13 +277,17 @@ def choose_route(
     providers: Mapping[str, ProviderState],
     budgets: Sequence[BudgetState],
     today: date,
+    *,
+    outputs: Mapping[tuple[str, str], int] | None = None,
 ) -> Route | Refusal:
     """The provider, model, transport and maximum cost for the next attempt of ``request``, or why none.
 
-    ``today`` picks the prices in force. A route chosen after a ``degrade`` budget ruled out an earlier
-    paying candidate has ``degraded`` set. Raises :class:`ConfigError` for a group the fleet does not have.
+    ``today`` picks the prices in force. ``outputs``: the output tokens to hold per (provider, model) over the
+    api transport (:mod:`routing.sizing`); one not given holds the kind's cap. A route chosen after a
+    ``degrade`` budget ruled out an earlier paying candidate has ``degraded`` set. Raises :class:`ConfigError`
+    for a group the fleet does not have.
     """
-    ask = _Ask(request, fleet, fleet.group(request.group), budgets, today)
+    ask = _Ask(request, fleet, fleet.group(request.group), budgets, today, outputs or {})
     refused: list[tuple[str, list[_Why]]] = []
     passed_over: list[str] = []
     for name, rung in candidates(fleet, ask.group, request.kind):

@@ -62,6 +62,10 @@ class LedgerPort(Protocol):
     def close_open_call(self, *, task_id: str, attempt: int) -> Closed: ...
 
 
+class SizesPort(Protocol):
+    def output_tokens(self, kind: str, provider: str, model: str, cap: int) -> int: ...
+
+
 class StatePort(Protocol):
     def snapshot(self, providers: Sequence[str]) -> Mapping[str, ProviderState]: ...
 
@@ -105,6 +109,8 @@ class Router:
     clock: Callable[[], float] = time.monotonic
     # a budget's cap ruled out a provider: told once per budget and window (an alert row, see store.alerts)
     on_cap: Callable[[list[BudgetState], str], None] | None = None
+    # how much output an api call holds and may produce (routing/sizing.py); None: the kind's whole cap
+    sizes: SizesPort | None = None
     _budgets: dict[tuple[str, str, str], tuple[float, list[BudgetState]]] = field(default_factory=dict, repr=False)
     _states: dict[tuple[str, ...], tuple[float, Mapping[str, ProviderState]]] = field(default_factory=dict, repr=False)
     _usable: dict[str, str | None] = field(default_factory=dict, repr=False)
@@ -232,9 +238,20 @@ class Router:
             self._capped.add(seen)
 
     def _choose(self, request: RouteRequest, fleet: Fleet) -> Route | Refusal:
-        providers = self.provider_states(self._names(request, fleet))
+        names = self._names(request, fleet)
+        providers = self.provider_states(names)
         budgets = self.budget_states(request)
-        return choose_route(request, fleet, providers, budgets, self.today())
+        return choose_route(
+            request, fleet, providers, budgets, self.today(), outputs=self._outputs(request, fleet, names)
+        )
+
+    def _outputs(self, request: RouteRequest, fleet: Fleet, names: list[str]) -> dict[tuple[str, str], int]:
+        """The output tokens each candidate's model would hold for ``request`` (from ``sizes``' cached history)."""
+        if self.sizes is None or request.full_output:
+            return {}
+        cap, group = fleet.kind(request.kind).max_output_tokens, fleet.group(request.group)
+        models = [(name, fleet.model_for(group, name)) for name in names]
+        return {(name, model): self.sizes.output_tokens(request.kind, name, model, cap) for name, model in models}
 
     def _names(self, request: RouteRequest, fleet: Fleet) -> list[str]:
         """The providers a route for ``request`` may take, in order; worked out once per group and kind for

@@ -51,6 +51,7 @@ class Reply:
     output_tokens: int
     truncated: bool
     tool_calls: tuple[agent.ToolCall, ...] = ()  # when set, the answer is these calls (and ``text`` if any)
+    reasoning_tokens: int = 0  # inside ``output_tokens``' limit, not in them (the OpenAI dialect adds them)
 
     def chunks(self, size: int = 24) -> list[str]:
         return [self.text[i : i + size] for i in range(0, len(self.text), size)] or [""]
@@ -68,20 +69,33 @@ class Dialect:
     messages: Mapping[int, str] = field(default_factory=dict)
 
 
+def reasoning(provider: str, visible_tokens: int) -> int:
+    """The reasoning tokens a reply of ``visible_tokens`` spends before it: OpenAI's models reason, the others
+    here answer at once."""
+    return 32 + visible_tokens // 2 if provider == "codex" else 0
+
+
 def make_reply(call: Call, reply_id: str) -> Reply:
+    """The reply to ``call``. ``max_tokens`` bounds every output token, reasoning included, as the real APIs do
+    (Anthropic's ``max_tokens``, OpenAI's ``max_output_tokens``, Ollama's ``num_predict``): an answer that
+    would pass it is cut there (``truncated``), its reasoning then taking at most half of the limit."""
     system_tokens = answers.tokens(call.system)
     input_tokens = max(system_tokens + (max(call.context_chars, len(call.prompt)) + 3) // 4, 1)
     kind = answers.task_kind(call.system, call.prompt)
     step = agent.step(kind, call.prompt, call.agent, reply_id) if call.agent is not None else None
     if step is not None and step.calls:  # tool calls are never cut short
         out = answers.tokens(step.text + "".join(agent.arguments_text(c) for c in step.calls))
-        return Reply(reply_id, call.model, step.text, input_tokens, system_tokens, out, False, step.calls)
+        thought = reasoning(call.provider, out)
+        return Reply(reply_id, call.model, step.text, input_tokens, system_tokens, out, False, step.calls, thought)
     text = step.text if step is not None else answers.answer(call.system, call.prompt)
     out = answers.tokens(text)
-    truncated = call.max_tokens is not None and 0 < call.max_tokens < out
-    if truncated and call.max_tokens is not None:
-        text, out = text[: call.max_tokens * 4], call.max_tokens
-    return Reply(reply_id, call.model, text, input_tokens, system_tokens, out, truncated)
+    thought, limit = reasoning(call.provider, out), call.max_tokens
+    truncated = limit is not None and 0 < limit < out + thought
+    if truncated and limit is not None:
+        thought = min(thought, limit // 2)
+        out = limit - thought
+        text = text[: out * 4]
+    return Reply(reply_id, call.model, text, input_tokens, system_tokens, out, truncated, (), thought)
 
 
 def text_of(content: object) -> str:

@@ -112,7 +112,7 @@ def parse_chat(body: Json, endpoint: str) -> Call:
 def _counts(reply: Reply) -> tuple[int, int]:
     """(cached input tokens, reasoning tokens) for a reply."""
     cached = (reply.input_tokens // 2) // CACHE_STEP * CACHE_STEP if reply.input_tokens >= CACHE_MIN_TOKENS else 0
-    return cached, 32 + reply.output_tokens // 2
+    return cached, reply.reasoning_tokens
 
 
 def usage(reply: Reply) -> Json:

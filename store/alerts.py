@@ -31,7 +31,11 @@ BREAKER_CLOSED = "breaker_closed"
 PROVIDER_DISABLED = "provider_disabled"  # a 401/403: no call until an operator enables it
 TASK_FAILED = "task_failed"  # every rung the task could reach failed
 DAILY_REPORT = "daily_report"
-CAUSES = (BUDGET_ALERT, BUDGET_CAP, BREAKER_OPENED, BREAKER_CLOSED, PROVIDER_DISABLED, TASK_FAILED, DAILY_REPORT)
+CHARGE_OVER_HOLD = "charge_over_hold"  # a call was charged more than its hold: a bug, or an agent CLI's overshoot
+CAUSES = (
+    *(BUDGET_ALERT, BUDGET_CAP, BREAKER_OPENED, BREAKER_CLOSED, PROVIDER_DISABLED, TASK_FAILED, DAILY_REPORT),
+    CHARGE_OVER_HOLD,
+)
 STATES = ("pending", "delivered", "failed", "unsent")
 _TABLE = cast(Table, AlertRow.__table__)
 

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     # Seconds `up` and `demo` wait for the services they start to answer; unset, the wait adapts to the
     # machine (workers/readiness.py). `--ready-timeout` on `up`, `demo` and `restart` overrides it.
     ready_timeout: float | None = Field(default=None, gt=0)
+    # Holds (routing/sizing.py): an api call's hold covers the ``hold_output_percentile`` of the output tokens of
+    # the last ``hold_history`` answers of its kind on its model (the kind's whole cap while there are fewer than
+    # ``hold_min_history``), read again at most every ``hold_history_ttl_s`` seconds per process
+    hold_history: int = Field(default=200, ge=1, le=10_000)
+    hold_min_history: int = Field(default=20, ge=1, le=10_000)
+    hold_output_percentile: float = Field(default=99.0, gt=0, le=100)
+    hold_history_ttl_s: float = Field(default=30.0, ge=0, le=3600)
 
     anthropic_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SWITCHYARD_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY")

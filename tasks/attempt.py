@@ -41,7 +41,7 @@ from routing.parked import ParkedAnswer, ParkedAnswers
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from routing.state import connect_state
-from store import alerts, repo
+from store import alerts, outputs, repo
 from store import pipeline as rows
 from store.db import session_scope
 from switchyard import logs, traces
@@ -99,6 +99,14 @@ class TaskFailed(SwitchyardError):
 class TakenOver(Exception):
     """This run lost its task's lease (its renewals came too late, e.g. the database was away longer than a
     lease) and another worker took the task over: this run stops without acting or finishing the task."""
+
+
+class Truncated(Exception):
+    """An answer cut by the output limit its hold was sized to (:mod:`routing.sizing`): it is paid for and its
+    attempt closed as failed; the task asks once more with the kind's whole output cap held."""
+
+    def __init__(self, provider: str, limit: int) -> None:
+        super().__init__(f"{provider}: the answer reached its output limit ({limit} tokens held)")
 
 
 class Deferred(Exception):
@@ -183,13 +191,18 @@ class Runner:
         excluded: set[str] = set()
         waits: list[float] = []  # failures that waiting can cure: when to look again
         failures: list[str] = []
-        for _ in range(len(self.ctx.fleet.providers) + 1):
-            number = self._next_number(task)
-            decision = self._router.route(self._request(task, prompt, excluded), self._place(task, number))
+        full = False  # the whole output cap held: once an answer was cut short, for the one retry
+        for _ in range(len(self.ctx.fleet.providers) + 2):  # one more for that retry
+            number, cut = self._next(task)
+            full = full or cut  # also after a deferral: the retry the budget had no room for yet
+            decision = self._router.route(self._request(task, prompt, excluded, full), self._place(task, number))
             if isinstance(decision, Refusal):
                 self._refuse(task, decision, failures, retry_in=min(waits) if waits else None)
             try:
                 return decision, self._attempt(task, number, decision, prompt)
+            except Truncated as exc:  # a route holding the whole cap never raises it: one retry, never a loop
+                log.info("task %s attempt %s: %s", task.id, number, exc)
+                full = True
             except (ProviderError, PatchRejected) as exc:
                 if isinstance(exc, ModelNotFound):
                     self._router.mark_unusable(decision.provider, decision.model, f"{type(exc).__name__}: {exc}")
@@ -201,7 +214,7 @@ class Runner:
                 failures.append(f"{decision.provider}: {type(exc).__name__}: {exc}")
         raise TaskFailed("no_provider", "every provider failed: " + "; ".join(failures), tuple(failures))
 
-    def _request(self, task: TaskInfo, prompt: Prompt, excluded: set[str]) -> RouteRequest:
+    def _request(self, task: TaskInfo, prompt: Prompt, excluded: set[str], full: bool = False) -> RouteRequest:
         return RouteRequest(
             kind=task.kind,
             group=task.group,
@@ -211,14 +224,20 @@ class Runner:
             excluded=frozenset(excluded),
             avoid=frozenset(task.request.avoid_providers),
             avoid_why=avoid_reasons(task),
+            full_output=full,
         )
 
     def _place(self, task: TaskInfo, number: int) -> Place:
         return Place(task.id, number, task.group, task.environment, task.stage)
 
     def _next_number(self, task: TaskInfo) -> int:
+        return self._next(task)[0]
+
+    def _next(self, task: TaskInfo) -> tuple[int, bool]:
+        """The next attempt's number, and whether the last one was an answer cut short (:class:`Truncated`)."""
         with session_scope(self.ctx.database_url) as session:
-            return repo.last_attempt_number(session, task_id=task.id) + 1
+            number, error_class = outputs.last_attempt(session, task_id=task.id)
+        return number + 1, error_class == Truncated.__name__
 
     def _refuse(self, task: TaskInfo, refusal: Refusal, failures: list[str], *, retry_in: float | None) -> NoReturn:
         """Defer while the deadline allows it, else end the task with the refusal's status and reason.
@@ -289,6 +308,11 @@ class Runner:
             self._charge(task, number, route, response, tries)
         finally:
             self.ctx.breakers().flush()  # the success verdict, sent when the call answered, has arrived by now
+        limit = request.max_output_tokens
+        if response.cut_short and route.transport == "api" and limit < self._cap(task):
+            truncated = Truncated(route.provider, limit)
+            self._mark(task, number, "failed", truncated)
+            raise truncated
         return Answer(response.text, route.provider, route.model, route.transport, request.workdir)
 
     def _prepare(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> tuple[ProviderRequest, Provider]:
@@ -325,13 +349,16 @@ class Runner:
             model=route.model,
             system=prompt.system,
             prompt=prompt.prompt,
-            max_output_tokens=self.ctx.fleet.kind(task.kind).max_output_tokens,
+            max_output_tokens=route.max_output_tokens or self._cap(task),
             timeout_s=self.ctx.fleet.limits.provider_timeout_s,
             metadata={"task_id": task.id, "kind": task.kind},
             workdir=workdir,
             environment=task.environment,
             max_cost_usd=route.max_cost_micros / 1_000_000,
         )
+
+    def _cap(self, task: TaskInfo) -> int:
+        return self.ctx.fleet.kind(task.kind).max_output_tokens
 
     def _close_failed(self, task: TaskInfo, number: int, exc: ProviderError) -> None:
         """A call that failed: its hold released (or, when an agent spent it before stopping, settled), then
@@ -388,13 +415,20 @@ class Runner:
             number, stored = self._assists.pop(0)
             self._mark(task, number, "succeeded", None)
             return stored
-        number = self._next_number(task)
-        decision = self._router.route(self._request(task, prompt, set()), self._place(task, number), only=provider)
-        if isinstance(decision, Refusal):
-            raise ProviderError(f"{provider} cannot answer now: {decision.reason}", provider=provider)
-        answer = self._call(task, number, decision, prompt)
-        self._mark(task, number, "succeeded", None)
-        return answer
+        for full in (False, True):  # an answer cut short is asked once more with the whole output cap held
+            number = self._next_number(task)
+            request = self._request(task, prompt, set(), full)
+            decision = self._router.route(request, self._place(task, number), only=provider)
+            if isinstance(decision, Refusal):
+                raise ProviderError(f"{provider} cannot answer now: {decision.reason}", provider=provider)
+            try:
+                answer = self._call(task, number, decision, prompt)
+            except Truncated as exc:
+                log.info("task %s attempt %s: %s", task.id, number, exc)
+                continue
+            self._mark(task, number, "succeeded", None)
+            return answer
+        raise AssertionError("unreachable: a route holding the whole output cap is never cut short")
 
     # --- the end -------------------------------------------------------------------------------------------
 

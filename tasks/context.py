@@ -55,6 +55,7 @@ class Context:
 
     def router(self) -> Router:
         from routing.router import Router  # noqa: PLC0415
+        from routing.sizing import HoldSizes  # noqa: PLC0415
 
         def build() -> Router:
             ledger = self.ledger()
@@ -62,7 +63,8 @@ class Context:
             def on_cap(capped: list[BudgetState], provider: str) -> None:  # an alert row per budget and window
                 ledger.record_caps(capped, provider=provider)
 
-            return Router(self.settings, self.fleet, ledger, self.breakers(), on_cap=on_cap)
+            sizes = HoldSizes.from_settings(self.database_url, self.settings)
+            return Router(self.settings, self.fleet, ledger, self.breakers(), on_cap=on_cap, sizes=sizes)
 
         return self.part("router", build)
 

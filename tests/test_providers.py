@@ -195,7 +195,8 @@ def test_truncated_answers_say_why(make: Factory, name: str, reason: str) -> Non
     request = ProviderRequest(model=MODELS[name], system="Task kind: plan", prompt="Goal: g", max_output_tokens=16)
     response = make(name).call(request)
     assert response.stop_reason == reason
-    assert len(response.text) == 64 and response.usage.output_tokens >= 16
+    assert response.cut_short and response.usage.output_tokens == 16  # the limit bounds reasoning tokens too
+    assert len(response.text) == 4 * (16 - response.usage.reasoning_tokens)
 
 
 # --- faults map to the error tree, with no SDK retry -------------------------------------------------------

@@ -176,7 +176,7 @@ def test_candidates_are_the_ladder_then_free_providers_outside_it_in_fleet_order
 
 
 def test_first_rung_wins_with_its_model_transport_and_cost() -> None:
-    assert route() == Route("paid", "paid-small", "api", PAID_REVIEW, 1)
+    assert route() == Route("paid", "paid-small", "api", PAID_REVIEW, 1, max_output_tokens=2048)
 
 
 def test_group_model_and_the_kinds_output_cap_set_the_cost() -> None:

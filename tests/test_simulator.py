@@ -192,7 +192,9 @@ def test_openai_truncates_at_max_output_tokens(server: BackgroundSimulator, requ
     )
     assert answer.status == "incomplete"
     assert answer.incomplete_details is not None and answer.incomplete_details.reason == "max_output_tokens"
-    assert len(answer.output_text) == 64
+    assert answer.usage is not None and answer.usage.output_tokens == 16  # reasoning included, as the API counts
+    assert answer.usage.output_tokens_details.reasoning_tokens == 8
+    assert len(answer.output_text) == 32
 
 
 def test_ollama_ndjson_stream_ends_with_the_stats(sim: httpx.Client) -> None:
