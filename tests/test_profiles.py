@@ -17,6 +17,7 @@ from switchyard.settings import HEALTH_THRESHOLDS, load_settings
 from workers import services
 
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
+EVERYWHERE = "0.0.0.0"  # noqa: S104 - a bind address the settings must refuse, never bound here
 KEY = "sk-ant-profilestest-0123456789abcdefghij"
 ALERT = "json://hooks.example.test/notify-secret-path"
 
@@ -36,7 +37,9 @@ def test_production_refuses_in_a_process_that_does_not_start(clean_env: Path) ->
     """`up` in production with the API auth off: exit 2, one line naming the setting, nothing started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
     env.update(SWITCHYARD_HOME=str(clean_env / "home"), SWITCHYARD_PROFILE="production", SWITCHYARD_API_AUTH="false")
-    done = subprocess.run([SWITCHYARD, "up", "--detach"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [SWITCHYARD, "up", "--detach"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "SWITCHYARD_API_AUTH is off; the production profile requires it on" in line
@@ -47,13 +50,13 @@ def test_production_refuses_in_a_process_that_does_not_start(clean_env: Path) ->
     ("variables", "args", "names"),
     [
         ({"SWITCHYARD_API_AUTH": "false"}, ["up"], "SWITCHYARD_API_AUTH"),
-        ({"SWITCHYARD_API_AUTH": "false", "SWITCHYARD_HOST": "0.0.0.0"}, ["up"], "SWITCHYARD_HOST=0.0.0.0"),
+        ({"SWITCHYARD_API_AUTH": "false", "SWITCHYARD_HOST": EVERYWHERE}, ["up"], f"SWITCHYARD_HOST={EVERYWHERE}"),
         ({}, ["up", "--simulate"], "SWITCHYARD_PRODUCTION_SIMULATOR=true"),
         ({"SWITCHYARD_SIMULATE": "true"}, ["up"], "SWITCHYARD_PRODUCTION_SIMULATOR=true"),
         ({"ANTHROPIC_API_KEY": "changeme"}, ["up"], "ANTHROPIC_API_KEY is a placeholder"),
     ],
 )
-def test_each_production_refusal_names_its_setting(
+def test_each_production_refusal_names_its_setting(  # noqa: PLR0917 - pytest passes fixtures by position
     clean_env: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -77,10 +80,10 @@ def test_production_allows_the_simulator_asked_for_by_name(clean_env: Path) -> N
 
 
 def test_staging_binds_beyond_loopback_only_with_auth(clean_env: Path) -> None:
-    assert load_settings(profile="staging", host="0.0.0.0").api_auth_on  # auth on by default in staging
+    assert load_settings(profile="staging", host=EVERYWHERE).api_auth_on  # auth on by default in staging
     with pytest.raises(Exception, match="SWITCHYARD_API_AUTH is off"):
-        load_settings(profile="staging", host="0.0.0.0", api_auth=False)
-    assert not load_settings(profile="development", host="0.0.0.0").api_auth_on  # development: today's behaviour
+        load_settings(profile="staging", host=EVERYWHERE, api_auth=False)
+    assert not load_settings(profile="development", host=EVERYWHERE).api_auth_on  # development: today's behaviour
 
 
 def test_staging_thresholds_are_twice_production_and_logs_verbose(clean_env: Path) -> None:
@@ -110,7 +113,8 @@ def test_config_show_says_where_each_value_came_from_and_masks_secrets(
     for secret in (KEY, "notify-secret-path", "brokerpass123"):
         assert secret not in out
     rows = {r["name"]: r for r in json.loads(out)["settings"]}
-    assert rows["api_port"] == {"name": "api_port", "value": "17290", "source": "environment variable SWITCHYARD_API_PORT"}
+    assert rows["api_port"]["value"] == "17290"
+    assert rows["api_port"]["source"] == "environment variable SWITCHYARD_API_PORT"
     assert rows["anthropic_api_key"]["value"] == "*** (set)"
     assert rows["anthropic_api_key"]["source"] == "environment variable ANTHROPIC_API_KEY"
     assert rows["alert_urls"]["value"] == "*** (set)"
