@@ -234,11 +234,14 @@ def validate(
             "--token", envvar="SWITCHYARD_API_TOKEN", help="Bearer token for the status API.", show_default=False
         ),
     ] = None,
+    real: Annotated[
+        bool, typer.Option("--real", help="With --report: its smoke may use real providers (smoke --real).")
+    ] = False,
 ) -> None:
     """Load and check the settings and the fleet file; print what was loaded. With --report: the go/no-go
-    report against the running fleet (exit 0 GO, 1 NO-GO)."""
+    report against the running fleet (exit 0 GO, 1 NO-GO, 3 no fleet running)."""
     if report:
-        go_no_go(out, fmt, token)
+        go_no_go(out, fmt, token, real=real)
         return
     ctx = cli_context()
     fleet = ctx.fleet
@@ -257,7 +260,7 @@ def validate(
     console.print(f"  data directory: {ctx.settings.data_dir}")
 
 
-def go_no_go(out: Path | None, fmt: str, token: str | None) -> None:
+def go_no_go(out: Path | None, fmt: str, token: str | None, *, real: bool) -> None:
     import json
 
     from ops.golive import build
@@ -268,7 +271,7 @@ def go_no_go(out: Path | None, fmt: str, token: str | None) -> None:
         raise InputError(f"--format must be md or json, not {fmt!r}")
     ctx = cli_context()
     require_fleet(ctx)
-    result = build(ctx, token=token)
+    result = build(ctx, token=token, real=real)
     text = json.dumps(result.as_json(), indent=2) + "\n" if fmt == "json" else result.markdown()
     if out is not None:
         out.write_text(text, encoding="utf-8")

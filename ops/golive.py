@@ -163,9 +163,9 @@ class Failed(Exception):
     """An item's check failed: the message is its detail."""
 
 
-def build(ctx: Context, *, token: str | None = None, smoke_timeout: float = 110.0) -> Report:
-    """Every item of :data:`ITEMS` measured against the running fleet of ``ctx``."""
-    probes = Probes(ctx, token, smoke_timeout)
+def build(ctx: Context, *, token: str | None = None, smoke_timeout: float = 110.0, real: bool = False) -> Report:
+    """Every item of :data:`ITEMS` measured against the running fleet of ``ctx`` (``real``: smoke --real)."""
+    probes = Probes(ctx, token, smoke_timeout, real=real)
     outcomes = []
     for item in ITEMS:
         began = time.monotonic()
@@ -202,8 +202,8 @@ def percentile(values: list[float], share: float) -> float:
 class Probes:
     """One method per item key; each returns a detail or raises (:class:`Failed` with the reason)."""
 
-    def __init__(self, ctx: Context, token: str | None, smoke_timeout: float) -> None:
-        self.ctx, self.token, self.smoke_timeout = ctx, token, smoke_timeout
+    def __init__(self, ctx: Context, token: str | None, smoke_timeout: float, *, real: bool = False) -> None:
+        self.ctx, self.token, self.smoke_timeout, self.real = ctx, token, smoke_timeout, real
         self.smoke_run: smoking.SmokeRun | None = None
 
     # --- configuration and services -----------------------------------------------------------------------
@@ -247,7 +247,7 @@ class Probes:
         return f"usable: {', '.join(used)}"
 
     def smoke(self) -> str:
-        self.smoke_run = smoking.run(self.ctx, timeout=self.smoke_timeout, token=self.token)
+        self.smoke_run = smoking.run(self.ctx, real=self.real, timeout=self.smoke_timeout, token=self.token)
         failed = [c.name for c in self.smoke_run.checks if c.ok is False] + self.smoke_run.left_behind
         if failed:
             raise Failed(f"failed: {', '.join(failed)}")

@@ -8,8 +8,9 @@ own, so the fleet's breakers are never touched).
 
 Against a simulated fleet every call goes to the simulator. ``--real`` is for a fleet on real providers: smoke
 caps its scratch environment with a budget of its own (``REAL_CAP_USD`` a day) for the run. Cleanup, always:
-the scratch tasks (with their attempts, spend rows and results), the scratch environment's rows and directory,
-that budget, smoke's breaker keys and any simulator fault it left.
+the scratch tasks (with their attempts, spend rows and results; with ``--real`` they stay, the record of money
+really spent), the scratch environment's rows and directory, that budget, smoke's breaker keys and any simulator
+fault it left. The budget counters of the current windows keep what the scratch tasks were charged.
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def scratch(ctx: Context, smoke: SmokeRun, *, real: bool) -> Iterator[None]:
         smoke.timed("scratch environment made", lambda: make_scratch(ctx, real=real))
         yield
     finally:
-        smoke.left_behind += remove_scratch(ctx)
+        smoke.left_behind += remove_scratch(ctx, keep_tasks=real)
 
 
 def make_scratch(ctx: Context, *, real: bool) -> str:
@@ -258,8 +259,10 @@ def make_scratch(ctx: Context, *, real: bool) -> str:
     return str(root)
 
 
-def remove_scratch(ctx: Context) -> list[str]:
-    """Remove the scratch environment, its tasks, its budget; what could not be removed (tasks still running)."""
+def remove_scratch(ctx: Context, *, keep_tasks: bool = False) -> list[str]:
+    """Remove the scratch environment, its tasks, its budget; what could not be removed (tasks still running).
+
+    ``keep_tasks`` (``--real``): the tasks and their spend rows stay, the record of money really spent."""
     left: list[str] = []
     with session_scope(ctx.database_url) as session:
         open_tasks = session.scalars(
@@ -268,7 +271,8 @@ def remove_scratch(ctx: Context) -> list[str]:
         if open_tasks:
             left.append(f"{len(open_tasks)} scratch task(s) still running: {', '.join(t[:8] for t in open_tasks)}")
         else:
-            session.execute(delete(Task).where(Task.environment == SCRATCH_ENVIRONMENT))
+            if not keep_tasks:
+                session.execute(delete(Task).where(Task.environment == SCRATCH_ENVIRONMENT))
             session.execute(delete(Environment).where(Environment.name == SCRATCH_ENVIRONMENT))
         session.execute(
             delete(BudgetOverride).where(
