@@ -8,7 +8,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
@@ -17,10 +19,13 @@ import redis
 from conftest import free_port, patient, stop_process_group
 from sqlalchemy import func, select
 
-from ops.golive import ITEMS, Outcome, Report
+from ops.golive import ITEMS, Outcome, Probes, Report
+from ops.smoke import api_url, auth_headers
 from routing.keys import provider_keys
 from store.db import session_scope
 from store.models import BudgetOverride, Environment, Spend, Task
+from switchyard.settings import load_settings
+from tasks.context import build_context
 
 pytestmark = pytest.mark.e2e
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
@@ -178,3 +183,33 @@ def test_decision_needs_every_critical_item_and_95_percent_of_the_rest() -> None
     assert report({"metrics"}).non_critical_rate < 0.95
     markdown = report({"smoke"}).markdown()
     assert markdown.startswith("# Go/no-go: NO-GO") and "| smoke passing | yes | FAIL |" in markdown
+
+
+def test_auth_item_passes_once_the_api_answers_401_without_a_token(tmp_path: Path) -> None:
+    """The probe is real HTTP: an API that wants a token (401 without one) passes; the token, when given, is sent
+    as a bearer header by the one helper smoke and the report use."""
+    seen: list[str | None] = []
+
+    class WantsToken(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(401 if self.headers.get("Authorization") is None else 200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), WantsToken)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ctx = build_context(load_settings(home=tmp_path, api_port=server.server_address[1]))
+        probes = Probes(ctx, "tok-123456", 10.0)
+        assert probes.auth() == "GET /api/tasks without a token: 401"
+        assert seen == [None]
+        response = httpx.get(f"{api_url(ctx)}/api/tasks", headers=auth_headers("tok-123456"), timeout=10)
+        assert response.status_code == 200 and seen[-1] == "Bearer tok-123456"
+        assert auth_headers(None) == {}
+    finally:
+        server.shutdown()
+        server.server_close()
