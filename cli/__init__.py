@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from cli import alerts, breakers, budget, demo, envs, ops, report, simulator, work
+from cli import alerts, breakers, budget, demo, envs, ops, profiles, report, simulator, work
 from switchyard.errors import ConfigError, InputError, ServiceUnavailable, SwitchyardError
 
 REFUSED, BAD_INPUT, UNAVAILABLE = 1, 2, 3
@@ -33,6 +33,7 @@ ops.register(app)
 work.register(app)
 demo.register(app)
 report.register(app)
+profiles.register(app)
 app.add_typer(envs.env_app, name="env")
 app.add_typer(work.tasks_app, name="tasks")
 app.add_typer(ops.db_app, name="db")
@@ -40,6 +41,7 @@ app.add_typer(budget.budget_app, name="budget")
 app.add_typer(simulator.simulator_app, name="simulator")
 app.add_typer(breakers.breaker_app, name="breaker")
 app.add_typer(alerts.alerts_app, name="alerts")
+app.add_typer(profiles.config_app, name="config")
 
 
 def _print_version(wanted: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -221,8 +222,27 @@ def health(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
-def validate() -> None:
-    """Load and check the settings and the fleet file; print what was loaded."""
+def validate(
+    report: Annotated[
+        bool, typer.Option("--report", help="Go/no-go: every machine-checkable staging-checklist item, live.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="With --report: also write the report here.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="With --report: md or json.")] = "md",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="SWITCHYARD_API_TOKEN", help="Bearer token for the status API.", show_default=False
+        ),
+    ] = None,
+    real: Annotated[
+        bool, typer.Option("--real", help="With --report: its smoke may use real providers (smoke --real).")
+    ] = False,
+) -> None:
+    """Load and check the settings and the fleet file; print what was loaded. With --report: the go/no-go
+    report against the running fleet (exit 0 GO, 1 NO-GO, 3 no fleet running)."""
+    if report:
+        go_no_go(out, fmt, token, real=real)
+        return
     ctx = cli_context()
     fleet = ctx.fleet
     console.print(f"{fleet.source}: valid for profile {fleet.profile!r}")
@@ -238,6 +258,26 @@ def validate() -> None:
     shown = ", ".join(mask(url) for url in urls) or "none (alerts are recorded, not sent)"
     console.print(f"  alert URLs: {shown}", markup=False)
     console.print(f"  data directory: {ctx.settings.data_dir}")
+
+
+def go_no_go(out: Path | None, fmt: str, token: str | None, *, real: bool) -> None:
+    import json
+
+    from ops.golive import build
+    from ops.smoke import require_fleet
+    from switchyard.errors import InputError
+
+    if fmt not in ("md", "json"):
+        raise InputError(f"--format must be md or json, not {fmt!r}")
+    ctx = cli_context()
+    require_fleet(ctx)
+    result = build(ctx, token=token, real=real)
+    text = json.dumps(result.as_json(), indent=2) + "\n" if fmt == "json" else result.markdown()
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+    print(text, end="")
+    if not result.go:
+        raise typer.Exit(1)
 
 
 @db_app.command("upgrade")

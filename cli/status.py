@@ -13,8 +13,10 @@ from workers.launcher import fleet_status
 Row = dict[str, Any]
 
 
-def groups_view(ctx: Context, *, timeout: float = 1.5) -> list[Row]:
-    """The groups of :func:`store.queries.group_status` with their live workers (Celery inspection) and queue depth."""
+def groups_view(ctx: Context, *, timeout: float | None = None) -> list[Row]:
+    """The groups of :func:`store.queries.group_status` with their live workers (Celery inspection) and queue depth;
+    ``timeout`` defaults to the profile's inspect threshold."""
+    timeout = ctx.settings.health_thresholds.inspect_timeout_s if timeout is None else timeout
     url = ctx.settings.effective_broker_url
     reachable = broker_ok(url) is None
     live: dict[str, list[str]] = {}

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, cast, get_args
 
 from switchyard.errors import InputError
-from switchyard.fleet_models import BudgetConfig, Fleet, Scope, Window
+from switchyard.fleet_models import SCRATCH_ENVIRONMENT, BudgetConfig, Fleet, Scope, Window
 
 MICROS = 1_000_000
 SCOPES: tuple[str, ...] = get_args(Scope)
@@ -238,7 +238,7 @@ def _check_target(fleet: Fleet, scope: str, target: str) -> None:
             raise InputError("scope 'all' takes no --target; leave it out")
         return
     known = {
-        "environment": list(fleet.environments.names),
+        "environment": [*fleet.environments.names, SCRATCH_ENVIRONMENT],  # smoke caps its scratch environment
         "stage": list(fleet.environments.stages),
         "group": [group.name for group in fleet.groups],
         "provider": sorted(fleet.providers),

@@ -41,6 +41,11 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+# `switchyard smoke`'s own environment: every fleet accepts tasks for it (in a scratch workspace), no fleet file
+# may declare it, and smoke removes it with its tasks when it ends.
+SCRATCH_ENVIRONMENT = "smoke-scratch"
+
+
 class EnvironmentsConfig(_Strict):
     names: list[str] = Field(min_length=1, max_length=64)
     stages: list[str] = Field(default_factory=lambda: ["dev", "qa", "staging"], min_length=1)
@@ -54,7 +59,13 @@ class EnvironmentsConfig(_Strict):
             _check_name(value, "name")
         if len(set(values)) != len(values):
             raise ValueError(f"names must be unique, got {values}")
+        if SCRATCH_ENVIRONMENT in values:
+            raise ValueError(f"{SCRATCH_ENVIRONMENT!r} is reserved for `switchyard smoke`; choose another name")
         return values
+
+    def accepts(self, environment: str) -> bool:
+        """A declared environment, or smoke's scratch one."""
+        return environment in self.names or environment == SCRATCH_ENVIRONMENT
 
     def port_for(self, environment: str) -> int:
         return self.base_port + self.names.index(environment)

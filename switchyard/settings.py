@@ -7,6 +7,7 @@ and the SDK base URLs), which keep the names users already have set.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,33 @@ PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "xxx", "your-key-here"
 
 
 DEMO_APART = ("database_url", "broker_url", "state_url", "workspace")
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    """How long a health check waits for an answer and how slow an answer may be before it counts as slow.
+
+    The one place these numbers live: production's are below, staging's are twice as lenient (the staging guide's
+    "relaxed thresholds"), development and the demo keep production's (today's behaviour)."""
+
+    probe_timeout_s: float = 1.0  # a broker PING or a database SELECT 1 (web/health.py)
+    inspect_timeout_s: float = 1.5  # Celery's inspect/ping for the live workers of each group (status, smoke)
+    slow_ms: float = 100.0  # a health answer slower than this is reported slow (checklist: health check < 100 ms)
+
+    def relaxed(self, factor: float) -> HealthThresholds:
+        return HealthThresholds(self.probe_timeout_s * factor, self.inspect_timeout_s * factor, self.slow_ms * factor)
+
+
+PRODUCTION_HEALTH = HealthThresholds()
+HEALTH_THRESHOLDS: dict[str, HealthThresholds] = {
+    "development": PRODUCTION_HEALTH,
+    "demo": PRODUCTION_HEALTH,
+    "staging": PRODUCTION_HEALTH.relaxed(2.0),
+    "production": PRODUCTION_HEALTH,
+}
+# The log level when SWITCHYARD_LOG_LEVEL is unset: staging is verbose (the staging guide's "verbose logging").
+DEFAULT_LOG_LEVEL = {"staging": "DEBUG"}
 
 
 class Settings(BaseSettings):
@@ -45,6 +73,8 @@ class Settings(BaseSettings):
     state_url: str | None = None
     workspace: Path | None = None
     simulate: bool = False
+    # production starts the simulator only when asked for by this name (SWITCHYARD_PRODUCTION_SIMULATOR=true)
+    production_simulator: bool = False
     simulator_url: str | None = None
     # the agent CLIs of the ``cli`` transport: a name looked up on PATH, or a path
     claude_cli: str = "claude"
@@ -55,7 +85,11 @@ class Settings(BaseSettings):
     api_port: int = 8700
     flower_port: int = 5555
     simulator_port: int = 8790
-    log_level: str = "INFO"
+    # unset: DEBUG in staging, INFO elsewhere (see effective_log_level)
+    log_level: str | None = None
+    # The status API's bearer tokens (the auth work owns this setting); unset: off in development and demo,
+    # on in staging and production (see api_auth_on).
+    api_auth: bool | None = None
     # Seconds `up` and `demo` wait for the services they start to answer; unset, the wait adapts to the
     # machine (workers/readiness.py). `--ready-timeout` on `up`, `demo` and `restart` overrides it.
     ready_timeout: float | None = Field(default=None, gt=0)
@@ -150,6 +184,40 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name.upper()} is a placeholder; set a real key for profile {self.profile!r}")
         return self
 
+    @model_validator(mode="after")
+    def _profile_refusals(self) -> Settings:
+        """What staging and production refuse to start with: each names the setting to fix."""
+        if self.profile in LOCAL_PROFILES:
+            return self
+        if self.host not in LOOPBACK_HOSTS and not self.api_auth_on:
+            raise ValueError(
+                f"SWITCHYARD_HOST={self.host} binds beyond loopback while SWITCHYARD_API_AUTH is off; "
+                "turn SWITCHYARD_API_AUTH on or set SWITCHYARD_HOST=127.0.0.1"
+            )
+        if self.profile != "production":
+            return self
+        if not self.api_auth_on:
+            raise ValueError("SWITCHYARD_API_AUTH is off; the production profile requires it on (unset it or =true)")
+        if self.simulate and not self.production_simulator:
+            raise ValueError(
+                "the simulator was asked for in production; production uses real providers unless "
+                "SWITCHYARD_PRODUCTION_SIMULATOR=true names it"
+            )
+        return self
+
+    @property
+    def api_auth_on(self) -> bool:
+        """Whether the status API asks for a bearer token: SWITCHYARD_API_AUTH, else on outside local profiles."""
+        return self.api_auth if self.api_auth is not None else self.profile not in LOCAL_PROFILES
+
+    @property
+    def effective_log_level(self) -> str:
+        return (self.log_level or DEFAULT_LOG_LEVEL.get(self.profile, "INFO")).upper()
+
+    @property
+    def health_thresholds(self) -> HealthThresholds:
+        return HEALTH_THRESHOLDS[self.profile]
+
     @cached_property
     def fleet_profile(self) -> str:
         """The fleet file's profile overlay this profile reads (the demo reads ``development``'s)."""
@@ -239,7 +307,13 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"SWITCHYARD_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _problem(err: Any) -> str:
+    """One validation error as a phrase: the variable and the message; a check of the whole (no field) says
+    only its message, which names the settings involved."""
+    if not err["loc"]:
+        return str(err["msg"]).removeprefix("Value error, ")
+    return f"SWITCHYARD_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"

@@ -175,7 +175,7 @@ def _describe(err: Any) -> str:
 def check_against_fleet(request: SubmitRequest, fleet: Fleet) -> None:
     """Refuse a request the fleet cannot run: unknown environment or stage, missing fields, oversized text."""
     envs = fleet.environments
-    if request.environment not in envs.names:
+    if not envs.accepts(request.environment):
         raise InputError(f"unknown environment {request.environment!r}; known: {', '.join(envs.names)}")
     if request.stage not in envs.stages:
         raise InputError(f"unknown stage {request.stage!r}; known: {', '.join(envs.stages)}")

@@ -30,7 +30,7 @@ def configure_logging(loglevel: object = None) -> None:
     logs.remember_secrets(s.get_secret_value() for s in secrets if s is not None)
     urls = (settings.broker_url, settings.state_url, settings.database_url, settings.ollama_host)
     logs.remember_secrets(urlsplit(url).password for url in urls if url)
-    level = loglevel if isinstance(loglevel, int) else settings.log_level
+    level = loglevel if isinstance(loglevel, int) else settings.effective_log_level
     logs.configure(settings.profile, level)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from store.db import get_engine
+from switchyard.settings import PRODUCTION_HEALTH, HealthThresholds
 from web.deps import redact_url
 
 REDIS_SCHEMES = ("redis://", "rediss://", "valkey://", "valkeys://", "unix://")
@@ -88,6 +89,12 @@ def _open_amqp(url: str, timeout: float) -> None:
         connection.ensure_connection(max_retries=0)  # type: ignore[no-untyped-call]
 
 
-def health(database_url: str, broker_url: str) -> Check:
-    checks = {"database": check_database(database_url), "broker": check_broker(broker_url)}
-    return {"ok": all(check["ok"] for check in checks.values()), "checks": checks}
+def health(database_url: str, broker_url: str, thresholds: HealthThresholds = PRODUCTION_HEALTH) -> Check:
+    """Both checks within the profile's ``thresholds``; a check slower than ``slow_ms`` is marked slow."""
+    checks = {
+        "database": check_database(database_url),
+        "broker": check_broker(broker_url, timeout=thresholds.probe_timeout_s),
+    }
+    for check in checks.values():
+        check["slow"] = check["latency_ms"] > thresholds.slow_ms
+    return {"ok": all(check["ok"] for check in checks.values()), "slow_ms": thresholds.slow_ms, "checks": checks}

@@ -59,4 +59,4 @@ def pr_groups(context: ContextDep, session: SessionDep) -> Row:
 
 @router.get("/health", summary="Database and broker reachability; 200 with ok=false when degraded")
 def health(context: ContextDep) -> Row:
-    return run_health(context.database_url, context.settings.effective_broker_url)
+    return run_health(context.database_url, context.settings.effective_broker_url, context.settings.health_thresholds)

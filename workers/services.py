@@ -152,9 +152,12 @@ def child_env(settings: Settings, *, simulate: bool, base_env: Mapping[str, str]
         SWITCHYARD_API_PORT=str(settings.api_port),
         SWITCHYARD_FLOWER_PORT=str(settings.flower_port),
         SWITCHYARD_SIMULATOR_PORT=str(settings.simulator_port),
-        SWITCHYARD_LOG_LEVEL=settings.log_level,
+        SWITCHYARD_LOG_LEVEL=settings.effective_log_level,
+        SWITCHYARD_PRODUCTION_SIMULATOR="true" if settings.production_simulator else "false",
         PYTHONUNBUFFERED="1",
     )
+    if settings.api_auth is not None:  # the children refuse or allow exactly what the parent did
+        env["SWITCHYARD_API_AUTH"] = "true" if settings.api_auth else "false"
     if settings.workspace is not None:
         env["SWITCHYARD_WORKSPACE"] = str(settings.workspace)
     env.update(_secrets(settings))
