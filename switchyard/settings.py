@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # ``flower_password_file``; in development without them, Flower on loopback answers without a login.
     flower_user: str = "switchyard"
     flower_password: SecretStr | None = None
+    # The status API's bearer tokens (`switchyard token create`): "on" or "off"; unset, on outside the local
+    # profiles (development, demo), where the API answers anyone on loopback and `up` says so
+    api_auth: Literal["on", "off"] | None = None
 
     # apprise URLs alerts go to, besides the fleet file's `[alerts] urls` (spaces or commas between them)
     alert_urls: SecretStr | None = None
@@ -203,6 +206,13 @@ class Settings(BaseSettings):
         if self.profile in LOCAL_PROFILES:
             return None
         return self.flower_user, stored_secret(self.flower_password_file)
+
+    @property
+    def api_auth_on(self) -> bool:
+        """Whether the status API asks for a bearer token: SWITCHYARD_API_AUTH, else on outside local profiles."""
+        if self.api_auth is not None:
+            return self.api_auth == "on"
+        return self.profile not in LOCAL_PROFILES
 
     @property
     def effective_state_url(self) -> str:
