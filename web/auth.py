@@ -20,12 +20,19 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from store import tokens
 from store.db import session_scope
-from web.deps import get_context
+from web.deps import ErrorBody, get_context
 
+# Declares the scheme in /openapi.json (Swagger UI's "Authorize" button); the header is parsed by bearer() below
+SCHEME = HTTPBearer(auto_error=False, description="A token from `switchyard token create NAME --scope SCOPE`")
+AUTH_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "No token, a malformed header, or an unknown or revoked token"},
+    403: {"model": ErrorBody, "description": "The token's scope is below the one the route needs (named)"},
+}
 ANONYMOUS = tokens.TokenInfo(name="anonymous", scope="admin")  # auth off: anyone may do anything, as today
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="switchyard"'}
 
@@ -72,7 +79,9 @@ def needs(scope: str) -> Callable[[Request], tokens.TokenInfo]:
     """A dependency that lets through a caller whose token has ``scope`` or more (403 otherwise)."""
     tokens.check_scope(scope)
 
-    def dependency(request: Request) -> tokens.TokenInfo:
+    def dependency(
+        request: Request, _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(SCHEME)]
+    ) -> tokens.TokenInfo:
         actor = identify(request)
         if not tokens.allows(actor.scope, scope):
             raise HTTPException(

@@ -62,10 +62,12 @@ function authBox() {
   return box;
 }
 
-function askForToken(reason) {
+// A refused token is forgotten; the reason shown is the first one (a request sent after it, without a token,
+// would only say that a token is needed).
+function askForToken(reason, sentToken) {
   window.sessionStorage.removeItem(TOKEN_KEY);
   const box = authBox();
-  document.getElementById("auth-reason").textContent = reason;
+  if (sentToken || box.hidden) document.getElementById("auth-reason").textContent = reason;
   box.hidden = false;
 }
 
@@ -83,7 +85,7 @@ async function authFetch(path, options = {}) {
   if (response.status === 401 || response.status === 403) {
     let reason = `${response.status}`;
     try { reason = (await response.clone().json()).error || reason; } catch (ignored) { /* not JSON */ }
-    if (response.status === 401) askForToken(reason); else showForbidden(reason);
+    if (response.status === 401) askForToken(reason, Boolean(token)); else showForbidden(reason);
   }
   return response;
 }
