@@ -75,7 +75,7 @@ def identify(request: Request) -> tokens.TokenInfo:
     return actor
 
 
-def needs(scope: str) -> Callable[[Request], tokens.TokenInfo]:
+def needs(scope: str) -> Callable[[Request, HTTPAuthorizationCredentials | None], tokens.TokenInfo]:
     """A dependency that lets through a caller whose token has ``scope`` or more (403 otherwise)."""
     tokens.check_scope(scope)
 
