@@ -29,6 +29,7 @@ TABLES |= {"attempt_tries"}  # the tries inside an attempt (migration 0007)
 TABLES |= {"outbox"}  # messages and follow-ups owed to the broker (migration 0009)
 TABLES |= {"alerts"}  # alerts and their delivery state (migration 0010)
 TABLES |= {"task_actions"}  # retries and cancels (migration 0011)
+TABLES |= {"api_tokens", "audit"}  # the status API's tokens and the audit of admin actions (migration 0013)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
