@@ -73,16 +73,22 @@ def _unusable(marks: list[dict[str, Any]]) -> str:
 @breaker_app.command("enable")
 def enable(provider: ProviderArg) -> None:
     """Enable a provider that was disabled (its credentials were refused) once its key is fixed."""
+    from cli.tokens import record_cli
+
     breakers, ctx = _breakers(provider)
     breakers.enable(provider)
+    record_cli(ctx.database_url, "breaker.enable", {"provider": provider})
     show_one(ctx, provider)
 
 
 @breaker_app.command("reset")
 def reset(provider: ProviderArg) -> None:
     """Close a provider's breaker and forget its failures and unusable models, whatever its state."""
+    from cli.tokens import record_cli
+
     breakers, ctx = _breakers(provider)
     breakers.reset(provider)
+    record_cli(ctx.database_url, "breaker.reset", {"provider": provider})
     show_one(ctx, provider)
 
 
@@ -96,8 +102,11 @@ def heal(
     """Make a provider's models that answered 404 usable again (the model was pulled, access granted...).
 
     The breaker itself is left as it is; `breaker reset` does both."""
+    from cli.tokens import record_cli
+
     breakers, ctx = _breakers(provider)
     healed = breakers.heal_models(provider, model)
+    record_cli(ctx.database_url, "breaker.heal", {"provider": provider, "model": model})
     what = f"model {model}" if model else "every model"
     console.print(f"{provider}: {what} usable again ({healed} mark{'' if healed == 1 else 's'} removed)")
     show_one(ctx, provider)

@@ -12,6 +12,7 @@ import typer
 
 from cli.context import db_context
 from cli.render import console, print_json, table, usd
+from cli.tokens import record_cli
 from routing.ledger import Ledger
 from store.costs import budget_status
 from store.db import session_scope
@@ -56,6 +57,7 @@ def budget_set(
     budget = Ledger(ctx.database_url, ctx.fleet).set_budget(
         scope=scope, target=target, window=window, cap_usd=cap, alert_usd=alert, action=action
     )
+    record_cli(ctx.database_url, "budget.set", _budget_json(budget))
     rows = [row for row in budget_rows(ctx)["budgets"] if _is_of(row, budget)]
     note = alert_note(before, None if budget.alert_micros is None else budget.alert_micros / 1e6, asked=alert, cap=cap)
     if as_json:
@@ -64,6 +66,27 @@ def budget_set(
     show(rows, f"Budget set: {budget.scope} {budget.target} {budget.window}")
     if note:
         console.print(note, markup=False, highlight=False)
+
+
+@budget_app.command("remove")
+def budget_remove(
+    scope: Annotated[str, typer.Option("--scope", help=f"One of: {', '.join(SCOPES)}.")],
+    window: Annotated[str, typer.Option("--window", help=f"One of: {', '.join(WINDOWS)}.")],
+    target: Annotated[str, typer.Option("--target", help="The name the budget was set for, or '*'.")] = "*",
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a budget set with `budget set`; the fleet file's budget for the same key, if any, applies again."""
+    ctx = db_context()
+    from store.budgets import delete_override
+
+    with session_scope(ctx.database_url) as session:
+        delete_override(session.connection(), scope=scope, target=target, window=window)
+    record_cli(ctx.database_url, "budget.remove", {"scope": scope, "target": target, "window": window})
+    data = budget_rows(ctx)
+    if as_json:
+        print_json({"removed": {"scope": scope, "target": target, "window": window}, **data})
+        return
+    show(data["budgets"], f"Budget removed: {scope} {target} {window}; budgets in force now")
 
 
 def _alert_of(rows: list[dict[str, Any]], scope: str, target: str, window: str) -> float | None:

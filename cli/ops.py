@@ -37,6 +37,15 @@ ReadyTimeoutOpt = Annotated[
 ]
 
 
+def api_open_warning(settings: Settings) -> str:
+    """The line `up` prints when the status API answers without a token."""
+    return (
+        f"WARNING: the status API is open: anyone who reaches port {settings.api_port} can read and act without a "
+        f"token (api_auth off in profile {settings.profile!r}); set SWITCHYARD_API_AUTH=on and make tokens with "
+        "`switchyard token create`"
+    )
+
+
 def up(
     simulate: Annotated[bool, typer.Option("--simulate", help="Start the provider simulator too.")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Start and return; stop later with `down`.")] = False,
@@ -61,6 +70,8 @@ def up(
         f"Flower:     http://{settings.host}:{settings.flower_port}  {flower_login(settings, had_flower_password)}"
     )
     console.print(f"Status API: http://{settings.host}:{settings.api_port}  (dashboard at /, docs at /docs)")
+    if not settings.api_auth_on:
+        console.print(api_open_warning(settings), markup=False, highlight=False)
     if detach or partial:
         started = ", ".join(child.name for child in running)
         if partial:

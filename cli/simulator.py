@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from cli.render import console, print_json, table
-from switchyard.errors import InputError, NotFound, ServiceUnavailable
 from switchyard.settings import load_settings
 
 simulator_app = typer.Typer(help="Drive the running provider simulator: inject faults, heal.", no_args_is_help=True)
@@ -40,27 +38,32 @@ def fault(
     as_json: JsonOpt = False,
 ) -> None:
     """Make PROVIDER fail or slow down. With no option, or only --status, every call fails."""
-    change: Json = {"latency_ms": latency_ms, "retry_after_s": retry_after, "fail_next": fail_next}
-    if status is not None:
-        change["error_status"] = parse_status(status)
-    nothing_else = latency_ms is None and retry_after is None and fail_next is None
-    if error_rate is None and (status is not None or nothing_else):
-        error_rate = 1.0
-    change["error_rate"] = error_rate
-    body = {k: v for k, v in change.items() if v is not None}
-    show(provider, control("post", f"/_sim/providers/{provider}", body), as_json)
+    from providers import simulator_control
+
+    body = simulator_control.fault_change(
+        error_rate=error_rate, status=status, latency_ms=latency_ms, retry_after=retry_after, fail_next=fail_next
+    )
+    view = simulator_control.fault(_url(), provider, body)
+    _audit("simulator.fault", {"provider": provider, **body})
+    show(provider, view, as_json)
 
 
 @simulator_app.command("heal")
 def heal(provider: ProviderArg, as_json: JsonOpt = False) -> None:
     """No more faults for PROVIDER and its configured latency (the call counters stay)."""
-    show(provider, control("post", f"/_sim/providers/{provider}/heal"), as_json)
+    from providers import simulator_control
+
+    view = simulator_control.heal(_url(), provider)
+    _audit("simulator.heal", {"provider": provider})
+    show(provider, view, as_json)
 
 
 @simulator_app.command("show")
 def show_all(as_json: JsonOpt = False) -> None:
     """Faults, latency and call counters of every simulated provider."""
-    state = control("get", "/_sim/state")
+    from providers import simulator_control
+
+    state = simulator_control.state(_url())
     if as_json:
         print_json(state)
         return
@@ -76,29 +79,12 @@ def show(provider: str, view: Json, as_json: bool) -> None:
     console.print(table(f"Simulator: {provider}", COLUMNS, [tuple(view[c] for c in COLUMNS)]))
 
 
-def parse_status(text: str) -> int | str:
-    if text == "timeout":
-        return text
-    if text.isdigit() and 400 <= int(text) <= 599:
-        return int(text)
-    raise InputError(f"--status must be an HTTP error status 400-599 or 'timeout', got {text!r}")
+def _url() -> str:
+    return load_settings().effective_simulator_url
 
 
-def control(method: str, path: str, body: Json | None = None) -> Json:
-    """One call of the simulator's control API, its errors turned into messages that say what to do."""
-    url = load_settings().effective_simulator_url.rstrip("/")
-    try:
-        response = httpx.request(method, f"{url}{path}", json=body, timeout=5.0)
-    except httpx.TransportError as exc:
-        raise ServiceUnavailable(
-            f"the simulator is not answering at {url} ({type(exc).__name__}); start it with `switchyard up "
-            "--simulate` or `python -m simulator`, or set SWITCHYARD_SIMULATOR_URL to where it runs"
-        ) from None
-    data: Json = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-    if response.status_code == 404:
-        raise NotFound(f"the simulator at {url}: {data.get('error', 'not found')}")
-    if response.status_code == 422:
-        raise InputError(f"the simulator refused the change: {data.get('error')}")
-    if response.is_error:
-        raise ServiceUnavailable(f"the simulator at {url} answered HTTP {response.status_code}")
-    return data
+def _audit(action: str, arguments: Json) -> None:
+    from cli.context import db_context
+    from cli.tokens import record_cli
+
+    record_cli(db_context().database_url, action, arguments)

@@ -43,6 +43,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from store.models import TERMINAL_STATUSES, Attempt, BudgetAlert, BudgetCounter, BudgetOverride, Spend, Task
 from store.prepared import run
 from switchyard.budgets import Action, Alert, Budget, CounterKey, as_utc, label, window_bounds
+from switchyard.errors import NotFound
 from switchyard.fleet_models import Scope, Window
 
 OverrideRow = tuple[str, str, str, int, int | None, str]  # scope, target, window, cap, alert, action
@@ -261,6 +262,18 @@ def upsert_override(db: Connection, *, budget: Budget, now: datetime) -> None:
     if not cast(CursorResult[Any], db.execute(changed)).rowcount:
         _insert_ignoring_conflicts(db, _OVERRIDES, [values])
         db.execute(update(_OVERRIDES).where(*where).values(**values))  # a racing insert won: ours is last
+
+
+def delete_override(db: Connection, *, scope: str, target: str, window: str) -> None:
+    """Remove the operator's override (scope, target, window); NotFound when there is none. The fleet file's
+    budget for the same key, if any, is in force again from the next hold. ``budget remove`` and the API's
+    ``DELETE /api/admin/budgets`` both call this."""
+    where = (_O.scope == scope, _O.target == target, _O.window == window)
+    if not cast(CursorResult[Any], db.execute(_OVERRIDES.delete().where(*where))).rowcount:
+        raise NotFound(
+            f"no budget set for scope {scope!r}, target {target!r}, window {window!r}; "
+            "`switchyard budget list` shows them (source 'override')"
+        )
 
 
 def record_alert(

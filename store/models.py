@@ -485,3 +485,33 @@ class ReportTask(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     cost_micros: Mapped[int] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(BigInteger)
+# --- access control (store/tokens.py, store/audit.py; enforced by web/auth.py) ----------------------------
+
+
+class ApiToken(Base):
+    """A bearer token of the status API: only its SHA-256 (hex) is kept, never the token itself. ``scope`` is
+    ``read``, ``submit`` or ``admin``; a revoked token keeps its row (``revoked_at``) so the audit reads it."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),)
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(12))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class AuditRow(Base):
+    """One admin action: who (a token's name over HTTP, ``cli:<os user>`` from the CLI), what, with which
+    arguments (masked: no secret is stored), and when."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

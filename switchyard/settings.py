@@ -87,9 +87,6 @@ class Settings(BaseSettings):
     simulator_port: int = 8790
     # unset: DEBUG in staging, INFO elsewhere (see effective_log_level)
     log_level: str | None = None
-    # The status API's bearer tokens (the auth work owns this setting); unset: off in development and demo,
-    # on in staging and production (see api_auth_on).
-    api_auth: bool | None = None
     # Seconds `up` and `demo` wait for the services they start to answer; unset, the wait adapts to the
     # machine (workers/readiness.py). `--ready-timeout` on `up`, `demo` and `restart` overrides it.
     ready_timeout: float | None = Field(default=None, gt=0)
@@ -120,6 +117,9 @@ class Settings(BaseSettings):
     # ``flower_password_file``; in development without them, Flower on loopback answers without a login.
     flower_user: str = "switchyard"
     flower_password: SecretStr | None = None
+    # The status API's bearer tokens (`switchyard token create`): "on" or "off"; unset, on outside the local
+    # profiles (development, demo), where the API answers anyone on loopback and `up` says so
+    api_auth: Literal["on", "off"] | None = None
 
     # apprise URLs alerts go to, besides the fleet file's `[alerts] urls` (spaces or commas between them)
     alert_urls: SecretStr | None = None
@@ -197,18 +197,13 @@ class Settings(BaseSettings):
         if self.profile != "production":
             return self
         if not self.api_auth_on:
-            raise ValueError("SWITCHYARD_API_AUTH is off; the production profile requires it on (unset it or =true)")
+            raise ValueError("SWITCHYARD_API_AUTH is off; the production profile requires it on (unset it or =on)")
         if self.simulate and not self.production_simulator:
             raise ValueError(
                 "the simulator was asked for in production; production uses real providers unless "
                 "SWITCHYARD_PRODUCTION_SIMULATOR=true names it"
             )
         return self
-
-    @property
-    def api_auth_on(self) -> bool:
-        """Whether the status API asks for a bearer token: SWITCHYARD_API_AUTH, else on outside local profiles."""
-        return self.api_auth if self.api_auth is not None else self.profile not in LOCAL_PROFILES
 
     @property
     def effective_log_level(self) -> str:
@@ -278,6 +273,13 @@ class Settings(BaseSettings):
         if self.profile in LOCAL_PROFILES:
             return None
         return self.flower_user, stored_secret(self.flower_password_file)
+
+    @property
+    def api_auth_on(self) -> bool:
+        """Whether the status API asks for a bearer token: SWITCHYARD_API_AUTH, else on outside local profiles."""
+        if self.api_auth is not None:
+            return self.api_auth == "on"
+        return self.profile not in LOCAL_PROFILES
 
     @property
     def effective_state_url(self) -> str:

@@ -31,9 +31,12 @@ from hypothesis import strategies as st
 
 from cli.envs import init_environments
 from environments.sample import make_sample_repo
-from store.db import dispose_all
+from simulator.server import BackgroundSimulator
+from store import tokens
+from store.db import dispose_all, session_scope
 from switchyard.settings import Settings
 from tasks.context import build_context
+from tasks.send import prepare_database
 from tasks.submit import submit
 from web.app import create_app
 
@@ -58,11 +61,16 @@ SHARE = {"sqlite": 1.0, "postgresql": 1.0}  # of EXAMPLES, per database (the kno
 WITHOUT_INPUT = {GenerationMode.POSITIVE: 3, GenerationMode.NEGATIVE: 0}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 RAN: Counter[tuple[str, str, str]] = Counter()
+ADMIN_HEADERS: dict[str, str] = {}  # the admin token of the database being fuzzed
 
 
 @pytest.fixture(scope="module", params=list(SHARE))
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, str]]:
-    """The loaded schema of an app on dev1, the id of a pr_impl task that exists, and the database's name."""
+def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, server: BackgroundSimulator
+) -> Iterator[tuple[Any, str, str]]:
+    """The loaded schema of an app on dev1 with auth on, the id of a pr_impl task that exists, and the database's
+    name. Every request carries an admin token (ADMIN_HEADERS), so the admin routes are fuzzed too (the simulator
+    ones against the simulator over HTTP); tests/test_auth.py checks the 401s and 403s."""
     root = tmp_path_factory.mktemp("fuzz")
     with contextlib.ExitStack() as stack:
         if request.param == "sqlite":
@@ -70,9 +78,17 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         else:
             database = stack.enter_context(postgres_database())
         settings_ = Settings(
-            **NO_PROVIDER_KEYS, home=root / "home", database_url=database, broker_url=flushed_redis(12)
+            **NO_PROVIDER_KEYS,
+            home=root / "home",
+            database_url=database,
+            broker_url=flushed_redis(12),
+            api_auth="on",
+            simulator_url=server.url,
         )
         ctx = build_context(settings_)
+        prepare_database(database)
+        with session_scope(database) as session:
+            ADMIN_HEADERS["Authorization"] = "Bearer " + tokens.create_token(session, name="fuzz", scope="admin")
         sample = str(make_sample_repo(root / "sample", feature_branches=1))
         init_environments(ctx, sample, root / "workspace", ["dev1"])
         impl = submit({"kind": "pr_impl", "environment": "dev1", "title": "seed"}, context=ctx)
@@ -98,6 +114,7 @@ def aimed(case: Any, seed_task: str, env: bool, branch: bool, known_id: bool) ->
             case.body["review_of"] = seed_task
     if known_id and case.path_parameters and "task_id" in case.path_parameters:
         case.path_parameters["task_id"] = seed_task
+    case.headers = {**(case.headers or {}), **ADMIN_HEADERS}
     return case
 
 

@@ -8,6 +8,7 @@ failures through the shared breaker. The status API is a real uvicorn server on 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ from pipeline_kit import detail, drain, make_context, workspace
 from environments.promote import promote
 from routing.permits import Permit
 from simulator.server import BackgroundSimulator
-from tasks.context import Context
+from store import tokens
+from store.db import session_scope
+from tasks.context import Context, build_context
 from tasks.submit import submit
 from web.app import create_app
 
@@ -65,8 +68,9 @@ def fleet_data(ctx: Context, server: BackgroundSimulator) -> dict[str, str]:
     return {**ids, "failed": failed, "qa_commit": promoted.target_after}
 
 
-@pytest.fixture
-def base_url(ctx: Context) -> Iterator[str]:
+@contextlib.contextmanager
+def serve(ctx: Context) -> Iterator[str]:
+    """The status API of ``ctx`` on a real uvicorn server on a free port."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -76,9 +80,17 @@ def base_url(ctx: Context) -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline, "the status API did not start"
         time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def base_url(ctx: Context) -> Iterator[str]:
+    with serve(ctx) as url:
+        yield url
 
 
 @pytest.fixture
@@ -227,3 +239,49 @@ def test_the_api_docs_render_with_no_internet(ctx: Context, base_url: str, brows
     assert any("/api/tasks/{task_id}/retry" in p for p in paths) and any("/api/breakers" in p for p in paths)
     assert watched.outside == [] and watched.errors == []
     watched.close()
+
+
+def test_with_auth_on_the_dashboard_asks_for_a_token_and_then_shows_the_fleet(ctx: Context, browser: Any) -> None:
+    """A wrong token brings the form back with the API's reason; a read token shows the fleet and keeps working
+    after a reload (sessionStorage); an action it may not do shows the 403's reason."""
+    task = submit({"kind": "pr_impl", "environment": "dev1", "title": "Add a farewell"}, context=ctx)  # queued
+    with session_scope(ctx.database_url) as session:
+        token = tokens.create_token(session, name="browser", scope="read")
+    authed = build_context(ctx.settings.model_copy(update={"api_auth": "on"}))
+    with serve(authed) as url:
+        watched = Watched(browser, url)
+        page = watched.page
+        page.goto(url + "/")
+        page.wait_for_selector("#auth:not([hidden])", timeout=WAIT_MS)
+        wait_text(page, "auth-reason", "this API needs a token")
+        assert rows_of(page, "groups") == []  # nothing shown without a token
+
+        for wrong, reason in ((tokens.PREFIX + "B" * 43, "unknown or revoked"), ("hunter2", "malformed")):
+            page.fill("#auth-token", wrong)
+            page.click("#auth-submit")
+            page.wait_for_selector("#auth:not([hidden])", timeout=WAIT_MS)
+            wait_text(page, "auth-reason", reason)
+
+        page.fill("#auth-token", token)
+        page.click("#auth-submit")
+        groups = wait_rows(page, "groups", lambda rows: len(rows) == len(ctx.fleet.groups))
+        assert sorted(r.split("\t")[0] for r in groups) == sorted(g.name for g in ctx.fleet.groups)
+        wait_rows(page, "environments", lambda rows: any(r.startswith("dev1") for r in rows))
+        wait_rows(page, "tasks", lambda rows: len(rows) == 1 and task[:8] in rows[0])
+        assert page.is_hidden("#auth")
+        assert page.evaluate("sessionStorage.getItem('switchyard.token')") == token
+
+        page.reload()
+        wait_rows(page, "groups", lambda rows: len(rows) == len(ctx.fleet.groups))
+        assert page.is_hidden("#auth")
+
+        page.goto(f"{url}/#task/{task}")
+        page.wait_for_selector("#do-cancel:not([hidden])", timeout=WAIT_MS)
+        page.click("#do-cancel")
+        wait_text(page, "action-result", "cancel refused: this route needs a token of scope 'submit'")
+        wait_text(page, "auth-forbidden", "needs a token of scope 'submit'")
+        assert detail(ctx, task)["status"] == "queued"  # refused: nothing changed
+        # the browser logs each refused request; anything else would be a script error
+        assert [e for e in watched.errors if "status of 401" not in e and "status of 403" not in e] == []
+        assert watched.outside == []
+        watched.close()

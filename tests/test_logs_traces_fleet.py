@@ -29,6 +29,7 @@ from sqlalchemy import MetaData, create_engine, select
 
 from cli.envs import init_environments
 from environments.sample import make_sample_repo
+from store import tokens
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, Task
 from switchyard.settings import Settings
@@ -181,11 +182,13 @@ def pipeline(fleet: Context) -> dict[str, Any]:
         "description": f"call it with Authorization: Bearer {BEARER} at https://deploy:{URL_PASSWORD}@example.com "
         f"and tell json://hooks.example/{ALERT} or slack://T000/B000/{ALERT}",
     }
-    answer = httpx.post(f"{api}/api/tasks", json=body, timeout=60)
+    with session_scope(fleet.database_url) as session:  # staging: the API asks for a token
+        auth = {"Authorization": "Bearer " + tokens.create_token(session, name="planted", scope="admin")}
+    answer = httpx.post(f"{api}/api/tasks", json=body, headers=auth, timeout=60)
     assert answer.status_code == 202, answer.text
     task_id = answer.json()["id"]
     tasks = settled(fleet, task_id)
-    return {"id": task_id, "tasks": tasks, "api": api, "answers": [answer.text]}
+    return {"id": task_id, "tasks": tasks, "api": api, "answers": [answer.text], "auth": auth}
 
 
 def found_in(text: str) -> list[str]:
@@ -238,9 +241,9 @@ def test_no_planted_secret_in_logs_rows_broker_or_answers(fleet: Context, pipeli
     answers = list(pipeline["answers"])
     paths = [p for p in httpx.get(f"{api}/openapi.json").json()["paths"] if "{" not in p and p != "/"]
     for path in paths:
-        answers.append(httpx.get(f"{api}{path}", timeout=30).text)
+        answers.append(httpx.get(f"{api}{path}", headers=pipeline["auth"], timeout=30).text)
     for task in pipeline["tasks"]:
-        answers.append(httpx.get(f"{api}/api/tasks/{task.id}", timeout=30).text)
+        answers.append(httpx.get(f"{api}/api/tasks/{task.id}", headers=pipeline["auth"], timeout=30).text)
     assert any("sk-***" in a for a in answers)
     assert [found_in(a) for a in answers if found_in(a)] == []
 

@@ -30,6 +30,7 @@ TABLES |= {"outbox"}  # messages and follow-ups owed to the broker (migration 00
 TABLES |= {"alerts"}  # alerts and their delivery state (migration 0010)
 TABLES |= {"task_actions"}  # retries and cancels (migration 0011)
 TABLES |= {"report_hours", "report_tasks"}  # the cost report's roll-ups (migration 0014)
+TABLES |= {"api_tokens", "audit"}  # the status API's tokens and the audit of admin actions (migration 0013)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -36,7 +36,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_production_refuses_in_a_process_that_does_not_start(clean_env: Path) -> None:
     """`up` in production with the API auth off: exit 2, one line naming the setting, nothing started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
-    env.update(SWITCHYARD_HOME=str(clean_env / "home"), SWITCHYARD_PROFILE="production", SWITCHYARD_API_AUTH="false")
+    env.update(SWITCHYARD_HOME=str(clean_env / "home"), SWITCHYARD_PROFILE="production", SWITCHYARD_API_AUTH="off")
     done = subprocess.run(
         [SWITCHYARD, "up", "--detach"], env=env, capture_output=True, text=True, timeout=300, check=False
     )
@@ -49,8 +49,8 @@ def test_production_refuses_in_a_process_that_does_not_start(clean_env: Path) ->
 @pytest.mark.parametrize(
     ("variables", "args", "names"),
     [
-        ({"SWITCHYARD_API_AUTH": "false"}, ["up"], "SWITCHYARD_API_AUTH"),
-        ({"SWITCHYARD_API_AUTH": "false", "SWITCHYARD_HOST": EVERYWHERE}, ["up"], f"SWITCHYARD_HOST={EVERYWHERE}"),
+        ({"SWITCHYARD_API_AUTH": "off"}, ["up"], "SWITCHYARD_API_AUTH"),
+        ({"SWITCHYARD_API_AUTH": "off", "SWITCHYARD_HOST": EVERYWHERE}, ["up"], f"SWITCHYARD_HOST={EVERYWHERE}"),
         ({}, ["up", "--simulate"], "SWITCHYARD_PRODUCTION_SIMULATOR=true"),
         ({"SWITCHYARD_SIMULATE": "true"}, ["up"], "SWITCHYARD_PRODUCTION_SIMULATOR=true"),
         ({"ANTHROPIC_API_KEY": "changeme"}, ["up"], "ANTHROPIC_API_KEY is a placeholder"),
@@ -82,7 +82,7 @@ def test_production_allows_the_simulator_asked_for_by_name(clean_env: Path) -> N
 def test_staging_binds_beyond_loopback_only_with_auth(clean_env: Path) -> None:
     assert load_settings(profile="staging", host=EVERYWHERE).api_auth_on  # auth on by default in staging
     with pytest.raises(Exception, match="SWITCHYARD_API_AUTH is off"):
-        load_settings(profile="staging", host=EVERYWHERE, api_auth=False)
+        load_settings(profile="staging", host=EVERYWHERE, api_auth="off")
     assert not load_settings(profile="development", host=EVERYWHERE).api_auth_on  # development: today's behaviour
 
 

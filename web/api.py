@@ -19,6 +19,7 @@ from switchyard.fleet import Kind
 from tasks import actions
 from tasks.schemas import Name, ShortName, SubmitRequest, TaskRef, parse_request
 from tasks.submit import submit
+from web.auth import SUBMIT
 from web.deps import NOT_FOUND, ContextDep, SessionDep
 from web.diffs import task_diff
 
@@ -30,6 +31,7 @@ Row = dict[str, Any]
     "/tasks",
     status_code=http.HTTP_202_ACCEPTED,
     summary="Submit a task; answers 202 with its id once it is queued",
+    dependencies=[SUBMIT],
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": SubmitRequest.model_json_schema()}}}},
 )
 def submit_task(context: ContextDep, body: Annotated[Row, Body()]) -> Row:
@@ -123,19 +125,30 @@ def _done(done: actions.Done) -> Row:
     "/tasks/{task_id}/retry",
     summary="Run a task that ended without success again; its pipeline goes on",
     responses=NOT_FOUND,
+    dependencies=[SUBMIT],
 )
 def retry_task(context: ContextDep, task_id: Annotated[TaskRef, Path()]) -> Row:
     """422 when the task has not ended without success. Charges already made stay and are not made again."""
     return _done(actions.retry(context, task_id, by="http"))
 
 
-@router.post("/tasks/{task_id}/cancel", summary="Cancel a queued, deferred or running task", responses=NOT_FOUND)
+@router.post(
+    "/tasks/{task_id}/cancel",
+    summary="Cancel a queued, deferred or running task",
+    responses=NOT_FOUND,
+    dependencies=[SUBMIT],
+)
 def cancel_task(context: ContextDep, task_id: Annotated[TaskRef, Path()]) -> Row:
     """422 when the task has already ended. Holds of calls not in progress are released; the worktree is kept."""
     return _done(actions.cancel(context, task_id, by="http"))
 
 
-@router.post("/tasks/{task_id}/resume", summary="Carry on the stopped pipeline a task belongs to", responses=NOT_FOUND)
+@router.post(
+    "/tasks/{task_id}/resume",
+    summary="Carry on the stopped pipeline a task belongs to",
+    responses=NOT_FOUND,
+    dependencies=[SUBMIT],
+)
 def resume_pipeline(context: ContextDep, task_id: Annotated[TaskRef, Path()]) -> Row:
     """Retries every task of the pipeline that ended without success with nothing after it; 422 when none did."""
     return {"done": [_done(d) for d in actions.resume(context, task_id, by="http")]}

@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException
 from switchyard.errors import InputError, NotFound, NotYetSent, ServiceUnavailable
 from tasks import telemetry
 from tasks.context import Context, build_context
-from web import api, multienv, reports
+from web import admin, api, multienv, reports
+from web.auth import ADMIN, AUTH_ERRORS, READ
 from web.deps import ERROR_RESPONSES, validation_message
 from web.metrics import router as metrics_router
 
@@ -42,16 +43,26 @@ def create_app(context: Context | None = None) -> FastAPI:
         telemetry.configure_logging()
         telemetry.instrument_celery("switchyard-api")
     app.state.context = context
-    app.include_router(multienv.router)
-    app.include_router(api.router)
-    app.include_router(metrics_router)
+    # Every data route needs a token of at least read (web/auth.py; the POSTs of api.router need submit, the
+    # admin routes admin); liveness and the static pages (they hold no data) answer anyone.
+    app.add_api_route("/healthz", healthz, tags=["health"], summary="Liveness: 200 while the process serves")
+    app.include_router(multienv.router, dependencies=[READ], responses=AUTH_ERRORS)
+    app.include_router(api.router, dependencies=[READ], responses=AUTH_ERRORS)
+    app.include_router(metrics_router, dependencies=[READ], responses=AUTH_ERRORS)
+    app.include_router(admin.router, dependencies=[ADMIN], responses=AUTH_ERRORS)
+    app.include_router(admin.audit_router, dependencies=[ADMIN], responses=AUTH_ERRORS)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/", dashboard, include_in_schema=False)
-    app.include_router(reports.router)
+    app.include_router(reports.router, dependencies=[READ], responses=AUTH_ERRORS)
     app.add_api_route("/costs", reports.costs_page, include_in_schema=False)
     app.add_api_route("/costs/vega.js", reports.vega_js, include_in_schema=False)
     _add_error_handlers(app)
     return app
+
+
+def healthz() -> dict[str, bool]:
+    """Answers without a token and without touching the database: the process is up and serving."""
+    return {"ok": True}
 
 
 def dashboard() -> FileResponse:

@@ -157,7 +157,7 @@ def child_env(settings: Settings, *, simulate: bool, base_env: Mapping[str, str]
         PYTHONUNBUFFERED="1",
     )
     if settings.api_auth is not None:  # the children refuse or allow exactly what the parent did
-        env["SWITCHYARD_API_AUTH"] = "true" if settings.api_auth else "false"
+        env["SWITCHYARD_API_AUTH"] = settings.api_auth
     if settings.workspace is not None:
         env["SWITCHYARD_WORKSPACE"] = str(settings.workspace)
     env.update(_secrets(settings))

@@ -70,7 +70,7 @@ async function load() {
   const form = new FormData(document.getElementById("query"));
   const params = new URLSearchParams({ charts: "true" });
   for (const [key, value] of form.entries()) if (value) params.set(key, value);
-  const answer = await fetch("/api/reports/costs?" + params.toString());
+  const answer = await authFetch("/api/reports/costs?" + params.toString());
   const body = await answer.json();
   const error = document.getElementById("error");
   if (!answer.ok) { error.textContent = body.error || answer.statusText; return; }
@@ -80,4 +80,5 @@ async function load() {
 }
 
 document.getElementById("query").addEventListener("submit", (event) => { event.preventDefault(); load(); });
+onLogin(load);
 load();

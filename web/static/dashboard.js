@@ -1,5 +1,5 @@
 // Switchyard dashboard: polls the status API and redraws. Text goes in through textContent only.
-// Every request goes to this host (no CDN). A task's detail opens at #task/<id> (a link that can be shared).
+// Every request goes to this host (no CDN), through authFetch (auth.js: the token, when the API wants one). A task's detail opens at #task/<id> (a link that can be shared).
 "use strict";
 
 const POLL_MS = 5000;
@@ -51,7 +51,7 @@ function cellWith(...nodes) {
 }
 
 async function getJson(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  const response = await authFetch(path, { headers: { Accept: "application/json" } });
   if (!response.ok) {
     let message = `${response.status}`;
     try { message = (await response.json()).error || message; } catch (ignored) { /* not JSON */ }
@@ -211,7 +211,7 @@ async function act(action) {
   const id = selectedTask();
   const say = document.getElementById("action-result");
   if (!id) return;
-  const response = await fetch(`/api/tasks/${id}/${action}`, { method: "POST", headers: { Accept: "application/json" } });
+  const response = await authFetch(`/api/tasks/${id}/${action}`, { method: "POST", headers: { Accept: "application/json" } });
   const body = await response.json();
   if (!response.ok) {
     say.textContent = `${action} refused: ${body.error}`;
@@ -357,5 +357,6 @@ document.getElementById("detail-close").addEventListener("click", (event) => {
   event.preventDefault();
   window.location.hash = "";
 });
+onLogin(refresh);
 refresh();
 setInterval(refresh, POLL_MS);
