@@ -165,7 +165,15 @@ class Failed(Exception):
 
 def build(ctx: Context, *, token: str | None = None, smoke_timeout: float = 110.0, real: bool = False) -> Report:
     """Every item of :data:`ITEMS` measured against the running fleet of ``ctx`` (``real``: smoke --real)."""
-    probes = Probes(ctx, token, smoke_timeout, real=real)
+    with smoking.api_token(ctx, token) as sent:  # the API asks for a token: a read token for this report
+        return Report(ctx.settings.profile, measure(Probes(ctx, sent, smoke_timeout, real=real), ctx), now())
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def measure(probes: Probes, ctx: Context) -> list[Outcome]:
     outcomes = []
     for item in ITEMS:
         began = time.monotonic()
@@ -176,7 +184,7 @@ def build(ctx: Context, *, token: str | None = None, smoke_timeout: float = 110.
             detail, ok = (first if isinstance(exc, Failed) else f"{type(exc).__name__}: {first}"), False
         critical = ctx.settings.profile in item.critical_in
         outcomes.append(Outcome(item, ok, logs.mask(detail)[:400], time.monotonic() - began, critical))
-    return Report(ctx.settings.profile, outcomes, datetime.now(UTC).isoformat(timespec="seconds"))
+    return outcomes
 
 
 def secret_values(ctx: Context) -> list[tuple[str, str]]:

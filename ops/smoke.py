@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,7 @@ from routing.permits import Permit
 from store import repo
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, BudgetOverride, Environment, Task
+from store.tokens import create_token, revoke_token
 from switchyard.errors import NotYetSent, ServiceUnavailable
 from switchyard.fleet_models import SCRATCH_ENVIRONMENT, BreakerPolicy
 from tasks.context import Context
@@ -93,6 +95,23 @@ class FleetNotRunning(ServiceUnavailable):
     """Nothing of the fleet answers: smoke has nothing to check (exit 3)."""
 
 
+@contextmanager
+def api_token(ctx: Context, given: str | None) -> Iterator[str | None]:
+    """The token the HTTP checks send: the one given; else, when the API asks for one, a read token made for this
+    run (``smoke-<random>``) and revoked when it ends, so a smoke needs no token handed to it and leaves none."""
+    if given or not ctx.settings.api_auth_on:
+        yield given
+        return
+    name = f"smoke-{uuid.uuid4().hex[:12]}"
+    with session_scope(ctx.database_url) as session:
+        plain = create_token(session, name=name, scope="read")
+    try:
+        yield plain
+    finally:
+        with session_scope(ctx.database_url) as session:
+            revoke_token(session, name=name)
+
+
 def auth_headers(token: str | None) -> dict[str, str]:
     """The status API's headers: a bearer token when one is given (``--token`` or SWITCHYARD_API_TOKEN)."""
     return {"Authorization": f"Bearer {token}"} if token else {}
@@ -126,7 +145,8 @@ def run(ctx: Context, *, real: bool = False, timeout: float = 110.0, token: str 
     smoke = SmokeRun()
     deadline = time.monotonic() + timeout
     worker_checks(ctx, smoke)
-    http_checks(ctx, smoke, token)
+    with api_token(ctx, token) as sent:
+        http_checks(ctx, smoke, sent)
     simulated = simulator_running(ctx.settings)
     if not simulated and not real:
         smoke.checks.append(

@@ -23,7 +23,7 @@ from ops.golive import ITEMS, Outcome, Probes, Report
 from ops.smoke import api_url, auth_headers
 from routing.keys import provider_keys
 from store.db import session_scope
-from store.models import BudgetOverride, Environment, Spend, Task
+from store.models import ApiToken, BudgetOverride, Environment, Spend, Task
 from switchyard.settings import load_settings
 from tasks.context import build_context
 
@@ -105,6 +105,8 @@ def test_smoke_passes_against_the_fleet_and_leaves_nothing_behind(fleet: Fleet) 
         assert session.scalar(select(func.count()).select_from(Task)) == 0  # smoke's tasks went with it
         assert session.scalar(select(func.count()).select_from(Spend)) == 0
         assert session.scalar(select(func.count()).where(BudgetOverride.target == "smoke-scratch")) == 0
+        tokens = session.scalars(select(ApiToken).where(ApiToken.name.like("smoke-%"))).all()
+        assert tokens and all(t.revoked_at is not None for t in tokens)  # staging asks for one; none kept alive
     password = (fleet.data / "secrets" / "broker-password").read_text().strip()
     client = redis.Redis(port=fleet.ports["BROKER"], password=password)
     keys = provider_keys("smoke-breaker")
@@ -116,25 +118,27 @@ def test_smoke_passes_against_the_fleet_and_leaves_nothing_behind(fleet: Fleet) 
 
 @pytest.mark.timeout(1800)
 def test_report_checked_item_by_item(fleet: Fleet, tmp_path: Path) -> None:
-    """Every item passes but auth (the API answers without a token here: critical in staging, so NO-GO)."""
+    """Every item passes, auth included (staging asks for a token; the report makes a read token of its own and
+    revokes it); the live latency items are measured, and only they may fail on a loaded machine."""
     out = tmp_path / "report.json"
     done = fleet.cli("validate", "--report", "--format", "json", "--out", str(out))
-    assert done.returncode == 1, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert json.loads(done.stdout) == report
-    assert report["decision"] == "NO-GO" and report["profile"] == "staging"
+    assert report["profile"] == "staging"
     items = {i["key"]: i for i in report["items"]}
     assert list(items) == [item.key for item in ITEMS]
-    assert report["critical_failed"] == ["auth"]
-    assert items["auth"]["critical"] is True
-    assert items["auth"]["detail"] == "GET /api/tasks without a token answered HTTP 200, not 401"
+    assert report["critical_failed"] == [], report
+    assert items["auth"]["critical"] is True and items["auth"]["ok"] is True
+    assert items["auth"]["detail"] == "GET /api/tasks without a token: 401"
     for key, item in items.items():
-        if key == "auth":
-            continue
         if key in MEASURED:
             assert " ms" in item["detail"], item  # measured live, whatever the machine's load made of it
             continue
         assert item["ok"] is True, item
+    if all(items[key]["ok"] for key in MEASURED):
+        assert report["decision"] == "GO" and done.returncode == 0, done.stdout + done.stderr
+    else:
+        assert done.returncode == (0 if report["decision"] == "GO" else 1), done.stdout + done.stderr
     assert items["json_logs"]["critical"] is True and "parse as JSON" in items["json_logs"]["detail"]
     assert items["alerts"]["detail"] == "2 alert lines, 1 alert URLs"
     assert items["routing_latency"]["critical"] is False
