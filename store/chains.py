@@ -189,8 +189,8 @@ def links(session: Session, task: Task) -> list[Row]:
 
 def chain_end(chain_links: list[Row]) -> Row:
     """Pure: whether the chain is complete (every link terminal, every follow-up made) and how it ended:
-    ``landed`` (a plan that succeeded, or a pipeline change or a submitted ``pr_integ`` an integration
-    merged), ``succeeded`` (no merge was asked for and every link succeeded; why is what the root did, e.g. a
+    ``landed`` (a plan that succeeded, or any other chain an integration of which merged: a pipeline,
+    a submitted ``pr_integ``, a chain followed from its review), ``succeeded`` (no merge was asked for and every link succeeded; why is what the root did, e.g. a
     review's verdict), or ``not_landed`` / ``failed``, with why."""
     root = chain_links[0]
     complete = all(link["status"] in TERMINAL_STATUSES and not link["follow_ups_owed"] for link in chain_links)
@@ -200,7 +200,7 @@ def chain_end(chain_links: list[Row]) -> Row:
     if root["kind"] == "plan":
         outcome = "landed" if root["status"] == "succeeded" else "failed"
         why = root["summary"]
-    elif wants_merge and merged:
+    elif merged:  # also a chain followed from its review (`tasks resume --wait` of a stopped review)
         outcome, why = "landed", f"merged into {merged[-1]['merge_target']} at {(merged[-1]['merge_sha'] or '')[:10]}"
     elif wants_merge:
         last = chain_links[-1]

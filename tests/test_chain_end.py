@@ -43,3 +43,11 @@ def test_a_failed_submitted_integration_did_not_land() -> None:
     end = chain_end([link("pr_integ", "failed", "check failed")])
     assert end["outcome"] == "failed"
     assert "check failed" in end["why"]
+
+
+def test_a_chain_followed_from_its_review_that_merged_has_landed() -> None:
+    """`tasks resume --wait` of a pr_impl whose review had stopped follows the review: it ends merged."""
+    review = link("pr_review", summary="approve: fine")
+    integ = link("pr_integ", depth=1, merge_sha="e4f80fcf2a11", merge_target="env/dev4")
+    end = chain_end([review, integ])
+    assert (end["outcome"], end["why"]) == ("landed", "merged into env/dev4 at e4f80fcf2a")
