@@ -190,8 +190,9 @@ def links(session: Session, task: Task) -> list[Row]:
 def chain_end(chain_links: list[Row]) -> Row:
     """Pure: whether the chain is complete (every link terminal, every follow-up made) and how it ended:
     ``landed`` (a plan that succeeded, or any other chain an integration of which merged: a pipeline,
-    a submitted ``pr_integ``, a chain followed from its review), ``succeeded`` (no merge was asked for and every link succeeded; why is what the root did, e.g. a
-    review's verdict), or ``not_landed`` / ``failed``, with why."""
+    a submitted ``pr_integ``, a chain followed from its review), ``succeeded`` (no merge was asked for and
+    every link succeeded; why is what the root did, e.g. a review's verdict), or ``not_landed`` / ``failed``,
+    with why."""
     root = chain_links[0]
     complete = all(link["status"] in TERMINAL_STATUSES and not link["follow_ups_owed"] for link in chain_links)
     merged = [link for link in chain_links if link["kind"] == "pr_integ" and link["status"] == "succeeded"]
