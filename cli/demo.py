@@ -334,9 +334,15 @@ def report(ctx: Context, ids: set[str], promotions: list[PromotionResult], since
         f"Total: {usd(spend['total']['cost_usd'])} (simulated calls at the fleet file's list prices; "
         "Ollama is free and its compute seconds are the model time it reports, summed over calls)"
     )
-    console.print(
-        "Next: `switchyard demo --keep-running`, then open Flower at "
-        f"http://{ctx.settings.host}:{ctx.settings.flower_port} and the dashboard at "
-        f"http://{ctx.settings.host}:{ctx.settings.api_port}; `switchyard tasks show ID` for a task's chain, "
-        "`switchyard status --providers`, `switchyard budget list`, `switchyard down`."
+    console.print(next_steps(ctx.settings.host, ctx.settings.flower_port, ctx.settings.api_port))
+
+
+def next_steps(host: str, flower_port: int, api_port: int) -> str:
+    """What to try after the demo. Every command names the demo's profile: without it, ``down`` would stop (and
+    ``tasks show`` would look in) the user's own fleet, not the demo's."""
+    demo = "SWITCHYARD_PROFILE=demo switchyard"
+    return (
+        f"Next: `switchyard demo --keep-running`, then open Flower at http://{host}:{flower_port} and the "
+        f"dashboard at http://{host}:{api_port}; `{demo} tasks show ID` for a task's chain, "
+        f"`{demo} status --providers`, `{demo} budget list`, `{demo} down`."
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from cli.render import console, table, usd
 from store.costs import UNKNOWN_COST
-from store.models import ACTIVE_STATUSES
+from store.models import ACTIVE_STATUSES, TERMINAL_STATUSES
 
 Row = dict[str, Any]
 HEADER = ("id", "kind", "group", "environment", "stage", "status", "title", "provider", "model", "reason")
@@ -36,6 +36,31 @@ def show_detail(detail: Row) -> None:
     _reviews(detail.get("reviews") or [])
     _merges(detail.get("merges") or [])
     _actions(detail.get("actions") or [], detail["id"], detail["status"])
+    _stopped(detail.get("chain") or [], detail["id"], detail["status"])
+
+
+def stopped_links(chain: list[Row]) -> list[Row]:
+    """Pure: the links where the chain stopped: ended without success, with nothing after them in the chain."""
+    parents = {link.get("parent_id") for link in chain}
+    return [
+        link
+        for link in chain
+        if link["status"] in TERMINAL_STATUSES and link["status"] != "succeeded" and link["id"] not in parents
+    ]
+
+
+def _stopped(chain: list[Row], task_id: str, status: str) -> None:
+    """A task that succeeded while its chain stopped further on (a review out of budget): how to go on."""
+    stopped = [link for link in stopped_links(chain) if link["id"] != task_id]
+    if status != "succeeded" or not stopped:
+        return
+    where = ", ".join(f"{link['kind']} {link['id'][:8]} ({link['status']})" for link in stopped)
+    console.print(
+        f"its chain stopped at {where}; to go on: switchyard tasks resume {task_id[:8]}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _actions(actions: list[Row], task_id: str, status: str) -> None:

@@ -92,9 +92,9 @@ def submit(
         raise typer.Exit(1)
 
 
-def report_chain(ctx: Context, task_id: str, timeout: float, *, as_json: bool) -> None:
+def report_chain(ctx: Context, task_id: str, timeout: float, *, as_json: bool, done: str = "submitted") -> None:
     """Wait for ``task_id``'s chain to end and print it link by link; exit 1 unless it landed or succeeded."""
-    err_console.print(f"submitted {task_id}; waiting for its chain (review, integration, sub-tasks) to end")
+    err_console.print(f"{done} {task_id}; waiting for its chain (review, integration, sub-tasks) to end")
     chain_links, end = wait_for_chain(ctx, task_id, timeout)
     if not end["complete"]:
         err_console.print(f"timed out after {timeout:g}s; the chain of {task_id} is still running")
@@ -248,15 +248,35 @@ def _print_done(done: list[actions.Done], as_json: bool) -> None:
         console.print(f"{d.task_id} {d.action}: {d.from_status} -> {d.status}{note}", markup=False, highlight=False)
 
 
+WaitOpt = Annotated[
+    bool, typer.Option("--wait", help="Then wait for the task's chain to end and print it, as `submit --wait` does.")
+]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")]
+
+
+def _then_wait(ctx: Context, done: list[actions.Done], timeout: float, as_json: bool) -> None:
+    """``--wait`` of retry and resume: each acted-on task's chain, as ``submit --wait`` prints it."""
+    if not as_json:
+        _print_done(done, as_json)
+    for d in done:
+        report_chain(ctx, d.task_id, timeout, as_json=as_json, done=d.action)
+
+
 @tasks_app.command("retry")
 def tasks_retry(
     task_id: Annotated[str, typer.Argument(help="A task that ended without success: its id or first characters.")],
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 1800.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a task that ended without success again; when it succeeds its pipeline goes on. Charges already
     made stay and are not made again (new attempts take the next numbers)."""
     ctx = db_context()
-    _print_done([actions.retry(ctx, _full_id(ctx, task_id))], as_json)
+    done = [actions.retry(ctx, _full_id(ctx, task_id))]
+    if wait:
+        _then_wait(ctx, done, timeout, as_json)
+    else:
+        _print_done(done, as_json)
 
 
 @tasks_app.command("cancel")
@@ -273,9 +293,15 @@ def tasks_cancel(
 @tasks_app.command("resume")
 def tasks_resume(
     task_id: Annotated[str, typer.Argument(help="Any task of the stopped pipeline or plan: id or first characters.")],
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 1800.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Carry on a stopped pipeline: retry every task in it that ended without success with nothing after it,
     and make the follow-ups a succeeded task never got."""
     ctx = db_context()
-    _print_done(actions.resume(ctx, _full_id(ctx, task_id)), as_json)
+    done = actions.resume(ctx, _full_id(ctx, task_id))
+    if wait:
+        _then_wait(ctx, done, timeout, as_json)
+    else:
+        _print_done(done, as_json)

@@ -189,23 +189,27 @@ def links(session: Session, task: Task) -> list[Row]:
 
 def chain_end(chain_links: list[Row]) -> Row:
     """Pure: whether the chain is complete (every link terminal, every follow-up made) and how it ended:
-    ``landed`` (a plan that succeeded, or a pipeline change an integration merged), ``succeeded`` (no merge
-    was asked for and every link succeeded), or ``not_landed`` / ``failed``, with why."""
+    ``landed`` (a plan that succeeded, or any other chain an integration of which merged: a pipeline,
+    a submitted ``pr_integ``, a chain followed from its review), ``succeeded`` (no merge was asked for and
+    every link succeeded; why is what the root did, e.g. a review's verdict), or ``not_landed`` / ``failed``,
+    with why."""
     root = chain_links[0]
     complete = all(link["status"] in TERMINAL_STATUSES and not link["follow_ups_owed"] for link in chain_links)
     merged = [link for link in chain_links if link["kind"] == "pr_integ" and link["status"] == "succeeded"]
     broken = [link for link in chain_links if link["status"] in TERMINAL_STATUSES and link["status"] != "succeeded"]
-    wants_merge = root["kind"] == "pr_impl" and root["pipeline"]
+    wants_merge = (root["kind"] == "pr_impl" and root["pipeline"]) or root["kind"] == "pr_integ"
     if root["kind"] == "plan":
         outcome = "landed" if root["status"] == "succeeded" else "failed"
         why = root["summary"]
-    elif wants_merge and merged:
+    elif merged:  # also a chain followed from its review (`tasks resume --wait` of a stopped review)
         outcome, why = "landed", f"merged into {merged[-1]['merge_target']} at {(merged[-1]['merge_sha'] or '')[:10]}"
     elif wants_merge:
         last = chain_links[-1]
         outcome = "failed" if broken else "not_landed"
         why = f"the chain ended at {last['kind']} {last['id'][:8]} ({last['status']}): {last['summary']}"
-    else:
-        outcome = "failed" if broken else "succeeded"
+    elif broken:
+        outcome = "failed"
         why = "; ".join(f"{b['kind']} {b['id'][:8]} {b['status']}: {b['summary']}" for b in broken)
+    else:  # nothing to merge (a review of a branch, a dev_task or pr_impl without its pipeline): what it did
+        outcome, why = "succeeded", root["summary"]
     return {"complete": complete, "outcome": outcome, "why": why, "ok": outcome in ("landed", "succeeded")}

@@ -287,7 +287,8 @@ class Runner:
         except SwitchyardError as exc:  # unusable answers move to the next rung; the rest end the task
             self._mark(task, number, "failed", exc)
             raise
-        self._mark(task, number, "succeeded" if outcome.status == "succeeded" else "failed", None, outcome)
+        answered = outcome.status in ("succeeded", LANDING)  # a plan whose sub-tasks were submitted: answered well
+        self._mark(task, number, "succeeded" if answered else "failed", None, outcome)
         return outcome
 
     def _call(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> Answer:

@@ -141,3 +141,14 @@ def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
     assert not any(port_open("127.0.0.1", port) for port in ports(env))
     assert len(cli_json(env, "tasks", "list")) >= 80
     assert not user_db.exists()
+
+
+def test_the_next_steps_after_the_demo_name_its_profile() -> None:
+    """Printed at the end of the demo: a bare `switchyard down` would stop the user's own fleet, not the demo's."""
+    from cli.demo import next_steps
+
+    text = next_steps("127.0.0.1", 5555, 8700)
+    assert "http://127.0.0.1:5555" in text and "http://127.0.0.1:8700" in text
+    for command in ("tasks show ID", "status --providers", "budget list", "down"):
+        assert f"`SWITCHYARD_PROFILE=demo switchyard {command}`" in text
+    assert "`switchyard down`" not in text

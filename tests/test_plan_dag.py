@@ -154,6 +154,8 @@ def test_dependents_wait_held_without_a_message(ctx: Context) -> None:
     assert (plan["status"], plan["reason"]) == ("deferred", rows.LANDING)  # parked: no lease, no message
     parked = next(t for t in tasks(ctx) if t.id == plan_id)
     assert (parked.lease_owner, parked.lease_until) == (None, None)
+    # its attempt answered with a plan that was submitted: it succeeded (tasks show said "failed")
+    assert [(a["attempt"], a["status"], a["error"]) for a in plan["attempts"]] == [(1, "succeeded", None)]
 
 
 def test_a_failed_sub_task_skips_its_dependents(ctx: Context) -> None:

@@ -304,3 +304,29 @@ def task_detail_now(ctx: Context, task_id: str) -> dict[str, Any]:
         found = task_detail(session, task_id)
     assert found is not None
     return found
+
+
+def test_retry_wait_follows_the_retried_task_through_its_pipeline(fleet: Context, workspace: Path) -> None:
+    """`tasks retry ID --wait` prints the chain the retry set going, as `submit --wait` does, and lands it."""
+    ctx = fleet
+    switchyard = str(REPO / ".venv" / "bin" / "switchyard")
+
+    def codex_cap(cap: str) -> None:
+        command = [switchyard, "budget", "set", "--scope", "provider", "--target", "codex", "--window", "day"]
+        done = subprocess.run([*command, "--cap", cap], env=cli_env(ctx), capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    codex_cap("0")  # codex cannot be paid for and ollama is avoided: the task ends budget_exhausted at once
+    try:
+        request = {"kind": "pr_impl", "environment": "dev1", "title": "a retried change", "avoid_providers": ["ollama"]}
+        task_id = submit(request, context=ctx)
+        assert wait_terminal(ctx, [task_id])[task_id]["status"] == "budget_exhausted"
+    finally:
+        codex_cap("50")
+    command = [switchyard, "tasks", "retry", task_id[:8], "--wait", "--json", "--timeout", "600"]
+    done = subprocess.run(command, env=cli_env(ctx), capture_output=True, text=True, timeout=700, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert (report["id"], report["outcome"], report["complete"]) == (task_id, "landed", True)
+    assert [link["kind"] for link in report["links"]] == ["pr_impl", "pr_review", "pr_integ"]
+    assert change_landed(workspace, "a retried change", task_id)
