@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from cli import alerts, breakers, budget, demo, envs, ops, report, simulator, work
+from cli import alerts, breakers, budget, demo, envs, ops, report, simulator, stress, work
 from switchyard.errors import ConfigError, InputError, ServiceUnavailable, SwitchyardError
 
 REFUSED, BAD_INPUT, UNAVAILABLE = 1, 2, 3
@@ -33,6 +33,7 @@ ops.register(app)
 work.register(app)
 demo.register(app)
 report.register(app)
+stress.register(app)
 app.add_typer(envs.env_app, name="env")
 app.add_typer(work.tasks_app, name="tasks")
 app.add_typer(ops.db_app, name="db")
