@@ -16,8 +16,8 @@ from reports.charts import STYLE, vega_bundle
 Row = dict[str, Any]
 WIDTH = 520
 METRICS = (
-    ("rps", "submissions/s (Locust)"),
-    ("p95_ms", "p95 submit ms (Locust)"),
+    ("rps", "submits/s"),
+    ("p95_ms", "p95 submit ms"),
     ("queued", "tasks waiting"),
     ("rss_mb", "workers RSS MB"),
 )
