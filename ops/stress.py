@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ import psutil
 from sqlalchemy import func, select
 
 from ops import observe, verdict
-from ops.fleet import ChaosFleet, chaos_settings, start_fleet
+from ops.fleet import SAMPLE_BRANCHES, ChaosFleet, chaos_settings, start_fleet
 from ops.stress_phases import Phase, failed_gates, percentile
 from ops.stress_report import html_page
 from ops.verdict import Sample
@@ -207,12 +208,12 @@ class Chaos(threading.Thread):
             self.note(f"could not inject: {self.error}")
 
 
-def roots_of(ctx: Context, phase: str) -> list[tuple[str, datetime, datetime | None, str]]:
-    """The phase's submitted tasks: id, submitted, started, status."""
+def roots_of(ctx: Context, tag: str, phase: str) -> list[tuple[str, datetime, datetime | None, str]]:
+    """The tasks this run (``tag``) submitted in ``phase``: id, submitted, started, status."""
     with session_scope(ctx.database_url) as session:
         rows = session.execute(
             select(Task.id, Task.created_at, Task.started_at, Task.status).where(
-                Task.title.like(f"stress {phase} %"), Task.parent_id.is_(None)
+                Task.title.like(f"stress {tag} {phase} %"), Task.parent_id.is_(None)
             )
         ).all()
     return [(r.id, r.created_at, r.started_at, r.status) for r in rows]
@@ -228,11 +229,10 @@ def queue_waits(rows: Sequence[tuple[str, datetime, datetime | None, str]], now:
 
 
 def waiting(ctx: Context) -> dict[str, int]:
-    """How many of the cycle's tasks (any phase, follow-ups too) are queued and running now."""
+    """How many of the fleet's tasks are queued (or deferred) and running now."""
     with session_scope(ctx.database_url) as session:
         rows = session.execute(
             select(Task.status, func.count())
-            .where(Task.title.like("stress %") | Task.parent_id.is_not(None))
             .where(Task.status.in_(("queued", "deferred", "running")))
             .group_by(Task.status)
         ).all()
@@ -275,6 +275,7 @@ class Cycle:
         self.chaos: Chaos | None = None
         self.events_path = work / "events.jsonl"
         self.stats_dir = options.out / "locust-phases"
+        self.tag = uuid.uuid4().hex[:8]  # in every title: this run's tasks apart from any other's in the database
 
     def result(self, name: str) -> PhaseResult:
         return next(r for r in self.results if r.phase.name == name)
@@ -289,7 +290,8 @@ class Cycle:
             ],
             "kinds": [list(k) for k in KINDS],
             "environments": list(self.fleet.ctx.fleet.environments.names),
-            "branches": 10,
+            "branches": SAMPLE_BRANCHES,
+            "tag": self.tag,
             "events": str(self.events_path),
             "stats_dir": str(self.stats_dir),
         }
@@ -320,13 +322,21 @@ class Cycle:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=10)
+        if process.returncode not in (0, -signal.SIGTERM) and self.failed is None:
+            log_file = self.options.out / "locust.log"
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] if log_file.exists() else []
+            self.failed = (
+                "locust",
+                [f"Locust exited with code {process.returncode}: {' '.join(tail)} (see {log_file})"],
+            )
+            self.log(f"Locust failed: {self.failed[1][0]}")
         self.drain()
 
     def follow(self, process: subprocess.Popen[bytes], plan: Path) -> None:
         current: PhaseResult | None = None
         seen, last_sample = 0, 0.0
         while True:
-            lines = self.events_path.read_text().splitlines()
+            lines = self.events_path.read_text().split("\n")[:-1]  # whole lines only (one may be half written)
             for line in lines[seen:]:
                 event = json.loads(line)
                 if current is not None:
@@ -377,7 +387,7 @@ class Cycle:
         ids = [i for r in self.results for i in r.root_ids]
         for r in self.results:
             if r.state == "running":
-                ids += [row[0] for row in roots_of(self.fleet.ctx, r.phase.name)]
+                ids += [row[0] for row in roots_of(self.fleet.ctx, self.tag, r.phase.name)]
         self.samples.append(Sample(time.monotonic(), observe.tracked(self.fleet.ctx, ids)))
 
     def end_phase(self, result: PhaseResult, at: float, *, stopped: bool) -> None:
@@ -389,7 +399,7 @@ class Cycle:
         stats_file = self.stats_dir / f"{phase.name}.json"
         result.locust = json.loads(stats_file.read_text()) if stats_file.exists() else {}
         requests, failures = result.locust.get("requests", 0), result.locust.get("failures", 0)
-        roots = roots_of(self.fleet.ctx, phase.name)
+        roots = roots_of(self.fleet.ctx, self.tag, phase.name)
         result.root_ids = [row[0] for row in roots]
         waits = queue_waits(roots, datetime.now(UTC))
         p95_wait = percentile(waits, 0.95)
@@ -422,6 +432,11 @@ class Cycle:
         deadline = time.monotonic() + 60
         while self.fleet.down() and time.monotonic() < deadline:
             time.sleep(POLL_S)
+        if self.fleet.down() and self.fleet.own is None:
+            result.events.append(
+                f"not running: {', '.join(self.fleet.down())}; nothing started it again (a fleet started with "
+                "`up --detach` has no supervisor: run `switchyard up --simulate` in the foreground for --attach)"
+            )
         if self.fleet.supervisor_said:
             result.events.append(f"supervisor: {self.fleet.supervisor_said}")
 
@@ -429,7 +444,7 @@ class Cycle:
         """Wait for every task of the cycle to settle (or the drain deadline), then count the lost per phase."""
         ran = [r for r in self.results if r.state in ("passed", "failed", "interrupted")]
         for r in ran:
-            r.root_ids = [row[0] for row in roots_of(self.fleet.ctx, r.phase.name)]
+            r.root_ids = [row[0] for row in roots_of(self.fleet.ctx, self.tag, r.phase.name)]
         deadline = time.monotonic() + DRAIN_S[self.options.quick]
         self.log(f"waiting up to {DRAIN_S[self.options.quick]:.0f} s for the cycle's tasks to settle")
         while True:

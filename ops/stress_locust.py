@@ -66,7 +66,7 @@ class Submitter(HttpUser):
         kind = KINDS[n % len(KINDS)]
         envs = PLAN["environments"]
         env = envs[n % len(envs)]
-        title = f"stress {phase} {n}"
+        title = f"stress {PLAN['tag']} {phase} {n}"
         body: dict[str, Any] = {"kind": kind, "environment": env, "title": title}
         if kind == "pr_review":
             body["branch"] = f"feature/sample-{n % PLAN['branches'] + 1}"

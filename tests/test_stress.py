@@ -10,13 +10,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import REPO, patient
+from conftest import REPO, patient, wait_until
 
-from ops.stress import queue_waits, table
+from ops.stress import locust_command, queue_waits, table
 from ops.stress_phases import (
     PHASES,
     Gates,
@@ -165,3 +167,72 @@ def test_an_impossible_gate_stops_the_cycle_at_its_phase_and_names_it(tmp_path: 
     assert states["idle"] == states["baseline"] == "passed" and states["light"] == "failed"
     assert all(states[n] in ("interrupted", "not run") for n in NAMES[3:]), states
     assert states["chaos"] == "not run"
+
+
+class Accepting(BaseHTTPRequestHandler):
+    """A status API stand-in: takes every POST /api/tasks (202) and remembers the bodies and the auth header."""
+
+    bodies: list[dict[str, object]] = []
+    auth: list[str | None] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", 0))
+        Accepting.bodies.append(json.loads(self.rfile.read(length)))
+        Accepting.auth.append(self.headers.get("authorization"))
+        self.send_response(202 if self.path == "/api/tasks" else 404)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"id": "x"}')
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_the_locustfile_walks_the_phases_cuts_stats_per_phase_and_stops_on_the_stop_file(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Accepting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    phases = [
+        {"name": "idle", "duration_s": 2, "rate": 0, "users": 0},
+        {"name": "light", "duration_s": 4, "rate": 4, "users": 2},
+        {"name": "never", "duration_s": 600, "rate": 1, "users": 1},
+    ]
+    plan = tmp_path / "plan.json"
+    events, stats = tmp_path / "events.jsonl", tmp_path / "stats"
+    stats.mkdir()
+    plan.write_text(
+        json.dumps(
+            {
+                "phases": phases,
+                "kinds": [["pr_review", 1], ["dev_task", 1]],
+                "environments": ["dev1", "dev2"],
+                "branches": 3,
+                "tag": "t1",
+                "events": str(events),
+                "stats_dir": str(stats),
+            }
+        )
+    )
+    env = {**os.environ, "SWITCHYARD_STRESS_PLAN": str(plan), "SWITCHYARD_API_TOKEN": "tok-123"}
+    argv = locust_command(plan, f"http://127.0.0.1:{server.server_port}", tmp_path)
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until("the third phase to start", lambda: events.exists() and '"never"' in events.read_text(), 60)
+        (tmp_path / "stop").write_text("a gate failed")  # the driver's way to end the run
+        _, err = process.communicate(timeout=patient(60))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        server.shutdown()
+        server.server_close()
+    assert process.returncode == 0, err[-2000:]
+    said = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["phase"] for e in said] == ["idle", "light", "never", None] and said[-1]["stopped"] is True
+    light = json.loads((stats / "light.json").read_text())
+    assert 8 <= light["requests"] <= 24 and light["failures"] == 0 and light["p95_ms"] is not None
+    assert json.loads((stats / "idle.json").read_text())["requests"] == 0
+    submitted = [b for b in Accepting.bodies if str(b["title"]).startswith("stress t1 light ")]
+    assert len(submitted) >= 8
+    assert {b["kind"] for b in submitted} == {"pr_review", "dev_task"}
+    assert all("branch" in b for b in submitted if b["kind"] == "pr_review")
+    assert set(Accepting.auth) == {"Bearer tok-123"}
