@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from cli import alerts, breakers, budget, demo, envs, ops, profiles, report, simulator, tokens, work
+from cli import alerts, breakers, budget, demo, envs, ops, profiles, report, simulator, stress, tokens, work
 from switchyard.errors import ConfigError, InputError, ServiceUnavailable, SwitchyardError
 
 REFUSED, BAD_INPUT, UNAVAILABLE = 1, 2, 3
@@ -35,6 +35,7 @@ demo.register(app)
 report.register(app)
 profiles.register(app)
 tokens.register(app)
+stress.register(app)
 app.add_typer(envs.env_app, name="env")
 app.add_typer(work.tasks_app, name="tasks")
 app.add_typer(ops.db_app, name="db")

@@ -156,16 +156,20 @@ class ChaosFleet:
                 process.wait(timeout=5)
 
 
-def start_fleet(settings: Settings, *, log: Log, ready_timeout_s: float) -> ChaosFleet:
-    """Start the fleet's processes and prepare what the tasks need: schema, environments, open budgets."""
+def start_fleet(
+    settings: Settings, *, log: Log, ready_timeout_s: float, extra: frozenset[str] = frozenset(), open_caps: bool = True
+) -> ChaosFleet:
+    """Start the fleet's processes (and the ``extra`` services, e.g. the status API) and prepare what the tasks
+    need: schema, environments, and (``open_caps``) budgets no fault is hidden behind."""
     ctx = build_context(settings)
     prepare_database(ctx.database_url)
-    wanted = {"simulator", "workers", "beat"} | ({"broker"} if settings.embedded_broker else set())
+    wanted = {"simulator", "workers", "beat", *extra} | ({"broker"} if settings.embedded_broker else set())
     running = launcher.up(settings, ctx.fleet, simulate=True, services=wanted, on_event=log, policy=ReadyPolicy())
     fleet = ChaosFleet(ctx, {r.name: r for r in running}, ready_timeout_s=ready_timeout_s)
     try:
         prepare_environments(ctx)
-        open_budgets(ctx)
+        if open_caps:
+            open_budgets(ctx)
     except BaseException:
         fleet.stop(log)
         raise
