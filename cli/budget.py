@@ -6,17 +6,17 @@ it, so it takes effect without a restart. ``budget list --json`` prints what ``G
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from cli.context import db_context
 from cli.render import console, print_json, table, usd
-from routing.ledger import Ledger
-from store.costs import budget_status
-from store.db import session_scope
-from switchyard.budgets import ACTIONS, SCOPES, WINDOWS, Budget
-from tasks.context import Context
+from switchyard.vocabulary import ACTIONS, SCOPES, WINDOWS
+
+if TYPE_CHECKING:
+    from switchyard.budgets import Budget
+    from tasks.context import Context
 
 budget_app = typer.Typer(help="Budgets: caps per scope and window, and what they hold now.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -25,6 +25,9 @@ COLUMNS = ("scope", "target", "window", "cap", "alert", "action", "used", "remai
 
 def budget_rows(ctx: Context) -> dict[str, Any]:
     """Every effective budget with its current window: the body of ``budget list --json`` and the API."""
+    from store.costs import budget_status
+    from store.db import session_scope
+
     with session_scope(ctx.database_url) as session:
         return {"budgets": budget_status(session, ctx.fleet)}
 
@@ -51,6 +54,8 @@ def budget_set(
     as_json: JsonOpt = False,
 ) -> None:
     """Add or replace a budget; it applies from the next hold, without a restart."""
+    from routing.ledger import Ledger
+
     ctx = db_context()
     before = _alert_of(budget_rows(ctx)["budgets"], scope, target, window)
     budget = Ledger(ctx.database_url, ctx.fleet).set_budget(

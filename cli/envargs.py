@@ -16,8 +16,6 @@ from cli.render import console, print_json, table
 from environments import workflow
 from environments.workflow import Outcome
 from environments.workspace import EnvironmentInfo
-from store.db import session_scope
-from store.models import Environment
 from switchyard.errors import InputError
 
 EnvArgs = Annotated[list[str] | None, typer.Argument(metavar="[ENV]...", help="Environments, e.g. dev1 dev2.")]
@@ -32,6 +30,9 @@ WorkspaceOpt = Annotated[
 
 def workspace_for(workspace: Path | None) -> Path:
     """--workspace; else SWITCHYARD_WORKSPACE; else where ``env init`` put the environments; else the default."""
+    from store.db import session_scope
+    from store.models import Environment
+
     ctx = cli_context()
     if workspace is not None:
         return workspace.resolve()

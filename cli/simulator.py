@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from cli.render import console, print_json, table
 from switchyard.errors import InputError, NotFound, ServiceUnavailable
-from switchyard.settings import load_settings
 
 simulator_app = typer.Typer(help="Drive the running provider simulator: inject faults, heal.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -86,6 +84,10 @@ def parse_status(text: str) -> int | str:
 
 def control(method: str, path: str, body: Json | None = None) -> Json:
     """One call of the simulator's control API, its errors turned into messages that say what to do."""
+    import httpx  # only when the simulator is called
+
+    from switchyard.settings import load_settings
+
     url = load_settings().effective_simulator_url.rstrip("/")
     try:
         response = httpx.request(method, f"{url}{path}", json=body, timeout=5.0)

@@ -24,10 +24,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-MICROS = 1_000_000
+from store import names
 
-TERMINAL_STATUSES = ("succeeded", "failed", "rejected", "budget_exhausted", "no_provider", "cancelled")
-ACTIVE_STATUSES = ("queued", "running", "deferred")
+TERMINAL_STATUSES = names.TERMINAL_STATUSES  # their home is store.names: importable without SQLAlchemy
+ACTIVE_STATUSES = names.ACTIVE_STATUSES
+
+MICROS = 1_000_000
 
 
 def utcnow() -> datetime:
