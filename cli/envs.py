@@ -14,15 +14,14 @@ from cli.context import cli_context
 from cli.envargs import EnvArgs, JsonOpt, WorkspaceOpt, YesOpt, workspace_for
 from cli.ops import prepare
 from cli.render import console, err_console, print_json, table
-from environments.checks import CheckResult, parse_check_command
-from environments.workflow import select_environments
-from environments.workspace import EnvironmentInfo, WorkspaceReport, ensure_workspace
 from switchyard.errors import InputError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from environments.checks import CheckResult
     from environments.leftovers import Leftover
+    from environments.workspace import EnvironmentInfo, WorkspaceReport
     from tasks.context import Context
 
 env_app = typer.Typer(help="Environments (git working copies) and their stages.", no_args_is_help=True)
@@ -39,6 +38,8 @@ def init_report(
     ctx: Context, repository: str, workspace: Path | None, names: list[str] | None, *, check: str | None = None
 ) -> WorkspaceReport:
     """:func:`init_environments`, saying what was created or repaired (working copies, branches, SQL rows)."""
+    from environments.checks import parse_check_command
+    from environments.workspace import ensure_workspace
     from store import repo
     from store.db import session_scope
 
@@ -264,6 +265,7 @@ def env_clean_tasks(
     then delete the task/* branches no task needs any more (merged, or their task cancelled)."""
     from environments.branches import sweep_task_branches
     from environments.leftovers import find_leftovers, remove_leftovers
+    from environments.workflow import select_environments
 
     ctx = cli_context()
     root = workspace_for(workspace)
