@@ -18,8 +18,8 @@ def cli_context(**overrides: Any) -> Context:
 
 def db_context(**overrides: Any) -> Context:
     """The context of a command that reads or writes SQL: the schema is brought to head first."""
-    from tasks.send import prepare_database
+    from store.migrate import ensure_schema_once  # not tasks.send's: that loads Celery
 
     ctx = cli_context(**overrides)
-    prepare_database(ctx.database_url)
+    ensure_schema_once(ctx.database_url)
     return ctx
