@@ -11,19 +11,19 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-import apprise
-
 from switchyard.alert_urls import configured, instantiate, mask, scrub
 from switchyard.fleet_models import Fleet
 from switchyard.settings import Settings
 
 Send = Callable[[str, str, str, str], str | None]  # (url, title, body, cause) -> None when delivered, else why
-KINDS = {  # apprise's notification type per cause: how Slack, Discord or Teams colour it
-    "breaker_closed": apprise.NotifyType.SUCCESS,
-    "daily_report": apprise.NotifyType.INFO,
-    "test": apprise.NotifyType.INFO,
-    "task_failed": apprise.NotifyType.FAILURE,
-    "provider_disabled": apprise.NotifyType.FAILURE,
+# apprise's notification type per cause (how Slack, Discord or Teams colour it), by the type's name: apprise
+# itself is loaded by the first send, not by every worker at start (like switchyard.alert_urls.instantiate)
+KINDS = {
+    "breaker_closed": "SUCCESS",
+    "daily_report": "INFO",
+    "test": "INFO",
+    "task_failed": "FAILURE",
+    "provider_disabled": "FAILURE",
 }
 
 
@@ -52,14 +52,17 @@ def sender(timeout_s: float) -> Send:
 
 def send_one(url: str, title: str, body: str, cause: str, *, timeout_s: float) -> str | None:
     """Deliver one alert to ``url``; None when the receiver took it, else why not (masked)."""
+    import apprise  # noqa: PLC0415 -- see KINDS
+
     notifier = instantiate(url)
     if notifier is None:
         return f"{mask(url)}: apprise cannot parse this URL"
     target = cast(Any, notifier)
     target.socket_connect_timeout = target.socket_read_timeout = timeout_s
+    kind = apprise.NotifyType[KINDS.get(cause, "WARNING")]
     with cast(Any, apprise.LogCapture)(level=logging.WARNING) as captured:
         try:
-            ok = bool(target.notify(body=body, title=title, notify_type=KINDS.get(cause, apprise.NotifyType.WARNING)))
+            ok = bool(target.notify(body=body, title=title, notify_type=kind))
         except Exception as exc:  # noqa: BLE001 -- a plugin that raises is one more receiver that did not take it
             return f"{mask(url)}: {scrub(f'{type(exc).__name__}: {exc}', [url])}"
         said = captured.getvalue().strip().splitlines()

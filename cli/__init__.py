@@ -12,7 +12,6 @@ Switchyard needs (broker, database, state Redis, simulator) did not answer (Serv
 from __future__ import annotations
 
 import sys
-from importlib.metadata import version
 from typing import Annotated
 
 import typer
@@ -48,6 +47,8 @@ app.add_typer(profiles.config_app, name="config")
 
 def _print_version(wanted: bool) -> None:
     if wanted:
+        from importlib.metadata import version  # reads the installed metadata: only when asked
+
         print(f"switchyard {version('switchyard')}")
         raise typer.Exit()
 

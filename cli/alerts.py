@@ -15,8 +15,7 @@ from rich.markup import escape
 
 from cli.context import cli_context, db_context
 from cli.render import console, print_json, table
-from store import alerts as alert_rows
-from store.db import session_scope
+from store.names import ALERT_CAUSES
 from switchyard.errors import ConfigError, InputError
 
 alerts_app = typer.Typer(
@@ -29,11 +28,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 def alerts_list(
     as_json: JsonOpt = False,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="How many, newest first.")] = 50,
-    cause: Annotated[str | None, typer.Option("--cause", help=f"Only one of: {', '.join(alert_rows.CAUSES)}.")] = None,
+    cause: Annotated[str | None, typer.Option("--cause", help=f"Only one of: {', '.join(ALERT_CAUSES)}.")] = None,
 ) -> None:
     """The alerts recorded, newest first, with their delivery state."""
-    if cause is not None and cause not in alert_rows.CAUSES:
-        raise InputError(f"--cause {cause!r} is not a cause; choose one of: {', '.join(alert_rows.CAUSES)}")
+    from store import alerts as alert_rows
+    from store.db import session_scope
+
+    if cause is not None and cause not in ALERT_CAUSES:
+        raise InputError(f"--cause {cause!r} is not a cause; choose one of: {', '.join(ALERT_CAUSES)}")
     ctx = db_context()
     with session_scope(ctx.database_url) as session:
         rows = alert_rows.listing(session, limit=limit, cause=cause)

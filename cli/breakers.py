@@ -14,10 +14,10 @@ import typer
 from cli.context import cli_context, db_context
 from cli.render import console, print_json, table
 from switchyard.errors import InputError
-from tasks.context import Context
 
 if TYPE_CHECKING:
     from routing.breaker import Breakers
+    from tasks.context import Context
 
 breaker_app = typer.Typer(
     help="Provider circuit breakers: enable a disabled provider, reset one, heal its unusable models.",

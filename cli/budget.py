@@ -6,18 +6,18 @@ it, so it takes effect without a restart. ``budget list --json`` prints what ``G
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from cli.context import db_context
 from cli.render import console, print_json, table, usd
 from cli.tokens import record_cli
-from routing.ledger import Ledger
-from store.costs import budget_status
-from store.db import session_scope
-from switchyard.budgets import ACTIONS, SCOPES, WINDOWS, Budget
-from tasks.context import Context
+from switchyard.vocabulary import ACTIONS, SCOPES, WINDOWS
+
+if TYPE_CHECKING:
+    from switchyard.budgets import Budget
+    from tasks.context import Context
 
 budget_app = typer.Typer(help="Budgets: caps per scope and window, and what they hold now.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -26,6 +26,9 @@ COLUMNS = ("scope", "target", "window", "cap", "alert", "action", "used", "remai
 
 def budget_rows(ctx: Context) -> dict[str, Any]:
     """Every effective budget with its current window: the body of ``budget list --json`` and the API."""
+    from store.costs import budget_status
+    from store.db import session_scope
+
     with session_scope(ctx.database_url) as session:
         return {"budgets": budget_status(session, ctx.fleet)}
 
@@ -52,6 +55,8 @@ def budget_set(
     as_json: JsonOpt = False,
 ) -> None:
     """Add or replace a budget; it applies from the next hold, without a restart."""
+    from routing.ledger import Ledger
+
     ctx = db_context()
     before = _alert_of(budget_rows(ctx)["budgets"], scope, target, window)
     budget = Ledger(ctx.database_url, ctx.fleet).set_budget(
@@ -78,6 +83,7 @@ def budget_remove(
     """Remove a budget set with `budget set`; the fleet file's budget for the same key, if any, applies again."""
     ctx = db_context()
     from store.budgets import delete_override
+    from store.db import session_scope
 
     with session_scope(ctx.database_url) as session:
         delete_override(session.connection(), scope=scope, target=target, window=window)

@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from cli.render import console, table, usd
-from store.costs import UNKNOWN_COST
-from store.models import ACTIVE_STATUSES, TERMINAL_STATUSES
+from store.names import ACTIVE_STATUSES, TERMINAL_STATUSES
 
 Row = dict[str, Any]
 HEADER = ("id", "kind", "group", "environment", "stage", "status", "title", "provider", "model", "reason")
@@ -85,6 +84,8 @@ def _short(task: Row) -> str:
 
 
 def _attempts(attempts: list[Row]) -> None:
+    from store.costs import UNKNOWN_COST  # SQLAlchemy: only when a task is shown
+
     if not attempts:
         return
     columns = ("#", "provider", "model", "status", "in", "out", "cost", "error")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -13,12 +13,11 @@ from rich.markup import escape
 from cli.context import cli_context
 from cli.ops import prepare
 from cli.render import console, print_json, table
-from environments import workflow
-from environments.workflow import Outcome
-from environments.workspace import EnvironmentInfo
-from store.db import session_scope
-from store.models import Environment
 from switchyard.errors import InputError
+
+if TYPE_CHECKING:
+    from environments.workflow import Outcome
+    from environments.workspace import EnvironmentInfo
 
 EnvArgs = Annotated[list[str] | None, typer.Argument(metavar="[ENV]...", help="Environments, e.g. dev1 dev2.")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every environment of the workspace.")]
@@ -32,6 +31,9 @@ WorkspaceOpt = Annotated[
 
 def workspace_for(workspace: Path | None) -> Path:
     """--workspace; else SWITCHYARD_WORKSPACE; else where ``env init`` put the environments; else the default."""
+    from store.db import session_scope
+    from store.models import Environment
+
     ctx = cli_context()
     if workspace is not None:
         return workspace.resolve()
@@ -46,6 +48,8 @@ def workspace_for(workspace: Path | None) -> Path:
 def chosen(
     command: str, workspace: Path, names: list[str] | None, every: bool, *, writes: bool
 ) -> list[EnvironmentInfo]:
+    from environments import workflow
+
     if names and every:
         raise InputError("name environments or pass --all, not both")
     if not names and not every and writes:
@@ -62,6 +66,8 @@ def outcomes_for(
     *,
     writes: bool,
 ) -> list[Outcome]:
+    from environments import workflow
+
     root = workspace_for(workspace)
     infos = chosen(command, root, names, every, writes=writes)
     return workflow.run_each(command, infos, lambda info: action(root, info))

@@ -24,7 +24,6 @@ from rich.markup import escape
 from cli.context import cli_context
 from cli.envargs import AllOpt, EnvArgs, JsonOpt, WorkspaceOpt, chosen, finish, outcomes_for, report, workspace_for
 from cli.render import console, print_json, table
-from environments import upstream, workflow
 from switchyard.errors import InputError
 
 
@@ -32,6 +31,8 @@ def status(
     names: EnvArgs = None, every: AllOpt = False, workspace: WorkspaceOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Branch, ahead/behind its base, and uncommitted files (all environments when none is named)."""
+    from environments import workflow
+
     outcomes = outcomes_for("status", names, every, workspace, workflow.status, writes=False)
     if as_json:
         print_json([outcome.as_dict() for outcome in outcomes])
@@ -52,6 +53,8 @@ def sync(
     names: EnvArgs = None, every: AllOpt = False, workspace: WorkspaceOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Fetch origin and fast-forward env/<name> to origin's base branch; refuses when they have diverged."""
+    from environments import upstream, workflow
+
     root = workspace_for(workspace)
     infos = chosen("sync", root, names, every, writes=True)
     upstream.fetch_origin(root)  # once, for every environment
@@ -65,6 +68,8 @@ def feature(
     as_json: JsonOpt = False,
 ) -> None:
     """Create and switch to feature/<env>/<YYYYMMDD>-<NAME>, starting at env/<env>."""
+    from environments import workflow
+
     if len(args) == 1 and not every:
         raise InputError(f"name the environments, then the feature: e.g. {feature_example(args[0])}")
     name, today = args[-1], date.today()
@@ -92,6 +97,8 @@ def commit(
     as_json: JsonOpt = False,
 ) -> None:
     """Commit every change (new, changed and deleted files); refuses when there is nothing to commit."""
+    from environments import workflow
+
     if not message.strip():
         raise InputError("the commit message is empty; pass -m 'what changed'")
     action = partial(workflow.commit, message=message)
@@ -102,6 +109,8 @@ def push(
     names: EnvArgs = None, every: AllOpt = False, workspace: WorkspaceOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Push the checked-out branch to origin (the source repository) under the same name."""
+    from environments import upstream
+
     report("push", outcomes_for("push", names, every, workspace, upstream.push, writes=True), as_json)
 
 
@@ -109,6 +118,8 @@ def pull(
     names: EnvArgs = None, every: AllOpt = False, workspace: WorkspaceOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Fetch origin and fast-forward the checked-out branch to origin's branch of the same name."""
+    from environments import upstream
+
     report("pull", outcomes_for("pull", names, every, workspace, upstream.pull, writes=True), as_json)
 
 
@@ -120,6 +131,8 @@ def log(
     as_json: JsonOpt = False,
 ) -> None:
     """The last commits of the checked-out branch (all environments when none is named)."""
+    from environments import workflow
+
     workflow.check_count(count)
     outcomes = outcomes_for("log", names, every, workspace, partial(workflow.log, count=count), writes=False)
     if as_json:
@@ -144,6 +157,8 @@ def diff(
     """Changes against the environment's base (origin's base branch for env/<env>, env/<env> for a feature
     branch): its commits and uncommitted changes; --uncommitted for those alone (all environments when none
     is named)."""
+    from environments import workflow
+
     work = partial(workflow.diff, stat=stat, uncommitted=uncommitted)
     outcomes = outcomes_for("diff", names, every, workspace, work, writes=False)
     if as_json:

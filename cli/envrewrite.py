@@ -10,19 +10,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.envargs import AllOpt, EnvArgs, JsonOpt, WorkspaceOpt, YesOpt, chosen, report, workspace_for
 from cli.render import err_console
-from environments import rewrite, workflow
-from environments.git import rev_parse
-from environments.workflow import Outcome
-from environments.workspace import EnvironmentInfo
 from switchyard.errors import InputError
 
-Hints = Callable[[EnvironmentInfo], list[str]]  # what a destructive command will do, shown before asking
+if TYPE_CHECKING:
+    from environments.workflow import Outcome
+    from environments.workspace import EnvironmentInfo
+
+Hints = Callable[["EnvironmentInfo"], list[str]]  # what a destructive command will do, shown before asking
 
 
 def confirm(command: str, where: str, yes: bool) -> None:
@@ -45,11 +45,16 @@ def show_hints(infos: list[EnvironmentInfo], hints: Hints) -> None:
 
 
 def _head_hints(info: EnvironmentInfo) -> list[str]:
+    from environments import workflow
+    from environments.git import rev_parse
+
     head = rev_parse("HEAD", cwd=workflow.require_worktree(info))
     return [f"HEAD is {head[:12]}; undo afterwards with: git -C {info.path} reset --hard {head}"]
 
 
 def _clean_hints(info: EnvironmentInfo) -> list[str]:
+    from environments import rewrite
+
     found = rewrite.preview(info)
     lines = [f"would remove (cannot be recovered): {name}" for name in found["untracked"]]
     lines += [f"would discard (saved as a stash entry first): {name}" for name in found["tracked"]]
@@ -66,6 +71,8 @@ def destructive(
     hints: Hints,
     action: Callable[[Path, EnvironmentInfo], Outcome],
 ) -> None:
+    from environments import workflow
+
     root = workspace_for(workspace)
     infos = chosen(command, root, names, every, writes=True)
     show_hints(infos, hints)
@@ -81,6 +88,8 @@ def clean(
     as_json: JsonOpt = False,
 ) -> None:
     """DESTRUCTIVE: remove untracked files and discard changes to tracked ones (those are saved as a stash entry)."""
+    from environments import rewrite
+
     destructive("clean", names, every, workspace, yes, as_json, _clean_hints, rewrite.clean)
 
 
@@ -92,6 +101,8 @@ def rebase(
     as_json: JsonOpt = False,
 ) -> None:
     """DESTRUCTIVE: rebase the checked-out feature branch onto env/<name>; a conflict aborts it, unchanged."""
+    from environments import rewrite
+
     destructive("rebase", names, every, workspace, yes, as_json, _head_hints, rewrite.rebase)
 
 
@@ -105,6 +116,7 @@ def reset(
 ) -> None:
     """DESTRUCTIVE: reset --hard the checked-out branch to env/<name> (or --to REF); uncommitted changes are
     saved as a stash entry first."""
+    from environments import rewrite
 
     def hints(info: EnvironmentInfo) -> list[str]:
         return [f"would reset to {to or info.branch} ({rewrite.resolve_target(info, to)[:12]})", *_head_hints(info)]

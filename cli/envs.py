@@ -5,27 +5,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.orm import Session
 
 from cli import envflow, envrewrite
 from cli.context import cli_context
 from cli.envargs import EnvArgs, JsonOpt, WorkspaceOpt, YesOpt, workspace_for
 from cli.ops import prepare
 from cli.render import console, err_console, print_json, table
-from environments.branches import sweep_task_branches
-from environments.checks import CheckResult, parse_check_command
-from environments.leftovers import Leftover, find_leftovers, remove_leftovers
-from environments.promote import check_at, promote
-from environments.workflow import select_environments
-from environments.workspace import EnvironmentInfo, WorkspaceReport, ensure_workspace
-from store import repo
-from store.db import session_scope
-from store.models import Environment, Stage
 from switchyard.errors import InputError
-from tasks.context import Context
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from environments.checks import CheckResult
+    from environments.leftovers import Leftover
+    from environments.workspace import EnvironmentInfo, WorkspaceReport
+    from tasks.context import Context
 
 env_app = typer.Typer(help="Environments (git working copies) and their stages.", no_args_is_help=True)
 
@@ -41,6 +38,11 @@ def init_report(
     ctx: Context, repository: str, workspace: Path | None, names: list[str] | None, *, check: str | None = None
 ) -> WorkspaceReport:
     """:func:`init_environments`, saying what was created or repaired (working copies, branches, SQL rows)."""
+    from environments.checks import parse_check_command
+    from environments.workspace import ensure_workspace
+    from store import repo
+    from store.db import session_scope
+
     fleet = ctx.fleet.environments
     chosen = names or fleet.names
     unknown = [n for n in chosen if n not in fleet.names]
@@ -79,6 +81,8 @@ def init_report(
 
 def _recorded(session: Session, info: EnvironmentInfo) -> bool:
     """True when the environment's SQL rows already say what ``info`` says (then they are left alone)."""
+    from store.models import Environment, Stage
+
     row = session.get(Environment, info.name)
     if row is None:
         return False
@@ -130,6 +134,8 @@ def run_checks_once(
     ctx: Context, workspace: Path, infos: list[EnvironmentInfo]
 ) -> list[tuple[list[str], str, CheckResult]]:
     """Each distinct check command, run once on the tip of the first environment that has it."""
+    from environments.promote import check_at
+
     by_command: dict[str, list[EnvironmentInfo]] = {}
     for info in infos:
         by_command.setdefault(info.check_command, []).append(info)
@@ -186,6 +192,9 @@ def _info_dict(info: EnvironmentInfo) -> dict[str, object]:
 @env_app.command("list")
 def env_list(as_json: JsonOpt = False) -> None:
     """The environments recorded in SQL."""
+    from store.db import session_scope
+    from store.models import Environment
+
     ctx = cli_context()
     prepare(ctx)
     with session_scope(ctx.database_url) as session:
@@ -223,6 +232,8 @@ def env_promote(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the environment's check on the previous stage's tip; fast-forward the --to stage only if it passes."""
+    from environments.promote import promote
+
     ctx = cli_context()
     root = workspace_for(workspace)
     result = promote(root, environment, to, database_url=ctx.database_url)
@@ -252,6 +263,10 @@ def env_clean_tasks(
 ) -> None:
     """Remove the worktrees failed tasks left under .tasks/ for inspection (of the environments named, or all),
     then delete the task/* branches no task needs any more (merged, or their task cancelled)."""
+    from environments.branches import sweep_task_branches
+    from environments.leftovers import find_leftovers, remove_leftovers
+    from environments.workflow import select_environments
+
     ctx = cli_context()
     root = workspace_for(workspace)
     select_environments(root, envs or [])  # validates the names

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli.context import cli_context, db_context
 from cli.render import console, err_console, print_json, table
-from store.db import session_scope
-from switchyard.settings import Settings
-from tasks.context import Context
+
+if TYPE_CHECKING:
+    from switchyard.settings import Settings
+    from tasks.context import Context
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -156,6 +157,7 @@ def down() -> None:
 def prepare(ctx: Context) -> None:
     """Schema at head and the groups table equal to the fleet file."""
     from store import repo
+    from store.db import session_scope
     from tasks.send import prepare_database
 
     prepare_database(ctx.database_url)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,10 +16,10 @@ from cli.context import db_context
 from cli.render import console, print_json, table
 from reports import render
 from reports.period import KEYS
-from reports.report import cost_report
-from store.db import session_scope
 from switchyard.errors import InputError
-from tasks.context import Context
+
+if TYPE_CHECKING:
+    from tasks.context import Context
 
 FORMATS = ("table", "json", "csv", "html", "png")
 SAVINGS = ("tasks", "succeeded", "cost_usd", "baseline_usd", "saving_usd", "saving_pct")
@@ -41,6 +41,9 @@ def report(
 ) -> None:
     """Spend by env, stage, group, kind, provider, model, day or hour; reconciled with the ledger (default: this
     month). Tables, JSON, CSV, a self-contained HTML file with charts, or the main chart as a PNG."""
+    from reports.report import cost_report
+    from store.db import session_scope
+
     if fmt not in FORMATS:
         raise InputError(f"--format: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "png" and out is None:
@@ -103,6 +106,9 @@ def _tables(data: dict[str, Any], savings: bool, out: Path | None) -> None:
 
 def print_savings(ctx: Context) -> None:
     """What ``switchyard report --by group --baseline claude --savings`` prints (the demo ends with it)."""
+    from reports.report import cost_report
+    from store.db import session_scope
+
     with session_scope(ctx.database_url) as session:
         data = cost_report(session, ctx.fleet, now=datetime.now(UTC), by="group", baseline="claude")
     _tables(data, True, None)

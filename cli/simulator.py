@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 
 from cli.render import console, print_json, table
-from switchyard.settings import load_settings
 
 simulator_app = typer.Typer(help="Drive the running provider simulator: inject faults, heal.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -80,6 +79,8 @@ def show(provider: str, view: Json, as_json: bool) -> None:
 
 
 def _url() -> str:
+    from switchyard.settings import load_settings  # pydantic-settings only when a command runs
+
     return load_settings().effective_simulator_url
 
 

@@ -8,7 +8,6 @@ from store.db import session_scope
 from store.queries import environment_status, group_status
 from tasks.context import Context
 from workers.health import broker_ok, control_app, database_ok, queue_depths, workers_by_group
-from workers.launcher import fleet_status
 
 Row = dict[str, Any]
 
@@ -23,7 +22,7 @@ def groups_view(ctx: Context, *, timeout: float | None = None) -> list[Row]:
     if reachable:
         app = control_app(ctx.settings, ctx.fleet)
         try:
-            live = workers_by_group(app, ctx.fleet, timeout)
+            live = workers_by_group(app, ctx.fleet, timeout, expect=known_workers(ctx))
         finally:
             app.close()
     depths = queue_depths(url, ctx.fleet) if reachable else {}
@@ -33,6 +32,21 @@ def groups_view(ctx: Context, *, timeout: float | None = None) -> list[Row]:
         workers = live.get(row["name"], [])
         row.update(workers=workers, live_workers=len(workers), queue_depth=depths.get(row["name"]))
     return rows
+
+
+def known_workers(ctx: Context) -> int | None:
+    """How many workers there are, when that is known: on the embedded broker (loopback only) every worker is
+    one that ``up`` started here and recorded in a pidfile, so the inspection can end when those answered.
+    None with any other broker, where workers of other hosts may answer too (then the whole window is waited)."""
+    from workers import pidfiles
+    from workers.services import LOOPBACK, WORKER_PREFIX
+
+    if not ctx.settings.embedded_broker or ctx.settings.host not in LOOPBACK:
+        return None
+    run_dir = ctx.settings.run_dir
+    names = [name for name in pidfiles.pidfile_names(run_dir) if name.startswith(WORKER_PREFIX)]
+    records = [pidfiles.read_pidfile(run_dir, name) for name in names]
+    return sum(1 for r in records if r is not None and pidfiles.record_alive(r)) or None
 
 
 def environments_view(ctx: Context) -> list[Row]:
@@ -59,6 +73,8 @@ def environments_view(ctx: Context) -> list[Row]:
 
 def health_view(ctx: Context) -> list[Row]:
     """Database, broker and every process `up` started: each with ok and a detail."""
+    from workers.launcher import fleet_status  # the launcher loads httpx for its probes: only here
+
     db_problem = database_ok(ctx.database_url)
     broker_problem = broker_ok(ctx.settings.effective_broker_url)
     checks: list[Row] = [

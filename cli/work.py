@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli.context import db_context
 from cli.detail import show_detail
 from cli.render import console, err_console, print_json, table, usd
-from store.chains import chain_end, links
-from store.db import session_scope
-from store.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Task
-from store.queries import list_tasks, resolve_task_id, task_detail
+from store.names import ACTIVE_STATUSES, TERMINAL_STATUSES
 from switchyard.errors import InputError, NotFound
-from switchyard.fleet import KINDS
-from tasks import actions
-from tasks.context import Context
+from switchyard.vocabulary import KINDS
+
+if TYPE_CHECKING:
+    from tasks import actions
+    from tasks.context import Context
 
 tasks_app = typer.Typer(help="List, inspect, retry, cancel and resume tasks.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -115,6 +114,10 @@ def report_chain(ctx: Context, task_id: str, timeout: float, *, as_json: bool, d
 
 
 def wait_for_chain(ctx: Context, task_id: str, timeout: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from store.chains import chain_end, links
+    from store.db import session_scope
+    from store.models import Task
+
     deadline = time.monotonic() + timeout
     while True:
         with session_scope(ctx.database_url) as session:
@@ -130,6 +133,8 @@ def wait_for_chain(ctx: Context, task_id: str, timeout: float) -> tuple[list[dic
 
 def resolve_ids(ctx: Context, refs: list[str]) -> list[str]:
     """Full task ids for ids or prefixes, as ``tasks show`` takes them."""
+    from store.db import session_scope
+    from store.queries import resolve_task_id
     from tasks.send import prepare_database
 
     prepare_database(ctx.database_url)
@@ -147,6 +152,9 @@ def resolve_ids(ctx: Context, refs: list[str]) -> list[str]:
 
 
 def wait_for(ctx: Context, task_id: str, timeout: float) -> dict[str, Any]:
+    from store.db import session_scope
+    from store.queries import task_detail
+
     deadline = time.monotonic() + timeout
     while True:
         with session_scope(ctx.database_url) as session:
@@ -170,6 +178,9 @@ def tasks_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Tasks, newest first."""
+    from store.db import session_scope
+    from store.queries import list_tasks
+
     ctx = db_context()
     check_filters(ctx, env=env, status=status, kind=kind)
     with session_scope(ctx.database_url) as session:
@@ -204,6 +215,9 @@ def tasks_show(
     task_id: Annotated[str, typer.Argument(help="The task's id or its first characters.")], as_json: JsonOpt = False
 ) -> None:
     """One task with its attempts, results, reviews, merges and the chain it belongs to."""
+    from store.db import session_scope
+    from store.queries import resolve_task_id, task_detail
+
     ctx = db_context()
     with session_scope(ctx.database_url) as session:
         try:
@@ -229,6 +243,9 @@ def check_filters(ctx: Context, *, env: str | None, status: str | None, kind: st
 
 
 def _full_id(ctx: Context, ref: str) -> str:
+    from store.db import session_scope
+    from store.queries import resolve_task_id
+
     with session_scope(ctx.database_url) as session:
         try:
             full = resolve_task_id(session, ref)
@@ -271,6 +288,8 @@ def tasks_retry(
 ) -> None:
     """Run a task that ended without success again; when it succeeds its pipeline goes on. Charges already
     made stay and are not made again (new attempts take the next numbers)."""
+    from tasks import actions
+
     ctx = db_context()
     done = [actions.retry(ctx, _full_id(ctx, task_id))]
     if wait:
@@ -286,6 +305,8 @@ def tasks_cancel(
 ) -> None:
     """End a queued, deferred or running task as cancelled: it is not run (a run in progress stops at its next
     look), the holds of calls not in progress are released, and its worktree is kept."""
+    from tasks import actions
+
     ctx = db_context()
     _print_done([actions.cancel(ctx, _full_id(ctx, task_id))], as_json)
 
@@ -299,6 +320,8 @@ def tasks_resume(
 ) -> None:
     """Carry on a stopped pipeline: retry every task in it that ended without success with nothing after it,
     and make the follow-ups a succeeded task never got."""
+    from tasks import actions
+
     ctx = db_context()
     done = actions.resume(ctx, _full_id(ctx, task_id))
     if wait:

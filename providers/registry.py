@@ -18,11 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from providers.base import Provider
-from providers.claude import ClaudeProvider
 from providers.claude_cli import ClaudeCliProvider
-from providers.codex import CodexProvider
 from providers.codex_cli import CodexCliProvider
-from providers.ollama import OllamaProvider
 from switchyard.errors import ConfigError, ProviderDown
 from switchyard.fleet import Fleet, Price
 from switchyard.settings import REPO_ROOT, Settings
@@ -133,10 +130,18 @@ def build_provider(name: str, settings: Settings, fleet: Fleet, transport: str =
     if transport == "cli":
         return _build_cli(name, settings, fleet, where)
     timeout = fleet.limits.provider_timeout_s
+    # each SDK (anthropic alone is ~45 MB) is loaded by the first process that calls its provider, not by
+    # every worker, beat and Flower at start
     if name == "claude":
+        from providers.claude import ClaudeProvider  # noqa: PLC0415
+
         return ClaudeProvider(base_url=where.base_url, api_key=where.secret or "", timeout=timeout)
     if name == "codex":
+        from providers.codex import CodexProvider  # noqa: PLC0415
+
         return CodexProvider(base_url=where.base_url, api_key=where.secret or "", timeout=timeout)
+    from providers.ollama import OllamaProvider  # noqa: PLC0415
+
     return OllamaProvider(host=where.base_url or "", timeout=timeout)
 
 

@@ -22,20 +22,19 @@ from sqlalchemy import Connection, CursorResult, Table, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from store import names
 from store.models import AlertRow, utcnow
 
-BUDGET_ALERT = "budget_alert"  # a budget's window reached its alert line
-BUDGET_CAP = "budget_cap"  # a budget's cap blocked (or degraded) a paid provider in its window
-BREAKER_OPENED = "breaker_opened"
-BREAKER_CLOSED = "breaker_closed"
-PROVIDER_DISABLED = "provider_disabled"  # a 401/403: no call until an operator enables it
-TASK_FAILED = "task_failed"  # every rung the task could reach failed
-DAILY_REPORT = "daily_report"
-CHARGE_OVER_HOLD = "charge_over_hold"  # a call was charged more than its hold: a bug, or an agent CLI's overshoot
-CAUSES = (
-    *(BUDGET_ALERT, BUDGET_CAP, BREAKER_OPENED, BREAKER_CLOSED, PROVIDER_DISABLED, TASK_FAILED, DAILY_REPORT),
-    CHARGE_OVER_HOLD,
-)
+# their home is store.names (importable without SQLAlchemy, for the CLI's help text)
+BUDGET_ALERT = names.BUDGET_ALERT
+BUDGET_CAP = names.BUDGET_CAP
+BREAKER_OPENED = names.BREAKER_OPENED
+BREAKER_CLOSED = names.BREAKER_CLOSED
+PROVIDER_DISABLED = names.PROVIDER_DISABLED
+TASK_FAILED = names.TASK_FAILED
+DAILY_REPORT = names.DAILY_REPORT
+CHARGE_OVER_HOLD = names.CHARGE_OVER_HOLD
+CAUSES = names.ALERT_CAUSES
 STATES = ("pending", "delivered", "failed", "unsent")
 _TABLE = cast(Table, AlertRow.__table__)
 

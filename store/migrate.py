@@ -17,22 +17,23 @@ The URL never reaches Alembic's config or logs: this module opens the connection
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from filelock import FileLock, Timeout
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from store.db import make_engine
+from store.db import get_engine, make_engine
 from switchyard.errors import ServiceUnavailable
 from switchyard.private import FILE_MODE
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key: any constant bigint that no other part of Switchyard uses ("Swyd" in ASCII).
@@ -42,12 +43,16 @@ LOCK_TIMEOUT_S = 300.0
 
 def alembic_config() -> Config:
     """Alembic's config, built in code: the scripts live beside this module, wherever it is installed."""
+    from alembic.config import Config  # noqa: PLC0415 -- Alembic only when a migration runs (see ensure_schema)
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
 def head() -> str:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
     revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if revision is None:  # only possible if the versions folder were emptied
         raise RuntimeError(f"no migrations found in {MIGRATIONS / 'versions'}")
@@ -96,6 +101,8 @@ def _connect(engine: Engine, url: str) -> Connection:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database at ``url`` up to ``revision``; nothing happens when it is there already."""
+    from alembic import command  # noqa: PLC0415
+
     with _migration_connection(url) as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
@@ -104,6 +111,8 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def downgrade(url: str, revision: str) -> None:
     """Migrate down to ``revision`` (``"base"`` drops every table). For development and tests."""
+    from alembic import command  # noqa: PLC0415
+
     with _migration_connection(url) as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
@@ -111,6 +120,8 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def current(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+
     engine = make_engine(url)
     try:
         with _connect(engine, url) as conn:
@@ -120,13 +131,62 @@ def current(url: str) -> str | None:
 
 
 def ensure_schema(url: str) -> None:
-    """Bring the schema to head; idempotent, and safe to call from several processes at once."""
+    """Bring the schema to head; idempotent, and safe to call from several processes at once. A database
+    already at head is told by one query, without loading Alembic (every CLI command starts here)."""
+    if at_head(url):
+        return
     upgrade(url, "head")
+
+
+_schema_ready: set[str] = set()
+
+
+def ensure_schema_once(url: str) -> None:
+    """:func:`ensure_schema` once per process and URL."""
+    if url not in _schema_ready:
+        ensure_schema(url)
+        _schema_ready.add(url)
+
+
+_REVISION = re.compile(r"^revision(?:\s*:\s*str)?\s*=\s*[\"']([^\"']+)[\"']", re.M)
+_DOWN = re.compile(r"^down_revision(?:\s*:[^=]*)?=\s*(.+)$", re.M)
+
+
+def quick_head() -> str | None:
+    """The newest revision, read from the version files' ``revision``/``down_revision`` lines without Alembic;
+    None when they do not name exactly one head plainly (then :func:`ensure_schema` asks Alembic)."""
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(text), _DOWN.search(text)
+        if revision is None or down is None:
+            return None
+        revisions.add(revision.group(1))
+        downs.update(re.findall(r"[\"']([^\"']+)[\"']", down.group(1)))
+    heads = revisions - downs
+    return heads.pop() if len(heads) == 1 else None
+
+
+def at_head(url: str) -> bool:
+    """Whether the database at ``url`` is at :func:`quick_head` (False when it cannot tell: Alembic decides)."""
+    wanted = quick_head()
+    if wanted is None:
+        return False
+    try:
+        with get_engine(url).connect() as conn:
+            found = [row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))]
+    except SQLAlchemyError:  # no table yet, or the database away: the full path says what is wrong
+        return False
+    return found == [wanted]
 
 
 def make_revision(url: str, message: str) -> Path:
     """Write the next revision (``0002_<message>.py``, ...) from the difference between the models and the
     database at ``url``, which must be at head. Read and fix the file before committing it."""
+    from alembic import command  # noqa: PLC0415
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
     with _migration_connection(url) as conn:
         config = alembic_config()
         config.attributes["connection"] = conn

@@ -24,10 +24,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-MICROS = 1_000_000
+from store import names
 
-TERMINAL_STATUSES = ("succeeded", "failed", "rejected", "budget_exhausted", "no_provider", "cancelled")
-ACTIVE_STATUSES = ("queued", "running", "deferred")
+TERMINAL_STATUSES = names.TERMINAL_STATUSES  # their home is store.names: importable without SQLAlchemy
+ACTIVE_STATUSES = names.ACTIVE_STATUSES
+
+MICROS = 1_000_000
 
 
 def utcnow() -> datetime:
@@ -485,6 +487,8 @@ class ReportTask(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     cost_micros: Mapped[int] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(BigInteger)
+
+
 # --- access control (store/tokens.py, store/audit.py; enforced by web/auth.py) ----------------------------
 
 

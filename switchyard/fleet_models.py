@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Literal, cast, get_args
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from switchyard import vocabulary
 from switchyard.alert_urls import problem
 from switchyard.errors import ConfigError
 
-Kind = Literal["plan", "dev_task", "pr_review", "pr_impl", "pr_integ"]
-KINDS: tuple[str, ...] = get_args(Kind)
-Scope = Literal["all", "environment", "stage", "group", "provider"]
-Window = Literal["hour", "day", "month"]
+# the fleet's words live in switchyard.vocabulary (importable without pydantic); named here too, as before
+Kind = vocabulary.Kind
+KINDS = vocabulary.KINDS
+Scope = vocabulary.Scope
+Window = vocabulary.Window
+CLI_KINDS = vocabulary.CLI_KINDS
+
 Transport = Literal["api", "cli"]
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-# the kinds an agent CLI can serve: their handler gives it a worktree to edit (tasks/kinds: ``workdir``); a
-# review or a plan has none, so a ``cli`` transport on them fails every attempt
-CLI_KINDS: tuple[str, ...] = ("dev_task", "pr_impl", "pr_integ")
 # the database connections of one worker process (store/db.py): the engine's pool and its overflow; each
 # session (thread) may hold one from the pool and, up to DB_KEPT_MAX threads, one kept for the ledger; the
 # lease renewer and the outbox's sender take DB_RESERVED more. PostgreSQL allows 100 by default, 3 reserved.

@@ -17,21 +17,18 @@ from kombu.exceptions import OperationalError
 from celeryconfig import task_name
 from store import outbox
 from store.db import session_scope
-from store.migrate import ensure_schema
+from store.migrate import ensure_schema_once
 from tasks.app import app_for
 from tasks.context import Context
 from tasks.labels import labels_of
 from tasks.outbox import retry_at
 
 log = logging.getLogger(__name__)
-_schema_ready: set[str] = set()
 
 
 def prepare_database(url: str) -> None:
     """Bring the schema to head once per process and URL."""
-    if url not in _schema_ready:
-        ensure_schema(url)
-        _schema_ready.add(url)
+    ensure_schema_once(url)
 
 
 def put_on_queue(ctx: Context, task_id: str, kind: str) -> None:

@@ -145,7 +145,7 @@ def test_demo_runs_the_fleet_and_stops_it(tmp_path: Path) -> None:
 
 def test_the_next_steps_after_the_demo_name_its_profile() -> None:
     """Printed at the end of the demo: a bare `switchyard down` would stop the user's own fleet, not the demo's."""
-    from cli.demo import next_steps
+    from cli.demo_run import next_steps
 
     text = next_steps("127.0.0.1", 5555, 8700)
     assert "http://127.0.0.1:5555" in text and "http://127.0.0.1:8700" in text

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from reports import charts, render
+from reports import render
 from reports.report import cost_report
 from web.deps import ContextDep, SessionDep
 
@@ -48,7 +48,11 @@ def report_costs(context: ContextDep, session: SessionDep, query: Annotated[Repo
     data = cost_report(session, context.fleet, now=datetime.now(UTC), **asked)
     if query.format == "csv":
         return Response(render.to_csv(data), media_type="text/csv; charset=utf-8")
-    return {**data, "charts": charts.chart_specs(data)} if query.charts else data
+    if not query.charts:
+        return data
+    from reports import charts  # noqa: PLC0415 -- altair and its Vega tools (~30 MB): only when charts are asked for
+
+    return {**data, "charts": charts.chart_specs(data)}
 
 
 def costs_page() -> FileResponse:
@@ -58,4 +62,6 @@ def costs_page() -> FileResponse:
 def vega_js() -> Response:
     """Vega, Vega-Lite and Vega-Embed from the installed vl-convert-python package, for ``/costs``."""
     headers = {"Cache-Control": "public, max-age=86400"}
+    from reports import charts  # noqa: PLC0415 -- see report_costs
+
     return Response(charts.vega_bundle(), media_type="text/javascript; charset=utf-8", headers=headers)

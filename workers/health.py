@@ -95,9 +95,16 @@ def control_app(settings: Settings, fleet: Fleet) -> Celery:
     return app
 
 
-def workers_by_group(app: Celery, fleet: Fleet, timeout: float = 1.0) -> dict[str, list[str]]:
-    """The worker nodes that answered, by the group whose queue they consume; every group is a key."""
-    replies: dict[str, list[dict[str, Any]]] = app.control.inspect(timeout=timeout).active_queues() or {}
+def workers_by_group(
+    app: Celery, fleet: Fleet, timeout: float = 1.0, *, expect: int | None = None
+) -> dict[str, list[str]]:
+    """The worker nodes that answered, by the group whose queue they consume; every group is a key.
+
+    The broadcast waits ``timeout`` for replies, since it cannot know who will answer. When the caller knows
+    every worker there is (``expect`` of them: a local fleet on its embedded broker), it ends as soon as that
+    many have answered; a worker that is down still costs the whole ``timeout``."""
+    inspect = app.control.inspect(timeout=timeout, limit=expect if expect else None)
+    replies: dict[str, list[dict[str, Any]]] = inspect.active_queues() or {}
     by_queue: dict[str, list[str]] = {}
     for node, queues in replies.items():
         for queue in queues or []:

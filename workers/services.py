@@ -31,6 +31,7 @@ from switchyard.settings import REPO_ROOT, Settings
 from workers import broker
 
 CELERY_APP = "tasks.app"
+MONITOR_APP = "tasks.app:monitor"  # Flower's: no task modules loaded (tasks/app.py)
 WORKER_PREFIX = "worker-"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 WORKING_DIR = REPO_ROOT  # children run from the repository root, so tasks.app, web.app and providers import
@@ -111,7 +112,7 @@ def flower_args(host: str, port: int, db: Path) -> list[str]:
     """Arguments after ``celery`` that run Flower on ``host:port``, keeping its history in ``db`` across restarts
     (Flower's persistent mode: saved every :data:`FLOWER_SAVE_EVERY_MS` and when it stops, loaded at start)."""
     return [
-        "-A", CELERY_APP, "flower", f"--address={host}", f"--port={port}",
+        "-A", MONITOR_APP, "flower", f"--address={host}", f"--port={port}",
         "--persistent=True", f"--db={db}", f"--state_save_interval={FLOWER_SAVE_EVERY_MS}",
     ]  # fmt: skip
 
