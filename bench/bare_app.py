@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 import anthropic
 from celery import Celery
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, insert
+from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, Text, create_engine, insert
 
 QUEUE = "bare"
 metadata = MetaData()
@@ -37,15 +38,14 @@ app.conf.update(
     task_default_queue=QUEUE,
     worker_hijack_root_logger=False,
 )
-_engine = None
-_client = None
+_made: dict[str, Any] = {}  # the engine and the SDK client of this process, made on first use
 
 
-def engine():  # type: ignore[no-untyped-def]
-    global _engine
-    if _engine is None:
-        _engine = create_engine(os.environ["BENCH_DATABASE_URL"], connect_args=_connect_args())
-    return _engine
+def engine() -> Engine:
+    if "engine" not in _made:
+        _made["engine"] = create_engine(os.environ["BENCH_DATABASE_URL"], connect_args=_connect_args())
+    made: Engine = _made["engine"]
+    return made
 
 
 def _connect_args() -> dict[str, object]:
@@ -54,10 +54,11 @@ def _connect_args() -> dict[str, object]:
 
 
 def client() -> anthropic.Anthropic:
-    global _client
-    if _client is None:  # one client per process, like Switchyard's providers: its connection pool stays warm
-        _client = anthropic.Anthropic(api_key="simulated", base_url=os.environ["BENCH_SIMULATOR_URL"], max_retries=0)
-    return _client
+    if "client" not in _made:  # one client per process, like Switchyard's providers: its connection pool stays warm
+        url = os.environ["BENCH_SIMULATOR_URL"]
+        _made["client"] = anthropic.Anthropic(api_key="simulated", base_url=url, max_retries=0)
+    made: anthropic.Anthropic = _made["client"]
+    return made
 
 
 @app.task(name="bench.bare.review")  # type: ignore[untyped-decorator]

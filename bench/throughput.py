@@ -40,16 +40,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, func, select, text  # noqa: E402 -- after the path setup
+from sqlalchemy import create_engine, func, select  # noqa: E402 -- after the path setup
 
-from bench.bare_app import QUEUE, metadata, results  # noqa: E402
+from bench.bare_app import QUEUE, app, metadata, results  # noqa: E402
 from cli.envs import init_environments  # noqa: E402
 from environments.sample import make_sample_repo  # noqa: E402
-from store.db import session_scope  # noqa: E402
+from store.db import dispose_all, session_scope  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.models import TERMINAL_STATUSES, Attempt, Task  # noqa: E402
 from switchyard.settings import Settings  # noqa: E402
@@ -108,8 +109,6 @@ def database(kind: str, home: Path, admin_url: str, prefix: str) -> Iterator[str
     if kind == "sqlite":
         yield f"sqlite:///{home / 'bench.db'}"
         return
-    import psycopg
-
     name = f"{prefix}{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -117,8 +116,6 @@ def database(kind: str, home: Path, admin_url: str, prefix: str) -> Iterator[str
     try:
         yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
     finally:
-        from store.db import dispose_all
-
         dispose_all()
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -156,11 +153,10 @@ def rate(count: int, first: Any, last: Any) -> float:
     return count / max((last - first).total_seconds(), 1e-6)
 
 
-def run_bare(ctx: Context, url: str, broker: str, sim: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def run_bare(ctx: Context, url: str, services: tuple[str, str], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    broker, sim = services
     engine = create_engine(url)
     metadata.create_all(engine)
-    from bench.bare_app import app
-
     app.conf.broker_url = broker
     system, prompt, model, max_tokens = sample_call(ctx)
     for _ in range(args.tasks):
@@ -195,8 +191,7 @@ def sample_call(ctx: Context) -> tuple[str, str, str, int]:
 def run_switchyard(ctx: Context, env: dict[str, str], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     branches = [f"feature/sample-{i}" for i in (1, 2, 3)]
     ids = [
-        submit({"kind": KIND, "environment": "dev1", "branch": branches[i % 3]}, context=ctx)
-        for i in range(args.tasks)
+        submit({"kind": KIND, "environment": "dev1", "branch": branches[i % 3]}, context=ctx) for i in range(args.tasks)
     ]
     counts = tmp / "txn"
     env = {**env, "SWITCHYARD_TXN_COUNT_FILE": str(counts)}
@@ -277,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx = build_context(Settings())
             sample = make_sample_repo(tmp / "sample", feature_branches=3)
             init_environments(ctx, str(sample), tmp / "workspace", ["dev1"])
-            bare = run_bare(ctx, url, broker, sim, args, tmp)
+            bare = run_bare(ctx, url, (broker, sim), args, tmp)
             yard = run_switchyard(ctx, env, args, tmp)
     finally:
         if args.keep:

@@ -15,8 +15,8 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, PoolProxiedConnection, create_engine, event
@@ -219,15 +219,26 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 @contextmanager
+def session_on(conn: Connection) -> Iterator[Session]:
+    """A session whose writes join ``conn``'s transaction (the ledger's): flushed at the end of the block and
+    committed, or rolled back, with that transaction by its owner, never by the session."""
+    session = Session(bind=conn, join_transaction_mode="rollback_only", expire_on_commit=False)
+    try:
+        yield session
+        session.flush()
+    finally:
+        session.close()
+
+
+@contextmanager
 def read_scope(url: str) -> Iterator[Session]:
     """A session for reading only: on SQLite its transaction takes no write lock (:func:`get_read_engine`),
-    so it neither waits for writers nor makes them wait. It is rolled back at the end; a write inside fails."""
+    so it neither waits for writers nor makes them wait. Nothing is committed; a write inside fails."""
     session = sessionmaker(bind=get_read_engine(url), expire_on_commit=False)()
     try:
         yield session
     finally:
-        session.rollback()
-        session.close()
+        session.close()  # ends the transaction (the pool rolls it back) and keeps what was read loaded
 
 
 # --- counting transactions (tests and bench/throughput.py) -----------------------------------------------------
@@ -241,6 +252,7 @@ class TxnCount:
     writing: int = 0  # those that wrote (INSERT, UPDATE or DELETE)
     locked: int = 0  # those that took SQLite's write lock at BEGIN (BEGIN IMMEDIATE)
     first_writes: Counter[str] = field(default_factory=Counter)  # what each writing transaction wrote first
+    locked_reads: Counter[str] = field(default_factory=Counter)  # what a locked transaction that wrote nothing read
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -248,43 +260,50 @@ class TxnCount:
             "writing": self.writing,
             "locked": self.locked,
             "first_writes": dict(self.first_writes),
+            "locked_reads": dict(self.locked_reads),
         }
 
 
-_count: TxnCount | None = None
+_counting: list[TxnCount] = []  # the count in progress, if any (at most one)
 _count_lock = threading.Lock()
-_STATE = "switchyard_txn"  # conn.info key: [took the write lock, first write statement or None]
+_STATE = "switchyard_txn"  # conn.info key: [took the write lock, first write or None, first statement or None]
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
 def _on_begin(conn: Connection) -> None:
-    conn.info[_STATE] = [isinstance(conn.dialect, ImmediateSQLiteDialect), None]
+    conn.info[_STATE] = [isinstance(conn.dialect, ImmediateSQLiteDialect), None, None]
 
 
 def _on_statement(conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
     state = conn.info.get(_STATE)
-    if state is not None and state[1] is None and statement.lstrip().upper().startswith(WRITES):
-        words = statement.split()
+    if state is None or state[1] is not None:
+        return
+    words = statement.split()
+    if state[2] is None:
+        state[2] = " ".join(words[:6])[:80]
+    if statement.lstrip().upper().startswith(WRITES):
         state[1] = " ".join(words[:3])[:60]
 
 
 def note_statement(conn: Connection, statement: str) -> None:
     """A statement sent on the driver's cursor, past SQLAlchemy's events (:mod:`store.prepared`), counted."""
-    if _count is not None:
+    if _counting:
         _on_statement(conn, None, statement)
 
 
 def _on_end(conn: Connection) -> None:
     state = conn.info.pop(_STATE, None)
-    count = _count
-    if state is None or count is None:
+    if state is None or not _counting:
         return
     with _count_lock:
+        count = _counting[0]
         count.transactions += 1
         count.locked += 1 if state[0] else 0
         if state[1] is not None:
             count.writing += 1
             count.first_writes[state[1]] += 1
+        elif state[0]:
+            count.locked_reads[state[2] or "(nothing)"] += 1
 
 
 _EVENTS = (("begin", _on_begin), ("before_cursor_execute", _on_statement), ("commit", _on_end), ("rollback", _on_end))
@@ -293,22 +312,20 @@ _EVENTS = (("begin", _on_begin), ("before_cursor_execute", _on_statement), ("com
 def start_counting() -> TxnCount:
     """Count every transaction of this process from now on (engines made before are made anew: a connection
     takes the events it will run when it is made). Costs an event per statement: tests and benchmarks only."""
-    global _count
     with _count_lock:
-        if _count is None:
+        if not _counting:
             for name, fn in _EVENTS:
                 event.listen(Engine, name, fn)
-            _count = TxnCount()
-        count = _count
+            _counting.append(TxnCount())
+        count = _counting[0]
     dispose_all()
     return count
 
 
 def stop_counting() -> TxnCount:
     """Stop counting; what was counted."""
-    global _count
     with _count_lock:
-        count, _count = _count or TxnCount(), None
+        count = _counting.pop() if _counting else TxnCount()
         for name, fn in _EVENTS:
             if event.contains(Engine, name, fn):
                 event.remove(Engine, name, fn)
@@ -329,23 +346,21 @@ def count_transactions() -> Iterator[TxnCount]:
 def _count_from_environment() -> None:
     """With ``SWITCHYARD_TXN_COUNT_FILE`` set, count from the first engine on and write the figures (JSON) to
     that path with ``.<pid>`` appended, every second and at exit (bench/throughput.py reads them)."""
-    global _count
     path = os.environ.get(COUNT_FILE_VARIABLE)
-    if not path or _count is not None:
+    if not path or _counting:
         return
     with _count_lock:
-        if _count is not None:
+        if _counting:
             return
         for name, fn in _EVENTS:
             event.listen(Engine, name, fn)
-        _count = TxnCount()
+        _counting.append(TxnCount())
     target = Path(f"{path}.{os.getpid()}")
 
     def write() -> None:
-        count = _count
-        if count is not None:
-            with _count_lock:
-                text = json.dumps(count.as_dict())
+        with _count_lock:
+            text = json.dumps(_counting[0].as_dict()) if _counting else None
+        if text is not None:
             target.write_text(text)
 
     def every_second() -> None:
