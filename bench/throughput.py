@@ -1,6 +1,6 @@
 """End-to-end tasks/s of Switchyard against a bare Celery app doing the same job the naive way (issue 13).
 
-    python bench/throughput.py [--database sqlite|postgresql] [--tasks 200] [--concurrency 3]
+    python bench/throughput.py [--database sqlite|postgresql] [--tasks 200] [--rounds 3] [--concurrency 3]
 
 In one run, on one broker (a private ``redis-server`` this script starts), one provider simulator (its own
 process, answering at once) and one database (a fresh SQLite file, or a fresh PostgreSQL database dropped
@@ -13,9 +13,11 @@ at the end):
   worker (``celery -A tasks.app worker``): lease, claim, route (budgets, breaker, hold), the call, the
   answer stored and settled, the verdict, the result row and the terminal status.
 
-Both run as real ``celery worker`` processes with the same pool (``-P threads``) and concurrency. The tasks
-of each side are all queued before its worker starts; its rate is tasks / (last finish - first start), from
-the rows' own timestamps, so worker start-up is not counted. The Switchyard worker counts its SQL
+Both run as real ``celery worker`` processes with the same pool (``-P threads``) and concurrency, taking
+turns (``--rounds``, bare then switchyard each round), so that the machine's changing load hits both alike;
+the ratio printed is the median of the rounds' ratios. The tasks of each side are all queued before its
+worker starts; its rate is tasks / (last finish - first start), from the rows' own timestamps, so worker
+start-up is not counted. The Switchyard worker counts its SQL
 transactions (``SWITCHYARD_TXN_COUNT_FILE``, :func:`store.db.count_transactions`): all, those that wrote,
 and those that took SQLite's write lock, per attempt. ``lost`` is submitted - finished. Targets: ratio
 >= 0.5 on SQLite, >= 0.7 on PostgreSQL, <= 4 writing transactions per attempt, nothing lost.
@@ -29,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,11 +55,12 @@ from cli.envs import init_environments  # noqa: E402
 from environments.sample import make_sample_repo  # noqa: E402
 from store.db import dispose_all, session_scope  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
-from store.models import TERMINAL_STATUSES, Attempt, Task  # noqa: E402
+from store.models import TERMINAL_STATUSES, Attempt, Environment, Task  # noqa: E402
 from switchyard.settings import Settings  # noqa: E402
-from tasks.claim import _info  # noqa: E402
 from tasks.context import Context, build_context  # noqa: E402
 from tasks.kinds import HANDLERS  # noqa: E402
+from tasks.kinds.base import TaskInfo  # noqa: E402
+from tasks.schemas import SubmitRequest  # noqa: E402
 from tasks.submit import submit  # noqa: E402
 
 KIND = "pr_review"
@@ -159,41 +163,46 @@ def run_bare(ctx: Context, url: str, services: tuple[str, str], args: argparse.N
     metadata.create_all(engine)
     app.conf.broker_url = broker
     system, prompt, model, max_tokens = sample_call(ctx)
-    for _ in range(args.tasks):
-        app.send_task("bench.bare.review", args=[str(uuid.uuid4()), model, system, prompt, max_tokens], queue=QUEUE)
+    ids = [str(uuid.uuid4()) for _ in range(args.tasks)]
+    for task_id in ids:
+        app.send_task("bench.bare.review", args=[task_id, model, system, prompt, max_tokens], queue=QUEUE)
     env = side_env({"BENCH_BROKER_URL": broker, "BENCH_DATABASE_URL": url, "BENCH_SIMULATOR_URL": sim})
+    mine = results.c.task_id.in_(ids)
 
     def done() -> int:
         with engine.connect() as conn:
-            return int(conn.scalar(select(func.count()).select_from(results)) or 0)
+            return int(conn.scalar(select(func.count()).select_from(results).where(mine)) or 0)
 
     with process(celery("bench.bare_app", QUEUE, args.concurrency), env, tmp / "bare.log") as worker:
         finished = watch(done, args.tasks, worker)
     with engine.connect() as conn:
-        first, last = conn.execute(select(func.min(results.c.started_at), func.max(results.c.finished_at))).one()
+        span = select(func.min(results.c.started_at), func.max(results.c.finished_at)).where(mine)
+        first, last = conn.execute(span).one()
     engine.dispose()
     return {"finished": finished, "tasks_per_s": rate(finished, first, last)}
 
 
 def sample_call(ctx: Context) -> tuple[str, str, str, int]:
-    """The review's system prompt and prompt, as Switchyard builds them, with its model and output cap."""
-    task_id = submit({"kind": KIND, "environment": "dev1", "branch": "feature/sample-1"}, context=ctx)
+    """The review's system prompt and prompt, as Switchyard builds them (for a task never submitted), with its
+    model and output cap."""
+    request = SubmitRequest.model_validate({"kind": KIND, "environment": "dev1", "branch": "feature/sample-1"})
     with session_scope(ctx.database_url) as session:
-        row = session.get(Task, task_id)
-        assert row is not None
-        info = _info(ctx, session, row)
-        session.delete(row)  # only its prompt was wanted
+        env = session.get(Environment, "dev1")
+        assert env is not None, "dev1 was initialised"
+        workspace = Path(env.path).parent
+    group = ctx.fleet.group_for_kind(KIND).name
+    info = TaskInfo(str(uuid.uuid4()), KIND, group, "dev1", ctx.fleet.environments.stages[0], request, workspace)
     prompt = HANDLERS[KIND].prompt(ctx, info)
     model = ctx.fleet.providers["claude"].default_model
     return prompt.system, prompt.prompt, model, ctx.fleet.kind(KIND).max_output_tokens
 
 
-def run_switchyard(ctx: Context, env: dict[str, str], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def run_switchyard(ctx: Context, env: dict[str, str], args: argparse.Namespace, tmp: Path, turn: int) -> dict[str, Any]:
     branches = [f"feature/sample-{i}" for i in (1, 2, 3)]
     ids = [
         submit({"kind": KIND, "environment": "dev1", "branch": branches[i % 3]}, context=ctx) for i in range(args.tasks)
     ]
-    counts = tmp / "txn"
+    counts = tmp / f"txn-{turn}"
     env = {**env, "SWITCHYARD_TXN_COUNT_FILE": str(counts)}
     queue = ctx.fleet.group_for_kind(KIND).queue
 
@@ -210,7 +219,7 @@ def run_switchyard(ctx: Context, env: dict[str, str], args: argparse.Namespace, 
         succeeded = int(session.scalar(select(func.count()).where(mine, Task.status == "succeeded")) or 0)
         attempts = int(session.scalar(select(func.count()).select_from(Attempt).where(Attempt.task_id.in_(ids))) or 0)
     totals: dict[str, Any] = {"transactions": 0, "writing": 0, "locked": 0, "first_writes": {}}
-    for path in tmp.glob("txn.*"):
+    for path in tmp.glob(f"txn-{turn}.*"):
         figures = json.loads(path.read_text())
         for key in ("transactions", "writing", "locked"):
             totals[key] += figures[key]
@@ -231,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--tasks", type=int, default=200, help="tasks per side (default 200)")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of bare, then switchyard (default 3)")
     parser.add_argument("--concurrency", type=int, default=3, help="worker threads per side (pr_review's sessions)")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--postgres-prefix", default="switchyard_bench_", help="start of the database's name")
@@ -272,33 +282,52 @@ def main(argv: list[str] | None = None) -> int:
             ctx = build_context(Settings())
             sample = make_sample_repo(tmp / "sample", feature_branches=3)
             init_environments(ctx, str(sample), tmp / "workspace", ["dev1"])
-            bare = run_bare(ctx, url, (broker, sim), args, tmp)
-            yard = run_switchyard(ctx, env, args, tmp)
+            rounds = []
+            for turn in range(args.rounds):  # taking turns, so that the machine's load changes hit both alike
+                rounds.append((run_bare(ctx, url, (broker, sim), args, tmp), run_switchyard(ctx, env, args, tmp, turn)))
     finally:
         if args.keep:
             print(f"working directory kept: {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    report(args, bare, yard)
+    report(args, rounds)
     return 0
 
 
-def report(args: argparse.Namespace, bare: dict[str, Any], yard: dict[str, Any]) -> None:
-    ratio = yard["tasks_per_s"] / bare["tasks_per_s"] if bare["tasks_per_s"] else 0.0
+def report(args: argparse.Namespace, rounds: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
     target = 0.5 if args.database == "sqlite" else 0.7
-    per = yard["per_attempt"]
-    print(f"throughput on {args.database}: {args.tasks} tasks per side, -P threads -c {args.concurrency}")
-    print(f"  bare celery   {bare['tasks_per_s']:8.1f} tasks/s   lost {args.tasks - bare['finished']}")
     print(
-        f"  switchyard    {yard['tasks_per_s']:8.1f} tasks/s   lost {args.tasks - yard['finished']}"
-        f"   succeeded {yard['succeeded']}   attempts {yard['attempts']}"
+        f"throughput on {args.database}: {args.rounds} rounds of {args.tasks} tasks per side, "
+        f"-P threads -c {args.concurrency}"
     )
-    print(f"  ratio         {ratio:8.2f}x  (target >= {target}x)")
+    ratios = []
+    for turn, (bare, yard) in enumerate(rounds, 1):
+        ratio = yard["tasks_per_s"] / bare["tasks_per_s"] if bare["tasks_per_s"] else 0.0
+        ratios.append(ratio)
+        print(
+            f"  round {turn}: bare celery {bare['tasks_per_s']:6.1f} tasks/s (lost {args.tasks - bare['finished']}), "
+            f"switchyard {yard['tasks_per_s']:6.1f} tasks/s (lost {args.tasks - yard['finished']}, "
+            f"succeeded {yard['succeeded']}, attempts {yard['attempts']}): {ratio:.2f}x"
+        )
+    bare_rate = statistics.median(bare["tasks_per_s"] for bare, _ in rounds)
+    yard_rate = statistics.median(yard["tasks_per_s"] for _, yard in rounds)
+    lost = sum(2 * args.tasks - bare["finished"] - yard["finished"] for bare, yard in rounds)
+    print(f"  median: bare celery {bare_rate:.1f} tasks/s, switchyard {yard_rate:.1f} tasks/s")
+    print(f"  ratio (median of rounds) {statistics.median(ratios):.2f}x  (target >= {target}x); lost {lost}")
+    attempts = sum(yard["attempts"] for _, yard in rounds) or 1
+    per = {
+        key: sum(yard["per_attempt"][key] * yard["attempts"] for _, yard in rounds) / attempts
+        for key in ("transactions", "writing", "locked")
+    }
     print(
         f"  SQL transactions per attempt: {per['transactions']:.1f} in all, {per['writing']:.1f} writing "
-        f"(target <= 4), {per['locked']:.1f} taking SQLite's write lock"
+        f"(target <= 4), {per['locked']:.1f} taking SQLite's write lock; what each writing one wrote first:"
     )
-    for what, n in yard["first_writes"].items():
+    firsts: dict[str, float] = {}
+    for _, yard in rounds:
+        for what, n in yard["first_writes"].items():
+            firsts[what] = firsts.get(what, 0.0) + n * yard["attempts"] / attempts
+    for what, n in sorted(firsts.items()):
         print(f"    {n:5.2f}  {what}")
 
 

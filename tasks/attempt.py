@@ -456,6 +456,7 @@ class Runner:
             return self._taken_over(task)
         if outcome.status == LANDING:
             return self._park(task, route, outcome)
+        done, stored = False, self._verdict is not None
         with session_scope(self.ctx.database_url) as session:
             self._store_verdict(session, task, outcome)  # verdict, result row and terminal status: both or neither
             finished = repo.finish_task(
@@ -468,7 +469,8 @@ class Runner:
                 reason=None if outcome.status == "succeeded" else outcome.summary,
             )
             if finished:  # not when it was ended meanwhile (cancelled: tasks/actions.py)
-                store_outcome(session, task, outcome)
+                if not stored:  # finishing from an outcome stored before (a redelivery): the row is there
+                    store_outcome(session, task, outcome)
                 done = self._followed_up(session, task, outcome.status, outcome)
         if not finished:
             return self._ended_meanwhile(task)
