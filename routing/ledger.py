@@ -41,7 +41,7 @@ from store import alerts as alert_rows
 from store import budgets as sql
 from store.budgets import Ending, OverrideRow, SpendRow
 from store.costs import UNKNOWN_COST
-from store.db import drop_held, get_engine, held_connection
+from store.db import drop_held, get_engine, get_read_engine, held_connection
 from store.migrate import masked
 from switchyard import traces
 from switchyard.budgets import (
@@ -172,7 +172,7 @@ class Ledger:
     # --- reading ---------------------------------------------------------------------------------------
 
     def effective_budgets(self) -> list[Budget]:
-        with self._transaction("read the budgets") as conn:
+        with self._transaction("read the budgets", read=True) as conn:
             return self._in_force(conn)
 
     def budgets(
@@ -184,7 +184,7 @@ class Ledger:
         ``target`` names its provider), so a router can read one snapshot before choosing among them."""
         now = now or self.now()
         providers = (provider,) if provider is not None else tuple(self.fleet.providers)
-        with self._transaction("read the budgets") as conn:
+        with self._transaction("read the budgets", read=True) as conn:
             found = applicable(
                 self._in_force(conn), environment=environment, stage=stage, group=group, providers=providers
             )
@@ -194,7 +194,7 @@ class Ledger:
 
     def alerts(self, *, since: datetime | None = None) -> list[Alert]:
         """The alerts recorded, oldest first (``since``: only those recorded from then on)."""
-        with self._transaction("read the alerts") as conn:
+        with self._transaction("read the alerts", read=True) as conn:
             return sql.alerts(conn, since=since)
 
     # --- holding and settling --------------------------------------------------------------------------
@@ -210,19 +210,30 @@ class Ledger:
         environment: str,
         stage: str,
         micros: int,
+        also: Callable[[Connection], None] | None = None,
     ) -> Hold:
-        """Hold ``micros`` against every budget that applies, or raise :class:`BudgetRefused` (nothing held)."""
+        """Hold ``micros`` against every budget that applies, or raise :class:`BudgetRefused` (nothing held).
+        ``also``: more writes made in the hold's transaction once it is held (the attempt's row), so both or
+        neither are stored."""
         if micros < 0:
             raise InputError(f"a hold is zero or more micro-dollars, not {micros}")
         place = _Place(provider, group, environment, stage)
         with traces.span("hold", provider=provider, model=model, attempt=attempt, micros=micros):
             try:
-                return self._again_if_dropped(lambda: self._hold(task_id, attempt, model, place, micros))
+                return self._again_if_dropped(lambda: self._hold(task_id, attempt, model, place, micros, also))
             except _CounterGone:  # a counter this ledger saw is not there (its database was made anew): look again
                 self._places.clear()
-                return self._hold(task_id, attempt, model, place, micros)
+                return self._hold(task_id, attempt, model, place, micros, also)
 
-    def _hold(self, task_id: str, attempt: int, model: str, place: _Place, micros: int) -> Hold:
+    def _hold(  # noqa: PLR0917 -- private: the hold and its retry pass the same six
+        self,
+        task_id: str,
+        attempt: int,
+        model: str,
+        place: _Place,
+        micros: int,
+        also: Callable[[Connection], None] | None,
+    ) -> Hold:
         now = self.now()
         with self._transaction("hold", task_id=task_id) as conn:
             counters = self._counters(conn, place, now)
@@ -232,24 +243,46 @@ class Ledger:
             row.update(budget_keys=counters.as_json, created_at=now, settled_at=None)
             reused = self._insert_or_reuse(conn, row)
             if reused is not None:
+                if also is not None and reused.state == "held":
+                    also(conn)
                 return reused
             crossed = self._raise_counters(conn, counters, micros, now)
             recorded = self._record_alerts(conn, crossed, task_id, now)
+            if also is not None:
+                also(conn)
         counters.seen = True
         self._warn(recorded)
         return Hold(task_id, attempt, place.provider, model, micros, "held", counters.labels)
 
-    def settle(self, *, task_id: str, attempt: int, charged_micros: int, price_version: str | None) -> None:
-        """Replace the held amount by the real cost on the counters the hold raised. A second call does nothing."""
+    def settle(
+        self,
+        *,
+        task_id: str,
+        attempt: int,
+        charged_micros: int,
+        price_version: str | None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> None:
+        """Replace the held amount by the real cost on the counters the hold raised. A second call does nothing.
+        ``also``: writes made first in the settle's transaction (the answer that was charged), both or neither."""
         if charged_micros < 0:
             raise InputError(f"a charge is zero or more micro-dollars, not {charged_micros}")
         with traces.span("settle", attempt=attempt, charged_micros=charged_micros, price_version=price_version):
-            self._again_if_dropped(lambda: self._settle(task_id, attempt, charged_micros, price_version))
+            self._again_if_dropped(lambda: self._settle(task_id, attempt, charged_micros, price_version, also))
 
-    def _settle(self, task_id: str, attempt: int, charged_micros: int, price_version: str | None) -> None:
+    def _settle(
+        self,
+        task_id: str,
+        attempt: int,
+        charged_micros: int,
+        price_version: str | None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> None:
         now = self.now()
         settled = Ending("settled", charged_micros, now, price_version)
         with self._transaction("settle", task_id=task_id) as conn:
+            if also is not None:
+                also(conn)
             row = sql.end_held(conn, task_id=task_id, attempt=attempt, ending=settled)
             held, before = (0, 0) if row is None else (row.held_micros, 0)
             if row is None:
@@ -364,12 +397,18 @@ class Ledger:
     # --- inside a transaction --------------------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self, doing: str, *, task_id: str | None = None) -> Iterator[Connection]:
+    def _transaction(self, doing: str, *, task_id: str | None = None, read: bool = False) -> Iterator[Connection]:
         """A Core connection in one transaction (on SQLite from ``BEGIN IMMEDIATE``, see :mod:`store.db`): the
         connection this thread keeps for the ledger (one from the pool when too many threads keep one). A kept
-        connection that failed is dropped for a new one."""
+        connection that failed is dropped for a new one. ``read``: a read-only transaction, which on SQLite
+        takes no write lock (:func:`store.db.get_read_engine`)."""
         kept = None
         try:
+            if read:
+                with get_read_engine(self.database_url).connect() as conn, conn.begin() as txn:
+                    yield conn
+                    txn.rollback()
+                return
             kept = held_connection(self.database_url)
             if kept is None:
                 with get_engine(self.database_url).begin() as conn:

@@ -14,12 +14,15 @@ so that Redis answers while the ledger writes (:mod:`routing.sent`): the caller 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Protocol
+
+from sqlalchemy import Connection
 
 from providers.registry import available, cli_available
 from routing.breaker import PermitRequest
@@ -53,6 +56,7 @@ class LedgerPort(Protocol):
         environment: str,
         stage: str,
         micros: int,
+        also: Callable[[Connection], None] | None = None,
     ) -> object: ...
 
     def settle(self, *, task_id: str, attempt: int, charged_micros: int, price_version: str | None) -> None: ...
@@ -95,6 +99,8 @@ class Place:
     group: str
     environment: str
     stage: str
+    # written in the hold's transaction once the route is held (the attempt's row), given the route
+    begin: Callable[[Route, Connection], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -266,6 +272,8 @@ class Router:
         return names
 
     def _hold(self, route: Route, place: Place) -> None:
+        begin = place.begin
+        also = None if begin is None else functools.partial(begin, route)
         self.ledger.hold(
             task_id=place.task_id,
             attempt=place.attempt,
@@ -275,6 +283,7 @@ class Router:
             environment=place.environment,
             stage=place.stage,
             micros=route.max_cost_micros,
+            also=also,
         )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from store.models import TERMINAL_STATUSES, Merge, Outbox, Result, Review, Task, TaskDependency, utcnow
@@ -25,8 +25,19 @@ MAX_SUBTREE = 2000
 # --- dependencies --------------------------------------------------------------------------------------
 
 
+def lock_dependents(session: Session, task_id: str) -> None:
+    """On PostgreSQL, a transaction lock on the list of ``task_id``'s dependents: a task that finishes and looks
+    for its dependents in the same transaction (:func:`tasks.pipeline.nothing_follows`) and a submission that
+    adds one take turns, so either the finishing task sees the new dependent or the submission, settling its
+    task after its commit, sees the dependency finished. SQLite needs none: its writers take turns already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"dependents:{task_id}"))))
+
+
 def add_dependencies(session: Session, *, task_id: str, depends_on: list[str]) -> None:
     """Record that ``task_id`` runs after each of ``depends_on`` (repeating an edge changes nothing)."""
+    for dependency in sorted(set(depends_on)):  # in one order: two submissions never wait for each other
+        lock_dependents(session, dependency)
     for dependency in dict.fromkeys(depends_on):
         _upsert(session, TaskDependency, {"task_id": task_id, "depends_on": dependency}, ["task_id", "depends_on"], [])
 

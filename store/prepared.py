@@ -25,6 +25,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from store.db import note_statement
+
 Processor = Callable[[Any], Any]
 _CACHE: dict[tuple[int, type[Dialect], tuple[str, ...]], tuple[ClauseElement, Prepared]] = {}
 
@@ -87,6 +89,7 @@ def run(
 
 def _execute(conn: Connection, sql: str, args: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
     dbapi = conn.dialect.loaded_dbapi
+    note_statement(conn, sql)  # past SQLAlchemy's events: the transaction counter sees it here
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, args)

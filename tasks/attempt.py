@@ -33,6 +33,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from opentelemetry.trace import Span
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from providers.base import Provider, ProviderRequest, ProviderResponse
 from providers.registry import build_provider
@@ -41,9 +43,10 @@ from routing.parked import ParkedAnswer, ParkedAnswers
 from routing.route import Refusal, Route, RouteRequest
 from routing.router import UNAVAILABLE_RETRY_S, Place, Routed, Router
 from routing.state import connect_state
-from store import alerts, outputs, repo
+from store import alerts, outbox, repo
 from store import pipeline as rows
-from store.db import session_scope
+from store.db import session_on, session_scope
+from store.models import Attempt
 from switchyard import logs, traces
 from switchyard.errors import (
     BadAnswer,
@@ -57,7 +60,7 @@ from switchyard.errors import (
     TransientError,
 )
 from tasks import pipeline
-from tasks.claim import Resumed, claim, finished_task, recover, store_outcome
+from tasks.claim import Claimed, Resumed, claim_with_attempts, finished_task, recover, store_outcome
 from tasks.context import Context
 from tasks.kinds import HANDLERS
 from tasks.kinds.base import LANDING, Answer, Outcome, Prompt, TaskInfo
@@ -136,6 +139,11 @@ class Runner:
     _task: TaskInfo | None = field(default=None, init=False)
     _began: datetime | None = field(default=None, init=False)
     _assists: list[tuple[int, Answer]] = field(default_factory=list, init=False)  # stored, for a redelivery
+    _last: int = field(default=0, init=False)  # the task's last attempt number (this run holds its lease)
+    _last_cut: bool = field(default=False, init=False)  # that attempt was an answer cut short (Truncated)
+    _claimed: list[Attempt] = field(default_factory=list, init=False)  # its attempts, as read by the claim
+    _verdict: tuple[int, str] | None = field(default=None, init=False)  # (attempt, status) stored with the end
+    _written: set[int] = field(default_factory=set, init=False)  # attempts whose row the hold's transaction wrote
 
     def __post_init__(self) -> None:
         self._router = self.router or self.ctx.router()
@@ -143,10 +151,18 @@ class Runner:
         url = self.ctx.settings.effective_state_url
         self._parked = self.parked or self.ctx.part("parked", lambda: ParkedAnswers(connect_state(url)))
 
-    def run(self, task_id: str) -> str:
-        """Run ``task_id`` to a terminal status and return it; raises :class:`Deferred` when it must wait."""
+    def run(self, task_id: str, claimed: Claimed | None = None) -> str:
+        """Run ``task_id`` to a terminal status and return it; raises :class:`Deferred` when it must wait.
+        ``claimed``: the task and its attempts as claimed already, in the transaction that took its lease
+        (:func:`tasks.claim.claim_in`); None claims it here."""
         self._began = self.now()
-        task = claim(self.ctx, task_id)
+        # one transaction: the claim and the look at what a dead worker left (and the lease, when claimed)
+        task, self._claimed = claimed if claimed is not None else claim_with_attempts(self.ctx, task_id)
+        last = max(self._claimed, key=lambda a: a.attempt, default=None)
+        self._last = 0 if last is None else last.attempt
+        self._last_cut = last is not None and last.error_class == Truncated.__name__  # its retry holds the whole cap
+        self._verdict = None
+        self._written = set()
         if task is None:  # a redelivery of a finished task: make sure its follow-ups went out (idempotent)
             finished = finished_task(self.ctx, task_id)
             if finished is not None:
@@ -171,7 +187,7 @@ class Runner:
 
     def _work(self, task: TaskInfo) -> tuple[Route, Outcome]:
         handler = HANDLERS[task.kind]
-        resumed = recover(self.ctx, task, self._router.ledger, self._parked)
+        resumed = recover(self.ctx, task, self._router.ledger, self._parked, self._claimed)
         self._assists = list(resumed.assists) if resumed else []
         if resumed:
             if resumed.outcome is not None:  # the outcome was stored with its verdict: finish from it
@@ -228,16 +244,32 @@ class Runner:
         )
 
     def _place(self, task: TaskInfo, number: int) -> Place:
-        return Place(task.id, number, task.group, task.environment, task.stage)
+        """Where the attempt's money is held; the attempt's row (``running``) is written in the hold's
+        transaction, so a held attempt always has its row and a refused one never has."""
+
+        def begin(route: Route, conn: Connection) -> None:
+            with session_on(conn) as session:
+                repo.begin_attempt(
+                    session,
+                    task_id=task.id,
+                    attempt=number,
+                    provider=route.provider,
+                    model=route.model,
+                    transport=route.transport,
+                    route_note="; ".join(route.passed_over) or None,
+                )
+            self._written.add(number)
+
+        return Place(task.id, number, task.group, task.environment, task.stage, begin=begin)
 
     def _next_number(self, task: TaskInfo) -> int:
-        return self._next(task)[0]
+        return self._last + 1
 
     def _next(self, task: TaskInfo) -> tuple[int, bool]:
-        """The next attempt's number, and whether the last one was an answer cut short (:class:`Truncated`)."""
-        with session_scope(self.ctx.database_url) as session:
-            number, error_class = outputs.last_attempt(session, task_id=task.id)
-        return number + 1, error_class == Truncated.__name__
+        """The next attempt's number, and whether the last one was an answer cut short (:class:`Truncated`): both
+        known since the claim read the task's attempts (no transaction of its own: the task's lease keeps every
+        other run from writing one meanwhile)."""
+        return self._last + 1, self._last_cut
 
     def _refuse(self, task: TaskInfo, refusal: Refusal, failures: list[str], *, retry_in: float | None) -> NoReturn:
         """Defer while the deadline allows it, else end the task with the refusal's status and reason.
@@ -288,7 +320,11 @@ class Runner:
             self._mark(task, number, "failed", exc)
             raise
         answered = outcome.status in ("succeeded", LANDING)  # a plan whose sub-tasks were submitted: answered well
-        self._mark(task, number, "succeeded" if answered else "failed", None, outcome)
+        verdict = "succeeded" if answered else "failed"
+        if self.owns():  # stored with the task's end, in one transaction (_succeed, _park)
+            self._verdict = (number, verdict)
+        else:  # the run that took the task over finishes from the stored outcome
+            self._mark(task, number, verdict, None, outcome)
         return outcome
 
     def _call(self, task: TaskInfo, number: int, route: Routed, prompt: Prompt) -> Answer:
@@ -320,20 +356,24 @@ class Runner:
         """The provider request, the attempt's row (``calling``) and the client, before the call. When any of it
         fails no call is made: the route's permit and hold go back at once (not when the lease runs out or the
         sweeper comes), and a row already written is closed as failed."""
-        begun = False
+        begun = number in self._written  # with the hold (see _place); a router without a ledger of ours: here
+        if begun:
+            self._last = max(self._last, number)
         try:
             request = self._provider_request(task, route, prompt)
-            with session_scope(self.ctx.database_url) as session:
-                repo.begin_attempt(
-                    session,
-                    task_id=task.id,
-                    attempt=number,
-                    provider=route.provider,
-                    model=route.model,
-                    transport=route.transport,
-                    route_note="; ".join(route.passed_over) or None,
-                )
-            begun = True
+            if not begun:
+                with session_scope(self.ctx.database_url) as session:
+                    repo.begin_attempt(
+                        session,
+                        task_id=task.id,
+                        attempt=number,
+                        provider=route.provider,
+                        model=route.model,
+                        transport=route.transport,
+                        route_note="; ".join(route.passed_over) or None,
+                    )
+                begun = True
+                self._last = max(self._last, number)
             return request, self.make_provider(route.provider, self.ctx, route.transport)
         except BaseException as exc:
             route.cancel()
@@ -404,6 +444,8 @@ class Runner:
             )
             if outcome is not None:
                 store_outcome(session, task, outcome)
+                if outcome.rows is not None:
+                    outcome.rows(session)
 
     # --- assist: a handler's follow-up question inside the task ----------------------------------------
 
@@ -433,12 +475,27 @@ class Runner:
 
     # --- the end -------------------------------------------------------------------------------------------
 
+    def _store_verdict(self, session: Session, task: TaskInfo, outcome: Outcome) -> None:
+        """The verdict :meth:`_judge` left for the end, with the outcome (the task's result row)."""
+        if self._verdict is not None:
+            number, status = self._verdict
+            repo.finish_attempt(session, task_id=task.id, attempt=number, status=status)
+            store_outcome(session, task, outcome)
+            if outcome.rows is not None:
+                outcome.rows(session)
+            self._verdict = None
+
     def _succeed(self, task: TaskInfo, route: Route, outcome: Outcome) -> str:
         if not self.owns():
+            if self._verdict is not None:  # the new owner finishes from the stored outcome
+                with session_scope(self.ctx.database_url) as session:
+                    self._store_verdict(session, task, outcome)
             return self._taken_over(task)
         if outcome.status == LANDING:
             return self._park(task, route, outcome)
+        done, stored = False, self._verdict is not None
         with session_scope(self.ctx.database_url) as session:
+            self._store_verdict(session, task, outcome)  # verdict, result row and terminal status: both or neither
             finished = repo.finish_task(
                 session,
                 task_id=task.id,
@@ -449,16 +506,28 @@ class Runner:
                 reason=None if outcome.status == "succeeded" else outcome.summary,
             )
             if finished:  # not when it was ended meanwhile (cancelled: tasks/actions.py)
-                store_outcome(session, task, outcome)
+                if not stored:  # finishing from an outcome stored before (a redelivery): the row is there
+                    store_outcome(session, task, outcome)
+                done = self._followed_up(session, task, outcome.status, outcome)
         if not finished:
             return self._ended_meanwhile(task)
         log.info("task %s (%s) %s on %s: %s", task.id, task.kind, outcome.status, route.provider, outcome.summary)
-        self._after(task, outcome.status, outcome)
+        if not done:
+            self._after(task, outcome.status, outcome)
         return outcome.status
+
+    def _followed_up(self, session: Session, task: TaskInfo, status: str, outcome: Outcome | None) -> bool:
+        """In the transaction of the terminal status: when nothing follows the task, its follow-ups are done
+        there (the outbox's row marked sent), with no transaction after it; True then."""
+        if not pipeline.nothing_follows(self.ctx, session, task, status, outcome):
+            return False
+        outbox.mark_sent(session, task_id=task.id, action=outbox.FOLLOW_UPS)
+        return True
 
     def _park(self, task: TaskInfo, route: Route, outcome: Outcome) -> str:
         """A plan whose sub-tasks are submitted: it waits for them to land, and ends in tasks/plans.py."""
         with session_scope(self.ctx.database_url) as session:
+            self._store_verdict(session, task, outcome)
             store_outcome(session, task, outcome, status="running")
             parked = rows.park_plan(
                 session, task_id=task.id, provider=route.provider, model=route.model, transport=route.transport
@@ -475,10 +544,12 @@ class Runner:
             finished = repo.finish_task(session, task_id=task.id, status=status, reason=reason[:4000])
             if finished and failures:  # with the terminal status: both or neither
                 alerts.record(session, **failed_alert(task, status, failures), now=self.now())
+            done = finished and self._followed_up(session, task, status, None)
         if not finished:
             return self._ended_meanwhile(task)
         log.warning("task %s (%s) %s: %s", task.id, task.kind, status, reason)
-        self._after(task, status, None)
+        if not done:
+            self._after(task, status, None)
         return status
 
     def _ended_meanwhile(self, task: TaskInfo) -> str:
@@ -538,5 +609,7 @@ def _annotate_call(span: Span, answer: ParkedAnswer) -> None:
     )
 
 
-def run_task(task_id: str, ctx: Context, *, owns: Callable[[], bool] = lambda: True) -> str:
-    return Runner(ctx, owns=owns).run(task_id)
+def run_task(
+    task_id: str, ctx: Context, *, owns: Callable[[], bool] = lambda: True, claimed: Claimed | None = None
+) -> str:
+    return Runner(ctx, owns=owns).run(task_id, claimed)

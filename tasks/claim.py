@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -40,7 +40,7 @@ from routing.parked import ParkedAnswers
 from routing.route import Route
 from store import repo
 from store.costs import UNKNOWN_COST_ERROR
-from store.db import session_scope
+from store.db import read_scope, session_scope
 from store.models import TERMINAL_STATUSES, Attempt, Environment, Result, Task, TaskAction
 from store.queries import as_utc
 from tasks.context import Context
@@ -74,11 +74,28 @@ class Resumed:
     assists: tuple[tuple[int, Answer], ...] = ()  # answers to the handler's own questions, asked while acting
 
 
+# a claimed task (None: it had ended) and its attempts so far
+Claimed: TypeAlias = tuple[TaskInfo | None, list[Attempt]]
+
+
 def claim(ctx: Context, task_id: str) -> TaskInfo | None:
     """The task as handlers see it, now ``running``; None when it already has its terminal status."""
+    return claim_with_attempts(ctx, task_id)[0]
+
+
+def claim_with_attempts(ctx: Context, task_id: str) -> tuple[TaskInfo | None, list[Attempt]]:
+    """:func:`claim`, with the task's attempts so far read in the same transaction (what :func:`recover`
+    starts from: one transaction for the claim and the look at what a dead worker left)."""
     with session_scope(ctx.database_url) as session:
-        row = repo.claim_task(session, task_id=task_id)
-        return None if row is None else _info(ctx, session, row)
+        return claim_in(ctx, session, task_id)
+
+
+def claim_in(ctx: Context, session: Session, task_id: str) -> tuple[TaskInfo | None, list[Attempt]]:
+    """:func:`claim_with_attempts` in ``session``'s transaction (the one that takes the task's lease)."""
+    row = repo.claim_task(session, task_id=task_id)
+    if row is None:
+        return None, []
+    return _info(ctx, session, row), repo.attempts_of(session, task_id=task_id)
 
 
 def _info(ctx: Context, session: Session, row: Task) -> TaskInfo:
@@ -95,7 +112,7 @@ def _info(ctx: Context, session: Session, row: Task) -> TaskInfo:
 
 def finished_task(ctx: Context, task_id: str) -> tuple[TaskInfo, str, Outcome | None] | None:
     """A terminal task with its status and stored outcome (for follow-ups of a redelivery); None if unknown."""
-    with session_scope(ctx.database_url) as session:
+    with read_scope(ctx.database_url) as session:
         row = repo.get_task(session, task_id)
         if row is None or row.status not in TERMINAL_STATUSES:
             return None
@@ -155,11 +172,15 @@ def _answer(attempt: Attempt) -> Answer:
     return Answer(attempt.answer or "", attempt.provider, attempt.model, attempt.transport)
 
 
-def recover(ctx: Context, task: TaskInfo, ledger: Ledger, parked: ParkedAnswers) -> Resumed | None:
+def recover(
+    ctx: Context, task: TaskInfo, ledger: Ledger, parked: ParkedAnswers, attempts: list[Attempt] | None = None
+) -> Resumed | None:
     """Close or complete the calls a dead worker left open, settle answered attempts, and say where the task
-    goes on (see the module's docstring); None: from the ladder's next attempt."""
-    with session_scope(ctx.database_url) as session:
-        attempts = repo.attempts_of(session, task_id=task.id)
+    goes on (see the module's docstring); None: from the ladder's next attempt. ``attempts``: the task's
+    attempts as read when it was claimed (:func:`claim_with_attempts`); None reads them here."""
+    if attempts is None:
+        with read_scope(ctx.database_url) as session:
+            attempts = repo.attempts_of(session, task_id=task.id)
     if not attempts:  # a first run: nothing to pick up
         return None
     open_calls = [a.attempt for a in attempts if a.status == "running"]
@@ -170,7 +191,7 @@ def recover(ctx: Context, task: TaskInfo, ledger: Ledger, parked: ParkedAnswers)
         else:
             store_answered(ctx.database_url, task.id, number, answer)
             log.warning("task %s attempt %s: stored the answer that waited in Redis", task.id, number)
-    with session_scope(ctx.database_url) as session:
+    with read_scope(ctx.database_url) as session:
         attempts = repo.attempts_of(session, task_id=task.id)
         stored = _outcome(session, task.id, task.stage)
     for a in attempts:  # answered (a parked answer just stored too): priced, maybe not yet settled (idempotent)

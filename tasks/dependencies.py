@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from store import outbox, repo
 from store import pipeline as rows
-from store.db import session_scope
+from store.db import read_scope, session_scope
 from store.models import TERMINAL_STATUSES, Task
 from tasks.context import Context
 from tasks.plans import after_finished
@@ -60,7 +60,7 @@ def _described(tasks: list[Task]) -> list[tuple[str, str, str]]:
 
 def on_finished(ctx: Context, task_id: str) -> None:
     """Settle every held task that depends on ``task_id`` (which has just reached its terminal status)."""
-    with session_scope(ctx.database_url) as session:
+    with read_scope(ctx.database_url) as session:  # a look: settling each locks it (store/db.py)
         dependents = rows.dependents_of(session, task_id)
     for dependent in dependents:
         settle(ctx, dependent)

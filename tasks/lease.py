@@ -23,8 +23,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from store import leases
 from store.db import session_scope
@@ -34,6 +36,7 @@ from switchyard.processes import process_gone, run_name, this_host
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 Send = Callable[[str, str, str], None]  # (task id, kind, lease token): put the task's message on its queue
 RENEW_RETRY_S = 1.0  # after a failed renewal round (the database was away), the next one this soon
 RESEND_LEASES = 2  # a re-sent message has two leases' time to be picked up before it is sent once more
@@ -63,10 +66,17 @@ class Leases:
 
     def take(self, task_id: str, token: str | None) -> tuple[Verdict, str]:
         """Claim the task for a new run (see :func:`store.leases.decide`); the verdict and the run's owner."""
+        verdict, owner, _ = self.take_then(task_id, token, lambda _: None)
+        return verdict, owner
+
+    def take_then(self, task_id: str, token: str | None, then: Callable[[Session], T]) -> tuple[Verdict, str, T | None]:
+        """:meth:`take`, and when the task is taken, ``then`` in the same transaction (the run's claim of the
+        task: one transaction for the lease and the claim); the verdict, the run's owner and what ``then`` gave."""
         owner, now = new_owner(), self.now()
         with session_scope(self.database_url) as session:
             until = lease_end(now, self.limits.lease_s)
-            return leases.take(session, task_id=task_id, owner=owner, token=token, until=until, now=now), owner
+            verdict = leases.take(session, task_id=task_id, owner=owner, token=token, until=until, now=now)
+            return verdict, owner, then(session) if verdict == "take" else None
 
     @contextmanager
     def holding(self, task_id: str, owner: str) -> Iterator[None]:

@@ -27,8 +27,10 @@ import uuid
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from store import outbox, repo
+from store import pipeline as rows
 from store.db import session_scope
 from tasks import dependencies
 from tasks.context import Context
@@ -62,6 +64,16 @@ def after_terminal(ctx: Context, task: TaskInfo, status: str, outcome: Outcome |
         outbox.mark_sent(session, task_id=task.id, action=outbox.FOLLOW_UPS)
     # after the mark: of two tasks of one plan finishing together, the later to lock the plan sees both done
     after_finished(ctx, task.id, settle_dependents=dependencies.on_finished)
+
+
+def nothing_follows(ctx: Context, session: Session, task: TaskInfo, status: str, outcome: Outcome | None) -> bool:
+    """Whether :func:`after_terminal` would have nothing to do for ``task``, read in the transaction that gives
+    it its terminal status: no next step, not a plan, no task depending on it, no plan above it. Then its
+    ``follow_ups`` row is marked done in that same transaction and :func:`after_terminal` is not called."""
+    if task.kind == "plan" or (status == "succeeded" and outcome is not None and next_step(ctx, task, outcome.data)):
+        return False
+    rows.lock_dependents(session, task.id)
+    return not rows.dependents_of(session, task.id) and rows.nearest_plan(session, task.id) is None
 
 
 def next_step(ctx: Context, task: TaskInfo, data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

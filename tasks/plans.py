@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from store import outbox, repo
 from store import pipeline as rows
-from store.db import session_scope
+from store.db import read_scope, session_scope
 from store.models import TERMINAL_STATUSES, Merge, Result, Task
 from tasks.context import Context
 
@@ -155,7 +155,7 @@ def after_finished(ctx: Context, task_id: str, *, settle_dependents: Callable[[C
     this ends has its own follow-ups run here (its dependents settled, its own plan updated in turn)."""
     current = task_id
     while True:
-        with session_scope(ctx.database_url) as session:
+        with read_scope(ctx.database_url) as session:  # a look: update_plan locks the plan
             plan_id = rows.nearest_plan(session, current)
         if plan_id is None or not update_plan(ctx, plan_id):
             return

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from providers.base import ProviderResponse
+from routing.ledger import Ledger
 from routing.parked import ParkedAnswer, ParkedAnswers, until_stored
 from routing.route import Route
 from store import repo
-from store.db import session_scope
+from store.db import session_on, session_scope
 from switchyard.fleet_models import Fleet, LimitsConfig
 from switchyard.pricing import cost_micros
 
@@ -55,19 +57,26 @@ def store_answered(
     """The attempt ``answered``, with its answer, usage and cost (a second store changes nothing), and ``also``
     (the try that got the answer, :mod:`tasks.tries`) in the same transaction."""
     with session_scope(database_url) as session:
-        repo.finish_attempt(
-            session,
-            task_id=task_id,
-            attempt=number,
-            status="answered",
-            usage=answer.usage,
-            cost_micros=answer.cost_micros,
-            price_version=answer.price_version,
-            answer=answer.text,
-            latency_ms=answer.latency_ms,
-        )
-        if also is not None:
-            also(session)
+        write_answered(session, task_id, number, answer, also)
+
+
+def write_answered(
+    session: Session, task_id: str, number: int, answer: ParkedAnswer, also: Callable[[Session], None] | None = None
+) -> None:
+    """:func:`store_answered` in ``session``'s transaction."""
+    repo.finish_attempt(
+        session,
+        task_id=task_id,
+        attempt=number,
+        status="answered",
+        usage=answer.usage,
+        cost_micros=answer.cost_micros,
+        price_version=answer.price_version,
+        answer=answer.text,
+        latency_ms=answer.latency_ms,
+    )
+    if also is not None:
+        also(session)
 
 
 def park_ttl_s(limits: LimitsConfig) -> float:
@@ -118,9 +127,23 @@ class Keeper:
                 parked.append(self.parked.park(task_id, number, answer, ttl_s=park_ttl_s(self.limits)))
 
         cost, version = answer.cost_micros, answer.price_version
-        self.keep(lambda: store_answered(self.database_url, task_id, number, answer, also), park)
-        self.keep(
-            lambda: ledger.settle(task_id=task_id, attempt=number, charged_micros=cost, price_version=version), park
-        )
+        if isinstance(ledger, Ledger):  # one transaction: the answer and its settle, both or neither
+
+            def answered(conn: Connection) -> None:
+                with session_on(conn) as session:
+                    write_answered(session, task_id, number, answer, also)
+
+            self.keep(
+                lambda: ledger.settle(
+                    task_id=task_id, attempt=number, charged_micros=cost, price_version=version, also=answered
+                ),
+                park,
+            )
+        else:
+            self.keep(lambda: store_answered(self.database_url, task_id, number, answer, also), park)
+            self.keep(
+                lambda: ledger.settle(task_id=task_id, attempt=number, charged_micros=cost, price_version=version),
+                park,
+            )
         if any(parked):
             self.parked.drop(task_id, number)

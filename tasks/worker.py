@@ -28,11 +28,12 @@ from sqlalchemy.exc import OperationalError
 
 from celeryconfig import task_name
 from store import repo
-from store.db import session_scope
+from store.db import read_scope, session_scope
 from store.models import TERMINAL_STATUSES
 from switchyard.fleet import KINDS
 from tasks.app import app
 from tasks.attempt import Deferred, run_task
+from tasks.claim import Claimed, claim_in
 from tasks.context import Context, get_context
 from tasks.labels import EndedWithout
 from tasks.lease import Leases
@@ -55,7 +56,7 @@ def execute(celery_task: Task, task_id: str, lease: str | None = None) -> str:
     ctx = get_context()
     ran = _execute(celery_task, ctx, task_id, lease)
     try:
-        with session_scope(ctx.database_url) as session:
+        with read_scope(ctx.database_url) as session:  # no write lock for a read (store/db.py)
             row = repo.get_task(session, task_id)
             status, reason = (row.status, row.reason) if row is not None else (ran, None)
     except OperationalError:  # the database went away just now: the run's own word is all there is
@@ -69,8 +70,8 @@ def execute(celery_task: Task, task_id: str, lease: str | None = None) -> str:
 
 def _execute(celery_task: Task, ctx: Context, task_id: str, lease: str | None) -> str:
     leases = process_leases(ctx)
-    try:
-        verdict, owner = leases.take(task_id, lease)
+    try:  # one transaction: the lease and the claim (the task running, its attempts so far)
+        verdict, owner, claimed = leases.take_then(task_id, lease, lambda session: claim_in(ctx, session, task_id))
     except OperationalError as exc:
         raise _db_retry(celery_task, task_id, lease, exc) from None
     if verdict == "busy":  # a second delivery (a re-send, the broker's redelivery) of a task running elsewhere
@@ -80,7 +81,8 @@ def _execute(celery_task: Task, ctx: Context, task_id: str, lease: str | None) -
         return _run(celery_task, ctx, task_id, lease)
     with leases.holding(task_id, owner):
         try:
-            return _run(celery_task, ctx, task_id, owner, owns=lambda: leases.still_mine(task_id, owner))
+            owns = lambda: leases.still_mine(task_id, owner)  # noqa: E731
+            return _run(celery_task, ctx, task_id, owner, owns=owns, claimed=claimed)
         except Deferred as wait:  # the retry's message carries this run's lease on, past its countdown
             leases.extend(task_id, owner, wait.countdown_s + ctx.fleet.limits.lease_s)
             retry = celery_task.retry(
@@ -90,10 +92,16 @@ def _execute(celery_task: Task, ctx: Context, task_id: str, lease: str | None) -
 
 
 def _run(
-    celery_task: Task, ctx: Context, task_id: str, lease: str | None, *, owns: Callable[[], bool] = lambda: True
+    celery_task: Task,
+    ctx: Context,
+    task_id: str,
+    lease: str | None,
+    *,
+    owns: Callable[[], bool] = lambda: True,
+    claimed: Claimed | None = None,
 ) -> str:
     try:
-        return run_task(task_id, ctx, owns=owns)
+        return run_task(task_id, ctx, owns=owns, claimed=claimed)
     except Deferred:  # no provider or budget now, or waiting for another task: run again later
         raise
     except OperationalError as exc:

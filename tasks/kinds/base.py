@@ -7,12 +7,14 @@ the next rung of the ladder), and any other :class:`SwitchyardError` when the ta
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
 
 from switchyard.errors import BadAnswer
 from tasks.context import Context
@@ -55,6 +57,8 @@ class Outcome:
     summary: str
     data: dict[str, Any] = field(default_factory=dict)
     status: str = "succeeded"  # or a terminal status; LANDING: a plan that waits for its sub-tasks to land
+    # the handler's own rows (a review's), written with the attempt's verdict and the result row, in one transaction
+    rows: Callable[[Session], None] | None = field(default=None, compare=False, repr=False)
 
 
 LANDING = "landing"

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from environments.merge import review_diff
 from store import pipeline as rows
-from store.db import session_scope
 from tasks.context import Context
 from tasks.kinds.base import (
     Answer,
@@ -68,7 +68,8 @@ class ReviewHandler(BaseHandler):
     def act(self, ctx: Context, task: TaskInfo, answer: Answer, assist: Assist) -> Outcome:
         verdict = parse_json_answer(answer.text, Verdict)
         comments = [c.model_dump() for c in verdict.comments]
-        with session_scope(ctx.database_url) as session:
+
+        def record(session: Session) -> None:  # with the verdict and the result row (Outcome.rows)
             rows.record_review(
                 session,
                 task_id=task.id,
@@ -82,6 +83,7 @@ class ReviewHandler(BaseHandler):
                 summary=verdict.summary,
                 comments=comments,
             )
+
         data = {"branch": task.request.branch, "reviewer": answer.provider, "round": task.request.round}
         data.update(verdict.model_dump())
-        return Outcome(summary=f"{verdict.verdict}: {verdict.summary}"[:500], data=data)
+        return Outcome(summary=f"{verdict.verdict}: {verdict.summary}"[:500], data=data, rows=record)
