@@ -20,7 +20,7 @@ from alembic import op
 from store.report_hours import KEYS, SUMS, TABLE, TASKS_TABLE, create_triggers, drop_triggers, rebuild
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
