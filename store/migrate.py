@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from store.db import get_engine, make_engine
+from store.db import make_engine
 from switchyard.errors import ServiceUnavailable
 from switchyard.private import FILE_MODE
 
@@ -173,11 +173,17 @@ def at_head(url: str) -> bool:
     wanted = quick_head()
     if wanted is None:
         return False
+    # An engine of its own, disposed at once (as current() does), not the shared pool: with a pooled connection
+    # that had asked a database without the table yet, the process later did not see rows another process
+    # wrote (tests/test_door.py's installed-script test; seen on SQLite, cause not pinned down further).
+    engine = make_engine(url)
     try:
-        with get_engine(url).connect() as conn:
+        with engine.connect() as conn:
             found = [row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))]
     except SQLAlchemyError:  # no table yet, or the database away: the full path says what is wrong
         return False
+    finally:
+        engine.dispose()
     return found == [wanted]
 
 
