@@ -215,9 +215,12 @@ def http_checks(ctx: Context, smoke: SmokeRun, token: str | None) -> None:
         return f"{len(families)} switchyard_ metrics"
 
     def flower() -> str:
+        # ``status=1``: the workers Flower's event stream sees alive (plain /api/workers is the cache of an inspect
+        # Flower ran at its start, before the workers were up: "0 workers known" on a fleet just started)
         auth = ctx.settings.flower_credentials
-        workers = get(f"{flower_url(ctx)}/api/workers", auth=auth).json()
-        return f"{len(workers)} workers known" + (" (with its login)" if auth else " (no login: local profile)")
+        seen = get(f"{flower_url(ctx)}/api/workers?status=1", auth=auth).json()
+        alive = sum(1 for up in seen.values() if up)
+        return f"{alive} workers seen alive" + (" (with its login)" if auth else " (no login: local profile)")
 
     smoke.timed("status API answers", api)
     smoke.timed("health answers", healthy)
