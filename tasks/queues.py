@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -40,6 +41,23 @@ def message_task_id(raw: bytes | str) -> str | None:
     return task_id if isinstance(task_id, str) else None
 
 
+def message_eta(raw: bytes | str) -> float | None:
+    """When a kombu message's task is due (its Celery ``eta`` header, epoch seconds); None when it has none."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    headers = message.get("headers") if isinstance(message, dict) else None
+    eta = headers.get("eta") if isinstance(headers, dict) else None
+    if not isinstance(eta, str):
+        return None
+    try:
+        due = datetime.fromisoformat(eta)
+    except ValueError:
+        return None
+    return (due if due.tzinfo else due.replace(tzinfo=UTC)).timestamp()
+
+
 def reserved_task_id(raw: bytes | str) -> str | None:
     """The task id of an ``unacked`` hash value: ``[message, exchange, routing key]``."""
     try:
@@ -51,12 +69,24 @@ def reserved_task_id(raw: bytes | str) -> str | None:
     return message_task_id(json.dumps(entry[0]))
 
 
+def reserved_eta(raw: bytes | str) -> float | None:
+    """The ``eta`` (epoch seconds) of an ``unacked`` hash value's message, if it has one."""
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(entry, list) or not entry:
+        return None
+    return message_eta(json.dumps(entry[0]))
+
+
 @dataclass(frozen=True)
 class Reserved:
     """A message a worker holds unacknowledged: its delivery tag and when it was delivered (epoch seconds)."""
 
     tag: str
     since: float
+    eta: float | None = None  # when its task was due (a deferral's countdown), if it had one
 
 
 @dataclass(frozen=True)
@@ -144,7 +174,7 @@ def _reserved(held: dict[bytes, bytes], index: list[tuple[bytes, float]]) -> dic
         task_id, tag = reserved_task_id(raw), _text(raw_tag)
         if task_id is None:
             continue
-        entry = Reserved(tag=tag, since=since.get(tag, float("inf")))
+        entry = Reserved(tag=tag, since=since.get(tag, float("inf")), eta=reserved_eta(raw))
         if task_id not in reserved or entry.since > reserved[task_id].since:
             reserved[task_id] = entry
     return reserved

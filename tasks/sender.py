@@ -143,7 +143,7 @@ def release_stale(ctx: Context, *, now: datetime) -> int:
         status, reason = statuses.get(task_id, ("", None))
         if status in TERMINAL_STATUSES or parked(status, reason):  # nothing left for that message to do
             forget(ctx, reserved.tag)
-        elif _unstarted(status, reason, reserved, deferred_old):
+        elif _unstarted(status, reason, reserved, deferred_old, old.timestamp()):
             restore(ctx, reserved.tag)
             with session_scope(ctx.database_url) as session:
                 why = f"re-sent: {status}, its message reserved by a worker that never started it"
@@ -155,12 +155,17 @@ def release_stale(ctx: Context, *, now: datetime) -> int:
     return put_back
 
 
-def _unstarted(status: str, reason: str | None, reserved: Reserved, deferred_old: float) -> bool:
-    """A task waiting for the message a worker holds: queued, or deferred for longer than any countdown
-    (a deferred task's message waits in its worker for its countdown; a parked one has no message on purpose)."""
+def _unstarted(status: str, reason: str | None, reserved: Reserved, deferred_old: float, old: float) -> bool:
+    """A task waiting for the message a worker holds: queued, or deferred past its countdown (a deferred task's
+    message waits in its worker for its countdown; a parked one has no message on purpose). A live worker runs
+    a message when its ``eta`` comes, so one still reserved ``lost_after_s`` past it is stale; one without an
+    eta is given the longest countdown too."""
     if status == "queued":
         return True
-    return status == "deferred" and not parked(status, reason) and reserved.since <= deferred_old
+    if status != "deferred" or parked(status, reason):
+        return False
+    due = reserved.eta if reserved.eta is not None else reserved.since + (old - deferred_old)
+    return reserved.since <= old and due <= old
 
 
 def _lost(w: outbox.Sent, now: datetime, policy: OutboxPolicy, *, on_broker: bool) -> bool:

@@ -17,7 +17,8 @@ from store.models import Outbox, Task
 from store.pipeline import HELD
 from switchyard.fleet_models import OutboxPolicy
 from tasks.outbox import is_lost, owed_before, retry_delay, sent_before
-from tasks.queues import message_task_id, reserved_task_id
+from tasks.queues import Reserved, message_eta, message_task_id, reserved_eta, reserved_task_id
+from tasks.sender import _unstarted
 
 POLICY = OutboxPolicy(every_s=15, grace_s=20, retry_initial_s=2, retry_max_s=60, lost_after_s=120)
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -87,6 +88,34 @@ def test_the_task_id_is_read_from_a_waiting_message_and_from_a_reserved_one() ->
     assert message_task_id(kombu_message("t-1").encode()) == "t-1"
     reserved = json.dumps([json.loads(kombu_message("t-2")), "pr_review", "pr_review"])
     assert reserved_task_id(reserved) == "t-2"
+
+
+def test_a_deferral_eta_is_read_from_a_reserved_message() -> None:
+    message = json.loads(kombu_message("t-3"))
+    message["headers"]["eta"] = "2026-12-02T17:49:53.000000+00:00"
+    reserved = json.dumps([message, "pr_integ", "pr_integ"])
+    due = datetime(2026, 12, 2, 17, 49, 53, tzinfo=UTC).timestamp()
+    assert message_eta(json.dumps(message)) == due and reserved_eta(reserved) == due
+    assert reserved_eta(json.dumps([json.loads(kombu_message("t-4")), "q", "q"])) is None  # no countdown
+    assert message_eta('{"headers": {"eta": "not a date"}}') is None
+
+
+def test_a_deferred_message_a_dead_worker_holds_is_stale_once_its_eta_is_lost_after_s_past() -> None:
+    """A live worker runs an ETA message when it comes due: one still reserved lost_after_s (30 s) past its eta
+    goes back to its queue then, not after the longest countdown (60 s) more, which held a merge queue's head
+    past the chaos suite's 90 s recovery deadline."""
+    now, lost_after, longest = 1_000.0, 30.0, 60.0
+    old, deferred_old = now - lost_after, now - lost_after - longest
+    reason = "waiting in the merge queue of dev5/dev behind af25a92f (running)"
+    due_long_ago = Reserved("t", since=now - 35, eta=now - 33)
+    assert _unstarted("deferred", reason, due_long_ago, deferred_old, old)
+    assert not _unstarted("deferred", reason, Reserved("t", since=now - 35, eta=now - 20), deferred_old, old)
+    assert not _unstarted("deferred", reason, Reserved("t", since=now - 20, eta=now - 40), deferred_old, old)
+    no_eta = Reserved("t", since=now - 35)  # without an eta: the longest countdown as before
+    assert not _unstarted("deferred", reason, no_eta, deferred_old, old)
+    assert _unstarted("deferred", reason, Reserved("t", since=now - 95), deferred_old, old)
+    assert not _unstarted("deferred", "held until its sub-tasks land", due_long_ago, deferred_old, old)  # parked
+    assert not _unstarted("running", None, due_long_ago, deferred_old, old)
 
 
 @pytest.mark.parametrize("raw", ["not json", "[]", "{}", '{"headers": "x"}', '{"headers": {"id": 7}}', "42"])
