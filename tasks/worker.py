@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from sqlalchemy.exc import OperationalError
 
 from celeryconfig import task_name
@@ -85,9 +85,15 @@ def _execute(celery_task: Task, ctx: Context, task_id: str, lease: str | None) -
             return _run(celery_task, ctx, task_id, owner, owns=owns, claimed=claimed)
         except Deferred as wait:  # the retry's message carries this run's lease on, past its countdown
             leases.extend(task_id, owner, wait.countdown_s + ctx.fleet.limits.lease_s)
-            retry = celery_task.retry(
-                countdown=wait.countdown_s, kwargs={"lease": owner}, max_retries=None, **shown(celery_task)
-            )
+            try:
+                retry = celery_task.retry(
+                    countdown=wait.countdown_s, kwargs={"lease": owner}, max_retries=None, **shown(celery_task)
+                )
+            except Reject:  # the retry's message could not be sent (the broker is away): no message carries the
+                # lease on, so it ends now and the sender's re-send (no token) can take the task at once, not a
+                # countdown and a lease later
+                leases.extend(task_id, owner, 0)
+                raise
             raise retry from None
 
 
