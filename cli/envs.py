@@ -40,7 +40,7 @@ def init_report(
     """:func:`init_environments`, saying what was created or repaired (working copies, branches, SQL rows)."""
     from environments.checks import parse_check_command
     from environments.workspace import ensure_workspace
-    from store import repo
+    from environments.workspace import record as record_environment
     from store.db import session_scope
 
     fleet = ctx.fleet.environments
@@ -66,16 +66,7 @@ def init_report(
         for info in report.environments:
             if info.name in chosen and not _recorded(session, info):
                 report.changes.append(f"{info.name}: recorded in SQL (port {info.port}, check {info.check_command!r})")
-                repo.upsert_environment(
-                    session,
-                    name=info.name,
-                    path=str(info.path),
-                    branch=info.branch,
-                    port=info.port,
-                    check_command=info.check_command,
-                    repository=info.repository,
-                    stages=list(info.stages),
-                )
+                record_environment(session, info)
     return report
 
 

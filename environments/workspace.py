@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from environments.git import (
     NAME_RE,
@@ -37,7 +38,11 @@ from environments.layout import (
     write_config,
 )
 from environments.worktrees import ensure_worktree, list_worktrees, worktree_git
+from store import repo
 from switchyard.errors import InputError, NotFound
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 CLONE_TIMEOUT_S = 600
 MAX_PORT = 65535
@@ -54,6 +59,20 @@ class EnvironmentInfo:
     check_command: str
     repository: str
     stages: list[tuple[str, str]]
+
+
+def record(session: Session, info: EnvironmentInfo) -> None:
+    """Write the environment (path, branch, port, check, repository, stages) to SQL, replacing what was there."""
+    repo.upsert_environment(
+        session,
+        name=info.name,
+        path=str(info.path),
+        branch=info.branch,
+        port=info.port,
+        check_command=info.check_command,
+        repository=info.repository,
+        stages=list(info.stages),
+    )
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from environments.sample import make_sample_repo
 from environments.workspace import ensure_workspace
+from environments.workspace import record as record_environment
 from store import repo
 from store.budgets import upsert_override
 from store.db import session_scope
@@ -194,16 +195,7 @@ def prepare_environments(ctx: Context) -> None:
     with session_scope(ctx.database_url) as session:
         repo.sync_groups(session, ctx.fleet)
         for info in report.environments:
-            repo.upsert_environment(
-                session,
-                name=info.name,
-                path=str(info.path),
-                branch=info.branch,
-                port=info.port,
-                check_command=info.check_command,
-                repository=info.repository,
-                stages=list(info.stages),
-            )
+            record_environment(session, info)
 
 
 def set_check_command(ctx: Context, command: str) -> None:

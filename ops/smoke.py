@@ -30,11 +30,11 @@ from sqlalchemy import delete, select
 
 from environments.sample import make_sample_repo
 from environments.workspace import ensure_workspace
+from environments.workspace import record as record_environment
 from routing.breaker import Breakers
 from routing.keys import provider_keys
 from routing.ledger import Ledger
 from routing.permits import Permit
-from store import repo
 from store.db import session_scope
 from store.models import TERMINAL_STATUSES, BudgetOverride, Environment, Task
 from store.tokens import create_token, revoke_token
@@ -264,16 +264,7 @@ def make_scratch(ctx: Context, *, real: bool) -> str:
     prepare_database(ctx.database_url)
     (info,) = [e for e in report.environments if e.name == SCRATCH_ENVIRONMENT]
     with session_scope(ctx.database_url) as session:
-        repo.upsert_environment(
-            session,
-            name=info.name,
-            path=str(info.path),
-            branch=info.branch,
-            port=info.port,
-            check_command=info.check_command,
-            repository=info.repository,
-            stages=list(info.stages),
-        )
+        record_environment(session, info)
     if real:
         Ledger(ctx.database_url, ctx.fleet).set_budget(
             scope="environment", target=SCRATCH_ENVIRONMENT, window="day", cap_usd=REAL_CAP_USD, action="block"

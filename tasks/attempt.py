@@ -249,15 +249,7 @@ class Runner:
 
         def begin(route: Route, conn: Connection) -> None:
             with session_on(conn) as session:
-                repo.begin_attempt(
-                    session,
-                    task_id=task.id,
-                    attempt=number,
-                    provider=route.provider,
-                    model=route.model,
-                    transport=route.transport,
-                    route_note="; ".join(route.passed_over) or None,
-                )
+                _begin_attempt(session, task, number, route)
             self._written.add(number)
 
         return Place(task.id, number, task.group, task.environment, task.stage, begin=begin)
@@ -363,15 +355,7 @@ class Runner:
             request = self._provider_request(task, route, prompt)
             if not begun:
                 with session_scope(self.ctx.database_url) as session:
-                    repo.begin_attempt(
-                        session,
-                        task_id=task.id,
-                        attempt=number,
-                        provider=route.provider,
-                        model=route.model,
-                        transport=route.transport,
-                        route_note="; ".join(route.passed_over) or None,
-                    )
+                    _begin_attempt(session, task, number, route)
                 begun = True
                 self._last = max(self._last, number)
             return request, self.make_provider(route.provider, self.ctx, route.transport)
@@ -613,3 +597,16 @@ def run_task(
     task_id: str, ctx: Context, *, owns: Callable[[], bool] = lambda: True, claimed: Claimed | None = None
 ) -> str:
     return Runner(ctx, owns=owns).run(task_id, claimed)
+
+
+def _begin_attempt(session: Session, task: TaskInfo, number: int, route: Route) -> None:
+    """The attempt's row (``running``), with the rungs the router passed over and why."""
+    repo.begin_attempt(
+        session,
+        task_id=task.id,
+        attempt=number,
+        provider=route.provider,
+        model=route.model,
+        transport=route.transport,
+        route_note="; ".join(route.passed_over) or None,
+    )

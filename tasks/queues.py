@@ -32,23 +32,49 @@ from tasks.context import Context
 
 def message_task_id(raw: bytes | str) -> str | None:
     """The Celery task id a kombu message (its JSON, as the Redis transport stores it) carries, if any."""
-    try:
-        message = json.loads(raw)
-    except ValueError:
-        return None
-    headers = message.get("headers") if isinstance(message, dict) else None
-    task_id = headers.get("id") if isinstance(headers, dict) else None
-    return task_id if isinstance(task_id, str) else None
+    return _task_id(_headers(_loads(raw)))
 
 
 def message_eta(raw: bytes | str) -> float | None:
     """When a kombu message's task is due (its Celery ``eta`` header, epoch seconds); None when it has none."""
+    return _eta(_headers(_loads(raw)))
+
+
+def reserved_task_id(raw: bytes | str) -> str | None:
+    """The task id of an ``unacked`` hash value: ``[message, exchange, routing key]``."""
+    return _task_id(_reserved_headers(raw))
+
+
+def reserved_eta(raw: bytes | str) -> float | None:
+    """The ``eta`` (epoch seconds) of an ``unacked`` hash value's message, if it has one."""
+    return _eta(_reserved_headers(raw))
+
+
+def _loads(raw: bytes | str) -> Any:
     try:
-        message = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
         return None
+
+
+def _headers(message: Any) -> dict[str, Any]:
     headers = message.get("headers") if isinstance(message, dict) else None
-    eta = headers.get("eta") if isinstance(headers, dict) else None
+    return headers if isinstance(headers, dict) else {}
+
+
+def _reserved_headers(raw: bytes | str) -> dict[str, Any]:
+    """The headers of the message in an ``unacked`` hash value (``[message, exchange, routing key]``)."""
+    entry = _loads(raw)
+    return _headers(entry[0]) if isinstance(entry, list) and entry else {}
+
+
+def _task_id(headers: dict[str, Any]) -> str | None:
+    task_id = headers.get("id")
+    return task_id if isinstance(task_id, str) else None
+
+
+def _eta(headers: dict[str, Any]) -> float | None:
+    eta = headers.get("eta")
     if not isinstance(eta, str):
         return None
     try:
@@ -56,28 +82,6 @@ def message_eta(raw: bytes | str) -> float | None:
     except ValueError:
         return None
     return (due if due.tzinfo else due.replace(tzinfo=UTC)).timestamp()
-
-
-def reserved_task_id(raw: bytes | str) -> str | None:
-    """The task id of an ``unacked`` hash value: ``[message, exchange, routing key]``."""
-    try:
-        entry = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(entry, list) or not entry:
-        return None
-    return message_task_id(json.dumps(entry[0]))
-
-
-def reserved_eta(raw: bytes | str) -> float | None:
-    """The ``eta`` (epoch seconds) of an ``unacked`` hash value's message, if it has one."""
-    try:
-        entry = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(entry, list) or not entry:
-        return None
-    return message_eta(json.dumps(entry[0]))
 
 
 @dataclass(frozen=True)
@@ -171,10 +175,11 @@ def _reserved(held: dict[bytes, bytes], index: list[tuple[bytes, float]]) -> dic
     since = {_text(tag): float(score) for tag, score in index}
     reserved: dict[str, Reserved] = {}
     for raw_tag, raw in held.items():
-        task_id, tag = reserved_task_id(raw), _text(raw_tag)
+        headers, tag = _reserved_headers(raw), _text(raw_tag)  # the value parsed once, for its id and eta
+        task_id = _task_id(headers)
         if task_id is None:
             continue
-        entry = Reserved(tag=tag, since=since.get(tag, float("inf")), eta=reserved_eta(raw))
+        entry = Reserved(tag=tag, since=since.get(tag, float("inf")), eta=_eta(headers))
         if task_id not in reserved or entry.since > reserved[task_id].since:
             reserved[task_id] = entry
     return reserved
